@@ -1,0 +1,87 @@
+"""Intensity handling: one documented lung window, never per-slice min-max.
+
+Hounsfield units go through the lung window ``HU_WINDOW`` = [-1250, 250] HU
+(the window the public COVID-19 CT benchmark uses; its Radiopaedia volumes are
+stored already mapped through it to 0..255). 8-bit display images are taken as
+they are: a photo of a slice was windowed by whoever exported it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lungseg.imaging.types import Intensity
+
+HU_WINDOW: tuple[float, float] = (-1250.0, 250.0)
+"""Lung window in HU: values below map to 0, above to 1."""
+
+CT_STORED_OFFSET = 1024
+"""Offset of unsigned CT stored values (HU = stored - 1024, RescaleIntercept -1024)."""
+
+
+def to_unit_range(array: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """Map HU (through ``HU_WINDOW``) or 8-bit display values to float32 in [0, 1]."""
+    if intensity is Intensity.HU:
+        low, high = HU_WINDOW
+        out = (array.astype(np.float32) - low) / (high - low)
+        return np.clip(out, 0.0, 1.0, out=out)
+    if intensity is Intensity.DISPLAY:
+        return array.astype(np.float32) / 255.0
+    raise ValueError(f"cannot map {intensity.value} values to intensities")
+
+
+def to_display(array: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """The image as 8-bit display values (HU through the lung window)."""
+    if intensity is Intensity.DISPLAY:
+        return array.astype(np.uint8, copy=False)
+    return np.round(to_unit_range(array, intensity) * 255.0).astype(np.uint8)
+
+
+def hu_from_float(values: np.ndarray) -> np.ndarray:
+    """Round float HU to int16, clipped to the int16 range."""
+    info = np.iinfo(np.int16)
+    return np.clip(np.round(values), info.min, info.max).astype(np.int16)
+
+
+def classify_values(values: np.ndarray) -> tuple[np.ndarray, Intensity, str]:
+    """Decide what numeric pixel values mean when the file does not say.
+
+    Rules (documented in docs/imaging.md):
+      * any value below 0 -> Hounsfield units;
+      * all values within 0..255 -> 8-bit display values (already windowed);
+      * non-negative values above 255 up to 4095 + 1024 -> unsigned CT stored
+        values, HU = value - 1024;
+      * larger non-negative values -> a 16-bit display image, value * 255 / 65535.
+
+    Returns the converted array, its intensity kind and a note saying which rule applied.
+    """
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if finite.size == 0:
+        raise ValueError("the image has no finite pixel values")
+    low, high = float(finite.min()), float(finite.max())
+    if values.dtype.kind == "f" and low >= 0.0 and high <= 1.0 and high > 0.0:
+        return (
+            np.round(np.nan_to_num(values) * 255.0).astype(np.uint8),
+            Intensity.DISPLAY,
+            "float values in [0, 1] taken as display values",
+        )
+    if low < 0:
+        return (
+            hu_from_float(np.nan_to_num(values, nan=-1024.0)),
+            Intensity.HU,
+            "negative values: HU",
+        )
+    if high <= 255:
+        return np.round(values).astype(np.uint8), Intensity.DISPLAY, "values in 0..255: display"
+    if high <= 4095 + CT_STORED_OFFSET:
+        return (
+            hu_from_float(values.astype(np.float32) - CT_STORED_OFFSET),
+            Intensity.HU,
+            f"non-negative values up to {high:.0f}: CT stored values, HU = value - 1024",
+        )
+    full_scale = 65535.0 if high <= 65535 else high
+    return (
+        np.round(values.astype(np.float64) * (255.0 / full_scale)).astype(np.uint8),
+        Intensity.DISPLAY,
+        f"non-negative values up to {high:.0f}: 16-bit display image, value * 255 / 65535",
+    )

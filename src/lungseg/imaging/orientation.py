@@ -1,0 +1,56 @@
+"""Bring volumes into one array order: axial slices in radiological view.
+
+Every reader returns volumes as ``(slice, row, col)`` with columns running to the
+patient's left, rows to posterior and slices from inferior to superior (axis
+codes ``LPS`` for ``(col, row, slice)``). On screen that is the radiological
+view: the patient's right lung on the image's left, anterior at the top. Only
+axis flips and permutations are applied, never an interpolating rotation, and the
+affine is updated so that every voxel keeps its place in the patient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nibabel.orientations import (
+    aff2axcodes,
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+
+from lungseg.imaging.types import Geometry
+
+DISPLAY_AXCODES = ("L", "P", "S")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def to_display_order(data_xyz: np.ndarray, affine_ras: np.ndarray) -> tuple[np.ndarray, Geometry]:
+    """Reorient a volume indexed ``(i, j, k)`` with a RAS+ affine to ``(slice, row, col)``.
+
+    Args:
+        data_xyz: voxels indexed as in the file (NIfTI order ``i, j, k``).
+        affine_ras: 4x4 voxel-to-patient (mm, RAS+) matrix of ``data_xyz``.
+
+    Returns:
+        The array ``(slice, row, col)`` in ``LPS`` display order and its geometry
+        (spacing ``(slice, row, col)`` in mm, updated affine).
+    """
+    transform = ornt_transform(io_orientation(affine_ras), axcodes2ornt(DISPLAY_AXCODES))
+    data = apply_orientation(data_xyz, transform)
+    affine = affine_ras @ inv_ornt_aff(transform, data_xyz.shape)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # mm per step along i, j, k
+    geometry = Geometry(
+        spacing=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
+        affine=affine,
+        orientation="".join(aff2axcodes(affine)),
+    )
+    return np.ascontiguousarray(np.transpose(data, (2, 1, 0))), geometry
+
+
+def from_display_order(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse view for writing NIfTI: ``(i, j, k)`` data and its RAS+ affine."""
+    if geometry.affine is None:
+        raise ValueError("this image has no affine; it cannot be written as NIfTI")
+    return np.ascontiguousarray(np.transpose(array_zyx, (2, 1, 0))), geometry.affine
