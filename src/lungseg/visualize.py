@@ -1,0 +1,51 @@
+"""Draw masks on images (numpy only: used by reports, predictions and the web app)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
+
+LUNG_COLOURS: dict[int, tuple[int, int, int]] = {
+    LUNG_RIGHT: (230, 75, 60),  # right lung: red
+    LUNG_LEFT: (50, 130, 230),  # left lung: blue
+    LUNG_SIDE_UNKNOWN: (60, 200, 90),  # lung, side unknown: green
+}
+INFECTION_COLOUR = (250, 210, 40)  # any infection label: yellow
+
+
+def overlay(
+    grey: np.ndarray,
+    lung: np.ndarray | None = None,
+    infection: np.ndarray | None = None,
+    *,
+    alpha: float = 0.4,
+    outline: bool = True,
+) -> np.ndarray:
+    """Colour lung labels (and infection) over an 8-bit greyscale slice.
+
+    Args:
+        grey: ``(rows, cols)`` uint8 display image.
+        lung: lung labels (``LUNG_RIGHT``, ``LUNG_LEFT``, ``LUNG_SIDE_UNKNOWN``).
+        infection: non-zero where infected.
+        alpha: opacity of the fill.
+        outline: draw a one-pixel outline of each label in full colour.
+
+    Returns:
+        ``(rows, cols, 3)`` uint8 RGB.
+    """
+    rgb = np.repeat(grey[..., np.newaxis], 3, axis=2).astype(np.float32)
+    layers: list[tuple[np.ndarray, tuple[int, int, int]]] = []
+    if lung is not None:
+        layers += [(lung == label, colour) for label, colour in LUNG_COLOURS.items()]
+    if infection is not None:
+        layers.append((infection != 0, INFECTION_COLOUR))
+    for region, colour in layers:
+        if not region.any():
+            continue
+        rgb[region] = (1 - alpha) * rgb[region] + alpha * np.asarray(colour, np.float32)
+        if outline:
+            edge = region & ~ndi.binary_erosion(region)
+            rgb[edge] = colour
+    return np.clip(rgb, 0, 255).astype(np.uint8)

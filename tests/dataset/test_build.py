@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import write_covid_kaggle_like, write_finding_lungs_like, write_medseg_like
+
+from lungseg.dataset import build as build_module
+from lungseg.dataset.build import BuildConfig, build_dataset
+from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.dataset.store import MANIFEST_COLUMNS, BuiltDataset
+from lungseg.errors import DatasetError
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> list[str]:
+    return [
+        str(write_finding_lungs_like(tmp_path / "finding", count=6)),
+        str(write_medseg_like(tmp_path / "medseg", count=5)),
+        str(write_covid_kaggle_like(tmp_path / "covid", cases=3, slices=8)),
+    ]
+
+
+def test_build_writes_split_manifest_arrays_config_and_report(tmp_path: Path, sources) -> None:
+    out = tmp_path / "built"
+    summary = build_dataset(BuildConfig(sources=sources, seed=1), out)
+    assert summary.slices_stored == 6 + 5 + 3 * 4  # the volumes' 2+2 lung-free slices are dropped
+    assert summary.lung_free_dropped == 3 * 4
+    dataset = BuiltDataset(out)
+    assert list(dataset.rows[0]) == list(MANIFEST_COLUMNS)
+
+    # No patient in two splits, every source in every split.
+    splits_of: dict[str, set[str]] = {}
+    for row in dataset.rows:
+        splits_of.setdefault(row["patient"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_of.values())
+    for source in ("finding", "medseg", "covid"):
+        assert {r["split"] for r in dataset.rows if r["source"] == source} == {
+            "train",
+            "val",
+            "test",
+        }
+
+    # Arrays come back as stored: HU int16 and display uint8, sides where the source has them.
+    kinds = {}
+    for record in dataset.iter_split():
+        kinds[record.row["source"]] = (record.intensity.value, record.image.dtype)
+        assert record.lung.shape == record.image.shape
+        assert record.lung.any()
+        if record.row["source"] == "covid":
+            assert set(np.unique(record.lung)) == {0, LUNG_RIGHT, LUNG_LEFT}
+    assert kinds["finding"] == ("hu", np.dtype(np.int16))
+    assert kinds["medseg"] == ("display", np.dtype(np.uint8))
+    medseg_row = next(r for r in dataset.rows if r["source"] == "medseg")
+    assert medseg_row["source_split"] in {"train", "test"}
+    assert medseg_row["infection_labels"] == "typed"
+
+    config = json.loads((out / "build_config.json").read_text())
+    assert config["seed"] == 1
+    assert config["sources"] == sources
+    report = (out / "report" / "report.md").read_text()
+    assert "Slices per split" in report
+    for picture in ("samples_train.png", "intensity_histogram.png", "lung_fraction.png"):
+        assert (out / "report" / picture).stat().st_size > 1000
+    assert not list(tmp_path.glob(".built.*"))
+
+
+def test_same_seed_same_split_other_seed_other_split(tmp_path: Path, sources) -> None:
+    def splits(seed: int, name: str) -> dict[str, str]:
+        build_dataset(BuildConfig(sources=sources, seed=seed), tmp_path / name)
+        return {r["slice_id"]: r["split"] for r in BuiltDataset(tmp_path / name).rows}
+
+    first = splits(7, "a")
+    assert first == splits(7, "b")
+    assert first != splits(8, "c")
+
+
+def test_a_share_of_lung_free_slices_can_be_kept(tmp_path: Path, sources) -> None:
+    summary = build_dataset(BuildConfig(sources=sources, keep_lung_free=1.0), tmp_path / "all")
+    assert summary.lung_free_kept == 12
+    assert summary.lung_free_dropped == 0
+    rows = BuiltDataset(tmp_path / "all").rows
+    assert sum(float(r["lung_fraction"]) == 0 for r in rows) == 12
+
+
+def test_qc_flagged_slices_are_stored_listed_and_left_out(tmp_path: Path) -> None:
+    root = write_finding_lungs_like(tmp_path / "finding", count=4)
+    mask_path = root / "2d_masks" / "ID_0002_Z_0102.png"
+    from PIL import Image
+
+    mask = np.array(Image.open(mask_path))
+    mask[:12, :] = 1  # the air in front of the patient
+    Image.fromarray(mask).save(mask_path)
+    build_dataset(BuildConfig(sources=[str(root)]), tmp_path / "out")
+    dataset = BuiltDataset(tmp_path / "out")
+    flagged = [r for r in dataset.rows if r["qc_flags"]]
+    assert [r["patient"] for r in flagged] == ["ID_0002"]
+    assert flagged[0]["use"] == "0"
+    assert "ID_0002" not in {r["patient"] for r in dataset.select()}
+    assert "ID_0002" in (tmp_path / "out" / "qc.csv").read_text()
+    assert (tmp_path / "out" / "report" / "qc_flagged.png").exists()
+
+
+def test_unreadable_case_is_reported_and_the_build_goes_on(tmp_path: Path) -> None:
+    root = write_finding_lungs_like(tmp_path / "finding", count=3)
+    (root / "2d_images" / "ID_0001_Z_0101.tif").write_bytes(b"II*\x00broken")
+    summary = build_dataset(BuildConfig(sources=[str(root)]), tmp_path / "out")
+    assert summary.slices_stored == 2
+    assert [Path(p).name for p, _ in summary.unreadable] == ["ID_0001_Z_0101.tif"]
+    assert "Unreadable files" in (tmp_path / "out" / "report" / "report.md").read_text()
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, sources) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="already exists"):
+        build_dataset(BuildConfig(sources=sources), out)
+    assert (out / "keep.txt").exists()
+    build_dataset(BuildConfig(sources=sources), out, overwrite=True)
+    assert not (out / "keep.txt").exists()
+    assert (out / "manifest.csv").exists()
+
+
+def test_interrupted_build_leaves_nothing_half_written(
+    tmp_path: Path, sources, monkeypatch
+) -> None:
+    calls = []
+    real_load = build_module.load_case
+
+    def interrupted(case):
+        calls.append(case)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_load(case)
+
+    monkeypatch.setattr(build_module, "load_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(BuildConfig(sources=sources), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"keep_lung_free": 1.5}, "keep_lung_free"),
+        ({"slice_step": 0}, "slice_step"),
+        ({"fractions": (0.5, 0.5, 0.5)}, "fractions"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs, problem) -> None:
+    with pytest.raises(DatasetError, match=problem):
+        BuildConfig(sources=["x"], **kwargs)
+
+
+def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
+    a = write_finding_lungs_like(tmp_path / "a" / "data", count=2)
+    b = write_finding_lungs_like(tmp_path / "b" / "data", count=2)
+    with pytest.raises(DatasetError, match="both named"):
+        build_dataset(BuildConfig(sources=[str(a), str(b)]), tmp_path / "out")
