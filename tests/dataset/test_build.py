@@ -161,3 +161,24 @@ def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
     b = write_finding_lungs_like(tmp_path / "b" / "data", count=2)
     with pytest.raises(DatasetError, match="both named"):
         build_dataset(BuildConfig(sources=[str(a), str(b)]), tmp_path / "out")
+
+
+def test_volumes_and_dicom_series_with_nifti_masks(tmp_path: Path) -> None:
+    from synthetic import ct_volume, write_dicom_series, write_nifti
+
+    root = tmp_path / "scans"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    hu, lungs = ct_volume(slices=6, size=48, lung_free=1)
+    write_dicom_series(root / "images" / "patient_a", hu)
+    write_nifti(root / "masks" / "patient_a.nii.gz", (lungs > 0).astype(np.uint8))
+    write_nifti(root / "images" / "patient_b.nii.gz", hu)
+    write_nifti(root / "masks" / "patient_b.nii.gz", lungs)
+    summary = build_dataset(BuildConfig(sources=[str(root)], slice_step=2), tmp_path / "out")
+    rows = BuiltDataset(tmp_path / "out").rows
+    assert {r["case_id"] for r in rows} == {"scans/patient_a", "scans/patient_b"}
+    assert summary.slices_stored == 2 * 2  # slices 0, 2, 4 kept by the step; 0 has no lung
+    assert {r["slice_index"] for r in rows} == {"2", "4"}
+    assert {r["spacing_row_mm"] for r in rows} == {"0.8"}
+    sides = {r["case_id"]: r["has_sides"] for r in rows}
+    assert sides == {"scans/patient_a": "0", "scans/patient_b": "1"}

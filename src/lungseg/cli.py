@@ -1,0 +1,137 @@
+"""The ``lungseg`` command: one sub-command per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lungseg import __version__
+from lungseg.errors import LungsegError
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers like 0.7,0.15,0.15, got {text!r}"
+        ) from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.15,0.15, got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lungseg", description="Lung segmentation on chest CT.")
+    parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dataset = commands.add_parser("dataset", help="stage 1: build or download training data")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    build = dataset_commands.add_parser(
+        "build",
+        help="build a split, quality-checked 2D training set with a report",
+        description="Sources: COVID-19-CT-Seg folders (Kaggle or Zenodo layout), folders of "
+        "images with mask folders (2d_images+2d_masks, images+lung_masks[+infection_masks]), "
+        "or folders of NIfTI volumes / DICOM series with NIfTI masks.",
+    )
+    build.add_argument("sources", nargs="+", type=Path, help="source folders")
+    build.add_argument("--out", type=Path, required=True, help="folder to create")
+    build.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=(0.7, 0.15, 0.15),
+        help="train,val,test shares of patients (default 0.7,0.15,0.15)",
+    )
+    build.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    build.add_argument(
+        "--keep-lung-free",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of lung-free slices to keep (default 0)",
+    )
+    build.add_argument(
+        "--slice-step",
+        type=int,
+        default=1,
+        metavar="N",
+        help="keep every N-th slice of a volume (default 1)",
+    )
+    build.add_argument(
+        "--keep-flagged",
+        action="store_true",
+        help="train on slices that failed a quality check too",
+    )
+    build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    download = dataset_commands.add_parser(
+        "download", help="download a public dataset (resumable, checksummed)"
+    )
+    download.add_argument("name", choices=["covid19-ct-seg"], help="dataset to download")
+    download.add_argument(
+        "--out", type=Path, required=True, help="folder for archives and unpacked files"
+    )
+    download.add_argument(
+        "--base-url", default=None, help="mirror to download from (default: Zenodo record 3757476)"
+    )
+    return parser
+
+
+def _dataset_build(args: argparse.Namespace) -> int:
+    from lungseg.dataset.build import BuildConfig, build_dataset
+
+    config = BuildConfig(
+        sources=[str(s) for s in args.sources],
+        fractions=args.fractions,
+        seed=args.seed,
+        keep_lung_free=args.keep_lung_free,
+        slice_step=args.slice_step,
+        keep_flagged=args.keep_flagged,
+    )
+    summary = build_dataset(config, args.out, overwrite=args.overwrite)
+    excluded = summary.slices_stored - summary.slices_used
+    print(
+        f"built {summary.out}: {summary.slices_stored} slices stored, "
+        f"{summary.slices_used} for training, {excluded} excluded by QC (see qc.csv)"
+    )
+    print(f"report: {summary.out / 'report' / 'report.md'}")
+    for path, why in summary.unreadable:
+        print(f"unreadable, skipped: {path}: {why}", file=sys.stderr)
+    for path in summary.unmatched:
+        print(f"no mask, skipped: {path}", file=sys.stderr)
+    return 0
+
+
+def _dataset_download(args: argparse.Namespace) -> int:
+    from lungseg.dataset.download import ZENODO_BASE_URL, download_dataset
+
+    folder = download_dataset(args.name, args.out, base_url=args.base_url or ZENODO_BASE_URL)
+    print(
+        f"downloaded and unpacked into {folder}; next: lungseg dataset build {folder} --out DATASET"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        ("dataset", "build"): _dataset_build,
+        ("dataset", "download"): _dataset_download,
+    }
+    key: tuple[str, str] = (args.command, getattr(args, f"{args.command}_command", ""))
+    try:
+        return handlers[key](args)
+    except LungsegError as error:
+        print(f"lungseg: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lungseg: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
