@@ -79,6 +79,8 @@ class BuiltDataset:
             raise DatasetError(f"{self.folder}: not a built dataset (no manifest.csv)")
         with manifest.open(newline="") as handle:
             self.rows: list[dict[str, str]] = list(csv.DictReader(handle))
+        # Cases decompress once and stay cached (per dataset object, a few at a time).
+        self._arrays = lru_cache(maxsize=16)(_load_npz)
 
     def select(
         self, split: str | None = None, *, include_flagged: bool = False
@@ -92,7 +94,7 @@ class BuiltDataset:
 
     def load(self, row: dict[str, str]) -> SliceRecord:
         """The arrays of one manifest row."""
-        arrays = _load_npz(self.folder / row["array_file"])
+        arrays = self._arrays(self.folder / row["array_file"])
         index = int(row["array_index"])
         return SliceRecord(
             row=row,
@@ -109,7 +111,6 @@ class BuiltDataset:
             yield self.load(row)
 
 
-@lru_cache(maxsize=64)
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
