@@ -92,3 +92,18 @@ def test_real_qc_catches_the_wrong_masks_and_keeps_the_crops(built_real: Path) -
     medseg_flagged = [p for p in flagged if p.startswith("medseg")]
     assert len(finding_flagged) <= 8  # no more than 3% of good data thrown away
     assert len(medseg_flagged) <= 2  # tight crops with lungs at the edge are kept
+
+
+def test_threshold_lungs_of_the_dicom_series_have_an_adult_volume(shared_data: Path) -> None:
+    """Readers + body mask + post-processing on a real scan: dark voxels inside the body,
+    cleaned and sided, hold an adult's lung volume (about 4 to 7 L), right lung larger."""
+    from lungseg.imaging.body import body_mask, dense_tissue
+    from lungseg.inference.postprocess import clean_lung_mask, lung_measures, split_left_right
+
+    scan = read_image(shared_data / "chest-ct-dicom" / "Lung_Dx-A0001")
+    body = np.stack([body_mask(dense_tissue(plane, scan.intensity)) for plane in scan.array])
+    dark = body & ~dense_tissue(scan.array, scan.intensity)
+    labels = split_left_right(clean_lung_mask(dark, body, min_component_share=0.05))
+    volumes = lung_measures(labels, scan.geometry.spacing)
+    assert 4000 < volumes["total"] < 7000
+    assert volumes["right"] > volumes["left"] > 1500

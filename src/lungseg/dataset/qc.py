@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungseg.imaging import Intensity, to_display
+from lungseg.imaging import Intensity
+from lungseg.imaging.body import DENSE_HU, body_mask, dense_tissue
 
 # Flag names, also the column values in manifest.csv and qc.csv.
 MASK_OUTSIDE_BODY = "mask_outside_body"
@@ -54,7 +55,7 @@ class QCConfig:
             when it covers more than this share of the border.
     """
 
-    dense_hu: float = -400.0
+    dense_hu: float = DENSE_HU
     max_outside_body: float = 0.05
     max_border_share: float = 0.01
     max_lung_share_of_body: float = 0.8
@@ -71,34 +72,6 @@ class QCResult:
     flags: list[str] = field(default_factory=list)
     measures: dict[str, float] = field(default_factory=dict)
     full_view: bool = True
-
-
-def otsu_threshold(grey: np.ndarray) -> int:
-    """Otsu's threshold of an 8-bit image (the value that best splits it in two)."""
-    hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
-    prob = hist / hist.sum()
-    weight = np.cumsum(prob)
-    mean = np.cumsum(prob * np.arange(256))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mean[-1] * weight - mean) ** 2 / (weight * (1.0 - weight))
-    return int(np.nanargmax(between))
-
-
-def dense_tissue(image: np.ndarray, intensity: Intensity, config: QCConfig) -> np.ndarray:
-    """Pixels denser than lung: above ``dense_hu`` for HU, above Otsu's threshold for display."""
-    if intensity is Intensity.HU:
-        return image > config.dense_hu
-    grey = to_display(image, intensity)
-    return grey > otsu_threshold(grey)
-
-
-def body_mask(dense: np.ndarray) -> np.ndarray:
-    """The patient's cross-section: the largest dense region with its holes (lungs) filled."""
-    labels, count = ndi.label(dense)
-    if count == 0:
-        return np.zeros_like(dense)
-    sizes = ndi.sum(dense, labels, index=np.arange(1, count + 1))
-    return ndi.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
@@ -128,7 +101,7 @@ def check_slice(
     area = int(lung_px.sum())
     if area == 0:
         return result
-    dense = dense_tissue(image, intensity, config)
+    dense = dense_tissue(image, intensity, config.dense_hu)
     body = body_mask(dense)
     result.full_view = float(_border(body).mean()) <= config.crop_border_share
     measures = result.measures

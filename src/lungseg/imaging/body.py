@@ -1,0 +1,44 @@
+"""Where the patient is: dense tissue and the body's cross-section on an axial slice.
+
+Shared by the dataset quality checks and the prediction post-processing, so
+both agree on what "inside the body" means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from lungseg.imaging.intensity import to_display
+from lungseg.imaging.types import Intensity
+
+DENSE_HU = -400.0
+"""Soft-tissue threshold in HU: lung and air lie below it."""
+
+
+def otsu_threshold(grey: np.ndarray) -> int:
+    """Otsu's threshold of an 8-bit image (the value that best splits it in two)."""
+    hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
+    prob = hist / hist.sum()
+    weight = np.cumsum(prob)
+    mean = np.cumsum(prob * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean[-1] * weight - mean) ** 2 / (weight * (1.0 - weight))
+    return int(np.nanargmax(between))
+
+
+def dense_tissue(image: np.ndarray, intensity: Intensity, dense_hu: float = DENSE_HU) -> np.ndarray:
+    """Pixels denser than lung: above ``dense_hu`` for HU, above Otsu's threshold for display."""
+    if intensity is Intensity.HU:
+        return image > dense_hu
+    grey = to_display(image, intensity)
+    return grey > otsu_threshold(grey)
+
+
+def body_mask(dense: np.ndarray) -> np.ndarray:
+    """The patient's cross-section: the largest dense region with its holes (lungs) filled."""
+    labels, count = ndi.label(dense)
+    if count == 0:
+        return np.zeros_like(dense)
+    sizes = ndi.sum(dense, labels, index=np.arange(1, count + 1))
+    return ndi.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synthetic import ct_slice, ct_volume
+
+from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.imaging import Intensity
+from lungseg.imaging.body import body_mask, dense_tissue
+from lungseg.inference.postprocess import clean_lung_mask, lung_measures, split_left_right
+
+
+def test_specks_holes_and_outside_body_are_cleaned() -> None:
+    hu, lung = ct_slice(128)
+    predicted = lung > 0
+    predicted[60:63, 40:43] = False  # a vessel hole inside the right lung
+    predicted[100:102, 20:22] = True  # a speck in the chest wall
+    predicted[2:12, 2:40] = True  # the air in front of the patient
+    body = body_mask(dense_tissue(hu, Intensity.HU))
+    cleaned = clean_lung_mask(predicted, body)
+    np.testing.assert_array_equal(cleaned, lung > 0)
+
+
+def test_two_lungs_are_sided_by_position() -> None:
+    _, lung = ct_slice(96)
+    labels = split_left_right(lung > 0)
+    np.testing.assert_array_equal(labels == LUNG_RIGHT, lung == 1)  # image left = patient's right
+    np.testing.assert_array_equal(labels == LUNG_LEFT, lung == 2)
+
+
+def test_touching_lungs_are_cut_at_the_mediastinum() -> None:
+    _, lung = ct_slice(96)
+    bridged = lung > 0
+    bridged[44:47, 20:76] = True  # an anterior junction joining the lungs
+    labels = split_left_right(bridged)
+    assert (labels[lung == 1] == LUNG_RIGHT).mean() > 0.97
+    assert (labels[lung == 2] == LUNG_LEFT).mean() > 0.97
+
+
+def test_a_small_third_component_joins_the_nearer_lung() -> None:
+    _, lung = ct_slice(96)
+    mask = lung > 0
+    mask[40:44, 22:26] = False
+    mask[10:14, 20:24] = True  # apex-like island above the right lung
+    labels = split_left_right(mask)
+    assert (labels[10:14, 20:24] == LUNG_RIGHT).all()
+
+
+def test_volume_measures_in_ml_and_slice_area_in_mm2() -> None:
+    labels = np.zeros((4, 10, 10), np.uint8)
+    labels[:, :5, :5] = LUNG_RIGHT  # 100 voxels
+    labels[:, :5, 5:] = LUNG_LEFT  # 100 voxels
+    measures = lung_measures(labels, (5.0, 2.0, 1.0))  # 10 mm³ per voxel
+    assert measures == pytest.approx({"right": 1.0, "left": 1.0, "total": 2.0})
+    assert lung_measures(labels[0], (2.0, 1.0))["total"] == pytest.approx(100.0)
+    assert lung_measures(labels[0], None)["right"] == 25.0
+
+
+def test_volume_is_cleaned_in_3d() -> None:
+    hu, lung = ct_volume(slices=6, size=64, lung_free=1)
+    predicted = lung > 0
+    predicted[0, 30:32, 30:32] = True  # a speck on a lung-free slice
+    body = np.stack([body_mask(dense_tissue(s, Intensity.HU)) for s in hu])
+    cleaned = clean_lung_mask(predicted, body)
+    assert not cleaned[0].any()
+    labels = split_left_right(cleaned)
+    np.testing.assert_array_equal(labels == LUNG_RIGHT, lung == 1)
+
+
+def test_empty_mask_stays_empty() -> None:
+    empty = np.zeros((8, 8), bool)
+    assert not clean_lung_mask(empty).any()
+    assert not split_left_right(empty).any()
