@@ -7,7 +7,6 @@ per source, and thumbnails of what the quality checks excluded.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -253,9 +252,3 @@ def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Pa
     report = out / "report.md"
     report.write_text("\n".join(text))
     return report
-
-
-def read_qc(folder: Path) -> list[dict[str, str]]:
-    """The rows of a built dataset's ``qc.csv``."""
-    with (folder / "qc.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))

@@ -40,13 +40,6 @@ class Geometry:
     affine: np.ndarray | None = field(default=None, compare=False)
     orientation: str = "unknown"
 
-    @property
-    def pixel_area_mm2(self) -> float | None:
-        """Area of one in-plane pixel in mm², or ``None`` where spacing is unknown."""
-        if self.spacing is None:
-            return None
-        return float(self.spacing[-1] * self.spacing[-2])
-
 
 @dataclass(frozen=True)
 class CTImage:
