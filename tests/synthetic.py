@@ -77,7 +77,7 @@ def write_nifti(path: Path, volume_zyx: np.ndarray, affine: np.ndarray = LPS_AFF
 
 
 def write_tiff_hu(path: Path, hu: np.ndarray) -> Path:
-    Image.fromarray(hu.astype(np.int32), mode="I").save(path)
+    Image.fromarray(hu.astype(np.int32)).save(path)
     return path
 
 

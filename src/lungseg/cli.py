@@ -78,7 +78,74 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--base-url", default=None, help="mirror to download from (default: Zenodo record 3757476)"
     )
+
+    pseudo = dataset_commands.add_parser(
+        "pseudo-label",
+        help="label whole HU scans from thresholds (apex, base and lung-free levels) for training",
+    )
+    pseudo.add_argument("scans", nargs="+", type=Path, help="DICOM series folders or NIfTI volumes")
+    pseudo.add_argument("--out", type=Path, required=True, help="source folder to write")
+
+    train = commands.add_parser("train", help="stage 2: train the U-Net on a built dataset")
+    train.add_argument(
+        "--data", type=Path, required=True, help="folder made by `lungseg dataset build`"
+    )
+    train.add_argument(
+        "--out", type=Path, required=True, help="run folder to create, e.g. runs/NAME"
+    )
+    train.add_argument("--config", type=Path, help="JSON file of TrainConfig settings")
+    train.add_argument("--max-epochs", type=int, help="override max_epochs")
+    train.add_argument("--max-minutes", type=float, help="override the wall-clock budget")
+    train.add_argument("--seed", type=int, help="override the seed")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="stage 2: score a model on a split, with a report"
+    )
+    evaluate.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
+    evaluate.add_argument(
+        "--data", type=Path, required=True, help="folder made by `lungseg dataset build`"
+    )
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate.add_argument(
+        "--scan", type=Path, help="a whole scan without masks to check level by level"
+    )
+    evaluate.add_argument(
+        "--no-variants", action="store_true", help="skip the orientation/PNG/JPEG variants"
+    )
     return parser
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lungseg.evaluation.evaluate import evaluate
+
+    result = evaluate(
+        args.model, args.data, args.split, args.out, variants=not args.no_variants, scan=args.scan
+    )
+    for source, stats in result.summary["sources"].items():
+        print(
+            f"{source}: {stats['slices']} slices, mean Dice {stats['dice']['mean']:.4f}, "
+            f"median {stats['dice']['median']:.4f}, IoU {stats['iou']['mean']:.4f}"
+        )
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lungseg.training.config import TrainConfig
+    from lungseg.training.train import train
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    for name in ("max_epochs", "max_minutes", "seed"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    result = train(config, args.data, args.out)
+    print(
+        f"trained {result.epochs_run} epochs in {result.minutes:.1f} min; best validation Dice "
+        f"{result.best_val_dice:.4f} (epoch {result.best_epoch}); ONNX vs PyTorch max difference "
+        f"{result.onnx_max_difference:.2e}; run folder {result.out}"
+    )
+    return 0
 
 
 def _dataset_build(args: argparse.Namespace) -> int:
@@ -106,6 +173,14 @@ def _dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_pseudo_label(args: argparse.Namespace) -> int:
+    from lungseg.dataset.pseudo import write_pseudo_labelled
+
+    for picture in write_pseudo_labelled(args.scans, args.out):
+        print(f"look at the labels before training on them: {picture}")
+    return 0
+
+
 def _dataset_download(args: argparse.Namespace) -> int:
     from lungseg.dataset.download import ZENODO_BASE_URL, download_dataset
 
@@ -121,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         ("dataset", "build"): _dataset_build,
         ("dataset", "download"): _dataset_download,
+        ("dataset", "pseudo-label"): _dataset_pseudo_label,
+        ("train", ""): _train,
+        ("evaluate", ""): _evaluate,
     }
     key: tuple[str, str] = (args.command, getattr(args, f"{args.command}_command", ""))
     try:

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lungseg.imaging import Intensity
-from lungseg.imaging.body import DENSE_HU, body_mask, dense_tissue
+from lungseg.imaging.body import CROP_BORDER_SHARE, DENSE_HU, body_in_view, body_mask, dense_tissue
 
 # Flag names, also the column values in manifest.csv and qc.csv.
 MASK_OUTSIDE_BODY = "mask_outside_body"
@@ -62,7 +62,7 @@ class QCConfig:
     min_low_density_share: float = 0.3
     min_healthy_share: float = 0.25
     missed_lung_size: float = 0.2
-    crop_border_share: float = 0.05
+    crop_border_share: float = CROP_BORDER_SHARE
 
 
 @dataclass
@@ -103,7 +103,7 @@ def check_slice(
         return result
     dense = dense_tissue(image, intensity, config.dense_hu)
     body = body_mask(dense)
-    result.full_view = float(_border(body).mean()) <= config.crop_border_share
+    result.full_view = body_in_view(body, config.crop_border_share)
     measures = result.measures
     measures["lung_fraction"] = area / lung.size
 

@@ -42,3 +42,20 @@ def body_mask(dense: np.ndarray) -> np.ndarray:
         return np.zeros_like(dense)
     sizes = ndi.sum(dense, labels, index=np.arange(1, count + 1))
     return ndi.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+
+
+CROP_BORDER_SHARE = 0.05
+"""The body counts as cut by the image edge (a tight crop) above this share of border pixels."""
+
+
+def body_in_view(body: np.ndarray, crop_border_share: float = CROP_BORDER_SHARE) -> bool:
+    """Whether the whole body lies inside the image (not a tight crop around the chest)."""
+    border = np.concatenate([body[0], body[-1], body[1:-1, 0], body[1:-1, -1]])
+    return float(border.mean()) <= crop_border_share
+
+
+def body_region(image: np.ndarray, intensity: Intensity) -> np.ndarray | None:
+    """The body's cross-section where it lies wholly in view; ``None`` for a tight crop,
+    where the lungs reach the image edge and no outside can be told apart."""
+    body = body_mask(dense_tissue(image, intensity))
+    return body if body.any() and body_in_view(body) else None

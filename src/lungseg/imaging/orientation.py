@@ -54,3 +54,26 @@ def from_display_order(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.nd
     if geometry.affine is None:
         raise ValueError("this image has no affine; it cannot be written as NIfTI")
     return np.ascontiguousarray(np.transpose(array_zyx, (2, 1, 0))), geometry.affine
+
+
+# The 8 ways a slice photo can arrive: 4 quarter turns, each maybe mirrored.
+# A slice exported from NIfTI by a reader that ignores the affine is one of them.
+DIHEDRAL: tuple[tuple[int, bool], ...] = tuple(
+    (k, flip) for flip in (False, True) for k in range(4)
+)
+
+
+def dihedral_name(turns: int, flip: bool) -> str:
+    return ("mirror+" if flip else "") + ("upright" if turns == 0 else f"rot{90 * turns}")
+
+
+def apply_dihedral(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """Mirror left-right (if ``flip``), then turn ``turns`` quarter turns counter-clockwise."""
+    out = image[..., ::-1] if flip else image
+    return np.ascontiguousarray(np.rot90(out, turns, axes=(-2, -1)))
+
+
+def undo_dihedral(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """The inverse of ``apply_dihedral``."""
+    out = np.rot90(image, -turns, axes=(-2, -1))
+    return np.ascontiguousarray(out[..., ::-1] if flip else out)

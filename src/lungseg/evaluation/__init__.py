@@ -1,0 +1,1 @@
+"""Metrics, per-slice tables, galleries and the written analysis (``lungseg evaluate``)."""

@@ -1,0 +1,65 @@
+"""A whole scan from below the lungs to above them: lung-free levels, small apex and base lungs.
+
+The labelled slices are mostly mid-lung. This check runs the model on every
+slice of a real scan and shows each level with its predicted mask, beside the
+threshold labels of ``dataset pseudo-label`` for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lungseg.dataset.pseudo import threshold_lungs
+from lungseg.dataset.report import montage
+from lungseg.evaluation.metrics import slice_scores
+from lungseg.imaging import read_image
+from lungseg.inference.model import LungModel, segment_image
+from lungseg.inference.postprocess import lung_measures, split_left_right
+
+
+def check_series(model: LungModel, scan_path: Path, out: Path) -> dict[str, Any]:
+    """Segment a scan, write ``series_levels.png`` and ``series_area.png``; return the figures."""
+    scan = read_image(scan_path)
+    predicted = segment_image(model, scan)
+    labels = split_left_right(predicted)
+    reference = threshold_lungs(scan)
+    montage(scan, labels, out / "series_levels.png")
+    pixel_mm2 = float(np.prod(scan.geometry.spacing[-2:])) if scan.geometry.spacing else 1.0
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.plot(predicted.sum(axis=(1, 2)) * pixel_mm2 / 100.0, "-o", markersize=3, label="model")
+    ax.plot(reference.sum(axis=(1, 2)) * pixel_mm2 / 100.0, "--", label="HU threshold labels")
+    ax.set_xlabel("slice (inferior to superior)")
+    ax.set_ylabel("lung area (cm²)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "series_area.png", dpi=90)
+    plt.close(fig)
+    reference_free = ~reference.any(axis=(1, 2))
+    figures = {
+        "scan": str(scan_path),
+        "slices": int(scan.array.shape[0]),
+        "volume_ml": {
+            k: round(v, 1) for k, v in lung_measures(labels, scan.geometry.spacing).items()
+        },
+        "lung_free_slices_by_threshold": int(reference_free.sum()),
+        "of_those_predicted_empty": int((~predicted.any(axis=(1, 2)) & reference_free).sum()),
+        "dice_vs_threshold_labels_mean": round(
+            float(
+                np.mean(
+                    [slice_scores(p, r)["dice"] for p, r in zip(predicted, reference, strict=True)]
+                )
+            ),
+            4,
+        ),
+    }
+    (out / "series.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures

@@ -1,0 +1,112 @@
+"""The exported lung model, run with onnxruntime (no torch needed to predict)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lungseg.errors import LungsegError
+from lungseg.imaging import CTImage, Intensity, to_unit_range
+from lungseg.imaging.body import body_region
+from lungseg.inference.postprocess import clean_lung_mask
+from lungseg.inference.preprocess import from_model_square, to_model_square
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
+"""The model trained by the project's own commands, shipped inside the package."""
+LUNG_THRESHOLD = 0.5
+
+
+class LungModel:
+    """An ONNX lung model and its card, loaded once.
+
+    Args:
+        path: the ``.onnx`` file (its ``model_card.json`` or ``<stem>.json`` beside it
+            is read too); the shipped model by default.
+        threads: onnxruntime intra-op threads (0: onnxruntime decides).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, threads: int = 0) -> None:
+        import onnxruntime
+
+        self.path = Path(path) if path is not None else SHIPPED_MODEL
+        if not self.path.is_file():
+            raise LungsegError(f"{self.path}: no such model file")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise LungsegError(f"{self.path}: not a usable ONNX model: {error}") from error
+        shape = self.session.get_inputs()[0].shape
+        self.size = int(shape[-1])
+        self.input_name = self.session.get_inputs()[0].name
+        self.card = self._read_card()
+
+    def _read_card(self) -> dict[str, Any]:
+        for candidate in (self.path.with_suffix(".json"), self.path.parent / "model_card.json"):
+            if candidate.is_file():
+                return dict(json.loads(candidate.read_text()))
+        return {}
+
+    def lung_probability(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Lung probability ``(n, size, size)`` of model inputs ``(n, size, size)`` in [0, 1]."""
+        out = []
+        for start in range(0, squares.shape[0], batch_size):
+            batch = squares[start : start + batch_size, np.newaxis].astype(np.float32)
+            out.append(self.session.run(None, {self.input_name: batch})[0][:, 1])
+        return np.concatenate(out) if out else np.zeros((0, self.size, self.size), np.float32)
+
+
+def segment_slices(
+    model: LungModel,
+    images: list[np.ndarray],
+    intensities: list[Intensity],
+    *,
+    postprocess: bool = True,
+) -> list[np.ndarray]:
+    """Binary lung masks of 2D slices, each at its own size.
+
+    Each slice goes through the lung window (HU) or /255 (display), is padded
+    square and resized for the model; the probability comes back to the slice's
+    size and is thresholded at 0.5. With ``postprocess``, specks go, holes are
+    filled and nothing outside the body is lung (``inference.postprocess``).
+    """
+    squares, placements = [], []
+    for image, intensity in zip(images, intensities, strict=True):
+        square, placement = to_model_square(to_unit_range(image, intensity), model.size)
+        squares.append(square)
+        placements.append(placement)
+    if not squares:
+        return []
+    probabilities = model.lung_probability(np.stack(squares))
+    masks = []
+    for probability, placement, image, intensity in zip(
+        probabilities, placements, images, intensities, strict=True
+    ):
+        mask = from_model_square(probability[np.newaxis], placement)[0] > LUNG_THRESHOLD
+        if postprocess:
+            mask = clean_lung_mask(mask, body_region(image, intensity))
+        masks.append(mask)
+    return masks
+
+
+def segment_image(model: LungModel, image: CTImage, *, postprocess: bool = True) -> np.ndarray:
+    """Binary lung mask of a slice or volume (slice by slice), the shape of ``image.array``."""
+    planes = list(image.slices())
+    masks = segment_slices(model, planes, [image.intensity] * len(planes), postprocess=False)
+    stack = np.stack(masks)
+    if postprocess:
+        regions = [body_region(plane, image.intensity) for plane in planes]
+        body = np.stack(
+            [
+                r if r is not None else np.ones(p.shape, bool)
+                for r, p in zip(regions, planes, strict=True)
+            ]
+        )
+        stack = clean_lung_mask(stack, body)
+    return stack if image.is_volume else stack[0]

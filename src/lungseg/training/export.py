@@ -1,0 +1,73 @@
+"""Export to ONNX (probabilities out), check it against PyTorch, write the model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ONNX_OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+class WithSoftmax(torch.nn.Module):
+    """The network with softmax on top: the exported model gives class probabilities."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image), dim=1)
+
+
+def export_onnx(model: torch.nn.Module, path: Path, size: int) -> Path:
+    """Write ``model`` as ONNX: input ``image`` (batch, 1, size, size) in [0, 1], output
+    ``probabilities`` (batch, classes, size, size). Written aside, then renamed."""
+    wrapped = WithSoftmax(model).eval()
+    partial = path.with_name(path.name + ".partial")
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but needs no extra package (onnxscript).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapped,
+            (torch.zeros(1, 1, size, size),),
+            str(partial),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+        )
+    partial.replace(path)
+    return path
+
+
+def onnx_max_difference(path: Path, model: torch.nn.Module, images: np.ndarray) -> float:
+    """Largest absolute difference of probabilities between the ONNX file and ``model``.
+
+    Args:
+        images: ``(n, 1, size, size)`` float32 model inputs (real slices).
+    """
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {INPUT_NAME: images.astype(np.float32)})[0]
+    with torch.no_grad():
+        torch_out = WithSoftmax(model).eval()(torch.from_numpy(images.astype(np.float32))).numpy()
+    return float(np.abs(onnx_out - torch_out).max())
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_model_card(path: Path, card: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,196 @@
+"""``lungseg train``: fit the U-Net on a built dataset and leave a complete run folder.
+
+A run folder holds ``config.json``, ``metrics.csv`` (per epoch), TensorBoard logs,
+``checkpoints/`` (best by validation Dice, and last), ``curves.png``,
+``model.onnx`` and ``model_card.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, get_worker_info
+
+from lungseg import __version__
+from lungseg.dataset.store import BuiltDataset
+from lungseg.errors import LungsegError
+from lungseg.imaging import HU_WINDOW, to_unit_range
+from lungseg.training.augment import Augmenter
+from lungseg.training.config import TrainConfig
+from lungseg.training.curves import plot_curves, read_epochs
+from lungseg.training.data import SliceDataset, prepare_split
+from lungseg.training.export import export_onnx, onnx_max_difference, sha256_of, write_model_card
+from lungseg.training.model import count_parameters
+from lungseg.training.module import LungSegModule
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_val_dice: float
+    best_epoch: int
+    epochs_run: int
+    minutes: float
+    onnx_max_difference: float
+
+
+def _reseed_worker(worker_id: int) -> None:
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, SliceDataset) and info.dataset.augmenter:
+        info.dataset.augmenter.reseed(info.seed % (2**32))
+
+
+def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult:
+    """Train on ``data`` (a folder made by ``lungseg dataset build``) into the run folder ``out``.
+
+    Raises:
+        LungsegError: ``out`` already holds a run, or the dataset lacks a split.
+    """
+    out, data = Path(out), Path(data)
+    if (out / "config.json").exists():
+        raise LungsegError(f"{out} already holds a run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.json")
+    pl.seed_everything(config.seed, workers=True)
+    started = time.perf_counter()
+
+    dataset = BuiltDataset(data)
+    train_slices = prepare_split(
+        dataset, "train", config.image_size, include_flagged=config.include_flagged
+    )
+    val_slices = prepare_split(dataset, "val", config.image_size)
+    augmenter = Augmenter(config.augment, config.image_size, seed=config.seed)
+    workers, persistent = config.num_workers, config.num_workers > 0
+    train_loader = DataLoader(
+        SliceDataset(train_slices, augmenter),
+        batch_size=config.batch_size,
+        shuffle=True,
+        worker_init_fn=_reseed_worker,
+        generator=torch.Generator().manual_seed(config.seed),
+        num_workers=workers,
+        persistent_workers=persistent,
+    )
+    val_loader = DataLoader(
+        SliceDataset(val_slices),
+        batch_size=config.batch_size,
+        num_workers=workers,
+        persistent_workers=persistent,
+    )
+
+    module = LungSegModule(config)
+    best = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best", monitor="val_dice", mode="max", save_last=True
+    )
+    trainer = pl.Trainer(
+        default_root_dir=out,
+        max_epochs=config.max_epochs,
+        max_time=timedelta(minutes=config.max_minutes) if config.max_minutes > 0 else None,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
+        callbacks=[
+            best,
+            EarlyStopping(monitor="val_dice", mode="max", patience=config.patience),
+            LearningRateMonitor(logging_interval="epoch"),
+        ],
+        logger=[
+            CSVLogger(out, name="", version=""),
+            TensorBoardLogger(out, name="tensorboard", version=""),
+        ],
+        log_every_n_steps=1,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        # The run folder already holds config.json; Lightning warns about any non-empty folder.
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        trainer.fit(module, train_loader, val_loader)
+    if trainer.global_rank != 0:
+        return TrainResult(out, 0.0, 0, trainer.current_epoch, 0.0, 0.0)
+
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)[
+            "state_dict"
+        ]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+    plot_curves(out / "metrics.csv", out / "curves.png")
+    onnx_path = export_onnx(model, out / "model.onnx", config.image_size)
+    check = np.stack([to_unit_range(s.raw, s.intensity)[None] for s in val_slices[:8]])
+    difference = onnx_max_difference(onnx_path, model, check)
+    minutes = (time.perf_counter() - started) / 60.0
+
+    val_dice = read_epochs(out / "metrics.csv").get("val_dice", {0: float("nan")})
+    best_epoch = max(val_dice, key=val_dice.__getitem__)
+    result = TrainResult(
+        out, val_dice[best_epoch], best_epoch, trainer.current_epoch, minutes, difference
+    )
+    write_model_card(out / "model_card.json", model_card(config, dataset, model, result, onnx_path))
+    (out / "train_result.json").write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
+    return result
+
+
+def model_card(
+    config: TrainConfig,
+    dataset: BuiltDataset,
+    model: torch.nn.Module,
+    result: TrainResult,
+    onnx_path: Path,
+) -> dict[str, object]:
+    """What a user of the exported model needs to know, as JSON."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in dataset.select():
+        counts.setdefault(row["source"], {}).setdefault(row["split"], 0)
+        counts[row["source"]][row["split"]] += 1
+    build_config = json.loads((dataset.folder / "build_config.json").read_text())
+    return {
+        "name": "lungseg-lung-unet",
+        "lungseg_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": "lung segmentation on axial chest CT slices (both lungs as one class)",
+        "architecture": {
+            "name": config.architecture,
+            "channels": list(config.channels),
+            "num_res_units": config.num_res_units,
+            "parameters": count_parameters(model),
+        },
+        "input": {
+            "name": "image",
+            "shape": ["batch", 1, config.image_size, config.image_size],
+            "intensity": f"HU through the lung window {list(HU_WINDOW)} to [0, 1]; "
+            "8-bit display images divided by 255",
+            "geometry": "slice padded to a centred square (fill 0), resized bilinearly; "
+            "radiological view expected but any of the 8 orientations is trained",
+        },
+        "output": {
+            "name": "probabilities",
+            "shape": ["batch", 2, config.image_size, config.image_size],
+            "classes": ["background", "lung"],
+        },
+        "training": {
+            "dataset": str(dataset.folder),
+            "sources": build_config.get("sources"),
+            "split_seed": build_config.get("seed"),
+            "slices_per_source_and_split": counts,
+            "config": asdict(config),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "minutes": round(result.minutes, 1),
+        },
+        "metrics": {"val_dice_best": round(result.best_val_dice, 4)},
+        "onnx": {
+            "file": onnx_path.name,
+            "sha256": sha256_of(onnx_path),
+            "max_abs_difference_vs_pytorch": result.onnx_max_difference,
+        },
+    }

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from models import dark_is_lung_onnx
+from synthetic import ct_volume, write_dicom_series, write_finding_lungs_like
+
+from lungseg.cli import main
+from lungseg.dataset.build import BuildConfig, build_dataset
+from lungseg.evaluation.evaluate import evaluate
+from lungseg.imaging import read_image
+from lungseg.inference.model import LungModel, segment_image
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    source = write_finding_lungs_like(root / "finding", count=8, size=64)
+    build_dataset(BuildConfig(sources=[str(source)], fractions=(0.5, 0.25, 0.25)), root / "dataset")
+    return root / "dataset"
+
+
+def test_a_perfect_model_scores_one_in_every_orientation_and_format(
+    dataset: Path, tmp_path: Path
+) -> None:
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    result = evaluate(model, dataset, "test", tmp_path / "report")
+    stats = result.summary["sources"]["finding"]
+    assert stats["slices"] == 2
+    assert stats["dice"]["mean"] == pytest.approx(1.0, abs=1e-3)
+    for name, variant in stats["variants"].items():
+        assert variant["mean_dice"] == pytest.approx(1.0, abs=0.02), name
+    # Without the body mask the air around the patient counts as lung.
+    assert stats["dice_no_postprocess"]["mean"] < 0.8
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Orientation and file format" in report
+    assert (tmp_path / "report" / "best_worst_finding.png").exists()
+    assert (
+        len(
+            json.loads((tmp_path / "report" / "summary.json").read_text())["sources"]["finding"][
+                "worst5"
+            ]
+        )
+        == 2
+    )
+
+
+def test_a_wrong_model_scores_low(dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    from lungseg.training.export import export_onnx
+
+    class Nothing(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.cat([image * 0 + 5, image * 0 - 5], dim=1)
+
+    path = export_onnx(Nothing(), tmp_path / "nothing.onnx", 64)
+    result = evaluate(path, dataset, "test", tmp_path / "report", variants=False)
+    assert result.summary["sources"]["finding"]["dice"]["mean"] == 0.0
+
+
+def test_a_whole_scan_level_by_level(dataset: Path, tmp_path: Path) -> None:
+    hu, lungs = ct_volume(slices=6, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "scan", hu)
+    model_path = dark_is_lung_onnx(tmp_path / "model.onnx")
+    predicted = segment_image(
+        LungModel(model_path),
+        read_image(tmp_path / "scan"),
+    )
+    np.testing.assert_array_equal(predicted, lungs > 0)
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(model_path),
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "r"),
+            "--scan",
+            str(tmp_path / "scan"),
+            "--no-variants",
+        ]
+    )
+    assert code == 0
+    series = json.loads((tmp_path / "r" / "series.json").read_text())
+    assert series["lung_free_slices_by_threshold"] == 2
+    assert series["of_those_predicted_empty"] == 2
+    assert (tmp_path / "r" / "series_levels.png").exists()
+
+
+def test_missing_model_is_a_clear_error(dataset: Path, tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "none.onnx"),
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2
+    assert "no such model file" in capsys.readouterr().err
