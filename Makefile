@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 DATASET ?= build/dataset
+TRAIN_DATA ?= build/train-dataset
+RUN ?= runs/default
+SCAN ?= $(DATA)/chest-ct-dicom/Lung_Dx-A0001
 
-.PHONY: run dataset test lint docs clean
+.PHONY: run dataset train-data model evaluate test lint docs docs-model clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +25,23 @@ dataset: $(BIN)/.installed
 		--out $(DATASET) --overwrite
 	@echo "open $(DATASET)/report/report.md"
 
+# Stage 2. The training set adds HU-threshold labels of a whole scan (apex, base,
+# lung-free levels; training split only) to the labelled slices.
+train-data: $(BIN)/.installed
+	$(BIN)/lungseg dataset pseudo-label $(SCAN) --out build/pseudo/chest-ct-pseudo
+	$(BIN)/lungseg dataset build $(DATA)/finding-lungs-ct $(DATA)/medseg-covid-98 \
+		build/pseudo/chest-ct-pseudo --keep-lung-free 1 --out $(TRAIN_DATA) --overwrite
+
+# Train the default model (about 42 minutes on 2 cores) and ship it in the package.
+model: train-data
+	$(BIN)/lungseg train --data $(TRAIN_DATA) --out $(RUN)
+	cp $(RUN)/model.onnx src/lungseg/models/lung_unet.onnx
+	cp $(RUN)/model_card.json src/lungseg/models/lung_unet.json
+
+# Score the shipped model on the held-out test split and on every level of the scan.
+evaluate: $(BIN)/.installed
+	$(BIN)/lungseg evaluate --data $(TRAIN_DATA) --split test --scan $(SCAN) --out build/evaluation
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -37,6 +57,15 @@ docs: dataset
 	cp $(DATASET)/report/qc_flagged.png docs/images/dataset_qc_flagged.png
 	cp $(DATASET)/report/intensity_histogram.png docs/images/dataset_intensity_histogram.png
 	cp $(DATASET)/report/lung_fraction.png docs/images/dataset_lung_fraction.png
+
+# Refresh docs/ pictures of stage 2 from the run and the evaluation.
+docs-model:
+	cp $(RUN)/curves.png docs/images/training_curves.png
+	cp build/evaluation/best_worst_finding-lungs-ct.png docs/images/eval_best_worst_finding_lungs.png
+	cp build/evaluation/best_worst_medseg-covid-98.png docs/images/eval_best_worst_medseg.png
+	cp build/evaluation/dice_vs_lung_fraction.png docs/images/eval_dice_vs_lung_fraction.png
+	cp build/evaluation/series_levels.png docs/images/eval_series_levels.png
+	cp build/evaluation/series_area.png docs/images/eval_series_area.png
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -28,10 +28,10 @@ def test_finding_lungs_tiff_is_hu_and_its_lzw_mask_reads(shared_data: Path) -> N
 
 def test_medseg_png_is_display(shared_data: Path) -> None:
     folder = shared_data / "medseg-covid-98"
-    image = read_image(folder / "images" / "medseg_000.png")
+    image = read_image(folder / "images" / "medseg_005.png")
     assert image.intensity is Intensity.DISPLAY
     assert image.array.dtype == np.uint8
-    infection = read_mask(folder / "infection_masks" / "medseg_000.png", like=image)
+    infection = read_mask(folder / "infection_masks" / "medseg_005.png", like=image)
     assert infection.array.max() <= 3
 
 
@@ -107,3 +107,29 @@ def test_threshold_lungs_of_the_dicom_series_have_an_adult_volume(shared_data: P
     volumes = lung_measures(labels, scan.geometry.spacing)
     assert 4000 < volumes["total"] < 7000
     assert volumes["right"] > volumes["left"] > 1500
+
+
+def test_shipped_model_segments_real_slices_of_both_sets(shared_data: Path) -> None:
+    """The model in the package, through the one inference path, on a held-out test slice of each
+    set (the full test numbers come from `make evaluate`, see docs/training.md)."""
+    from lungseg.evaluation.metrics import slice_scores
+    from lungseg.inference.model import LungModel, segment_slices
+
+    model = LungModel()
+    assert model.card["name"] == "lungseg-lung-unet"
+    cases = [
+        (
+            shared_data / "finding-lungs-ct" / "2d_images" / "ID_0008_Z_0065.tif",
+            shared_data / "finding-lungs-ct" / "2d_masks" / "ID_0008_Z_0065.tif",
+        ),
+        (
+            shared_data / "medseg-covid-98" / "images" / "medseg_005.png",
+            shared_data / "medseg-covid-98" / "lung_masks" / "medseg_005.png",
+        ),
+    ]
+    for image_path, mask_path in cases:
+        image = read_image(image_path)
+        truth = read_mask(mask_path, like=image).array != 0
+        predicted = segment_slices(model, [image.array], [image.intensity])[0]
+        assert predicted.shape == truth.shape
+        assert slice_scores(predicted, truth)["dice"] > 0.9, image_path.name

@@ -98,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-minutes", type=float, help="override the wall-clock budget")
     train.add_argument("--seed", type=int, help="override the seed")
 
+    predict = commands.add_parser(
+        "predict",
+        help="segment the lungs in slices and scans",
+        description="Inputs: PNG/JPG/TIFF slices, DICOM files, DICOM series folders, NIfTI volumes. "
+        "Writes <stem>_mask.png and <stem>_overlay.png per slice, <stem>_mask.nii.gz and "
+        "<stem>_overlay.png per volume. Mask labels: 0 background, 1 right lung, 2 left lung.",
+    )
+    predict.add_argument("inputs", nargs="+", type=Path, help="files or DICOM folders")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
+    predict.add_argument("--json", action="store_true", help="print one JSON record per input")
+
     evaluate = commands.add_parser(
         "evaluate", help="stage 2: score a model on a split, with a report"
     )
@@ -114,6 +126,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-variants", action="store_true", help="skip the orientation/PNG/JPEG variants"
     )
     return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from lungseg.inference import Predictor
+    from lungseg.inference.outputs import output_stem, write_prediction
+
+    predictor = Predictor(args.model)
+    failed = 0
+    for path in args.inputs:
+        try:
+            prediction = predictor.predict(path)
+            written = write_prediction(prediction, args.out, output_stem(path))
+        except LungsegError as error:
+            failed += 1
+            print(f"lungseg: failed: {error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": str(path), "error": str(error)}))
+            continue
+        if args.json:
+            print(json.dumps(prediction.record() | {"outputs": [str(p) for p in written]}))
+        else:
+            m, unit = prediction.measures, prediction.unit
+            print(
+                f"{path}: {prediction.kind}, lungs {m['total']:.1f} {unit} "
+                f"(right {m['right']:.1f}, left {m['left']:.1f}), {prediction.seconds:.2f} s -> "
+                + ", ".join(p.name for p in written)
+            )
+    return 1 if failed else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -199,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("dataset", "pseudo-label"): _dataset_pseudo_label,
         ("train", ""): _train,
         ("evaluate", ""): _evaluate,
+        ("predict", ""): _predict,
     }
     key: tuple[str, str] = (args.command, getattr(args, f"{args.command}_command", ""))
     try:

@@ -8,7 +8,6 @@ per source, and thumbnails of what the quality checks excluded.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from lungseg.dataset.qc import ALL_CHECKS
 from lungseg.dataset.split import SPLITS
 from lungseg.dataset.store import BuiltDataset, SliceRecord
 from lungseg.imaging import CTImage, Intensity, to_display
+from lungseg.reporting import markdown_table
 from lungseg.visualize import overlay
 
 if TYPE_CHECKING:
@@ -161,12 +161,6 @@ def montage(scan: CTImage, lung: np.ndarray, path: Path, columns: int = 8) -> Pa
     return path
 
 
-def _table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Path:
     """Write ``report/report.md`` and its pictures for the dataset built in ``folder``."""
     out = folder / "report"
@@ -217,7 +211,7 @@ def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Pa
         "",
         "## Slices per split (patients in brackets)",
         "",
-        _table(["source", *SPLITS], split_rows),
+        markdown_table(["source", *SPLITS], split_rows),
         "",
         f"Stored slices: {summary.slices_stored}; used for training: {summary.slices_used}; "
         f"lung-free slices dropped: {summary.lung_free_dropped}, kept: {summary.lung_free_kept}.",
@@ -247,7 +241,7 @@ def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Pa
         "A slice whose body is cut by the image edge (a tight crop) gets only the density and "
         "lung-fraction checks: its lungs may rightly reach the edge.",
         "",
-        _table(["source", "slices", "body in view", *ALL_CHECKS, "excluded"], check_rows),
+        markdown_table(["source", "slices", "body in view", *ALL_CHECKS, "excluded"], check_rows),
         "",
         qc_picture,
         "",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from lungseg.dataset.store import BuiltDataset
 from lungseg.imaging import to_display
+from lungseg.reporting import markdown_table
 
 if TYPE_CHECKING:
     from lungseg.evaluation.evaluate import Evaluation
@@ -36,12 +36,6 @@ def error_map(
     ):
         rgb[region] = (1 - alpha) * rgb[region] + alpha * np.asarray(colour, np.float32)
     return rgb.astype(np.uint8)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _gallery(
@@ -138,7 +132,7 @@ def write_evaluation_report(
         f"HD95 ({hd95_unit})",
         "Dice, no post-proc.",
     ]
-    lines += [_table(header, rows), ""]
+    lines += [markdown_table(header, rows), ""]
     lines += ["## Worst slices", ""]
     for source, stats in summary["sources"].items():
         worst = ", ".join(
@@ -161,7 +155,7 @@ def write_evaluation_report(
             variant_rows.append(
                 [source] + [f"{stats['variants'][v]['minus_upright']:+.4f}" for v in variant_names]
             )
-        lines += [_table(["source", *variant_names], variant_rows), ""]
+        lines += [markdown_table(["source", *variant_names], variant_rows), ""]
     pictures = []
     for source in summary["sources"]:
         name = f"best_worst_{source}.png"
@@ -180,7 +174,7 @@ def write_evaluation_report(
         "Slices of each source in thirds by lung fraction (the smallest cross-sections lie "
         "near the apex and the base):",
         "",
-        _table(
+        markdown_table(
             ["source", "smallest third", "middle third", "largest third"], _size_bins(result.rows)
         ),
         "",

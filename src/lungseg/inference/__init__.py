@@ -1,1 +1,7 @@
-"""Inference: pre-processing, model run, post-processing (the Predictor comes with issue 4)."""
+"""Inference: pre-processing, the ONNX model, post-processing and the Predictor."""
+
+from __future__ import annotations
+
+from lungseg.inference.predictor import Prediction, Predictor
+
+__all__ = ["Prediction", "Predictor"]

@@ -1,0 +1,104 @@
+"""How fast is `lungseg predict`, end to end, against a network of lungmask's size?
+
+Prints, measured in one run on this machine:
+  * ms per 512x512 slice end to end (read the TIFF, pre-process, model, post-process,
+    write mask and overlay PNGs), over real finding-lungs slices;
+  * seconds and slices per second for the 64-slice DICOM series (read, segment,
+    write NIfTI and montage), and its lung volumes;
+  * the same for a reference network of lungmask's size (a 5-level U-Net starting at
+    64 filters on 256x256 input, 31 M parameters, random weights) run through the very
+    same pipeline, and the ratio.
+
+Needs ../shared/data and the training extras (torch builds the reference network).
+
+    .venv/bin/python benchmarks/inference_speed.py [--slices 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from monai.networks.nets import BasicUNet
+
+from lungseg.inference import Predictor
+from lungseg.inference.outputs import output_stem, write_prediction
+from lungseg.training.export import export_onnx
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def reference_model(path: Path) -> Path:
+    """lungmask-sized U-Net (31 M parameters) at 256 px, random weights, as ONNX."""
+    torch.manual_seed(0)
+    network = BasicUNet(
+        spatial_dims=2, in_channels=1, out_channels=2, features=(64, 128, 256, 512, 1024, 64)
+    )
+    return export_onnx(network.eval(), path, 256)
+
+
+def measure(predictor: Predictor, slices: list[Path], series: Path, out: Path) -> dict[str, float]:
+    predictor.predict(slices[0])  # warm-up
+    per_slice = []
+    for path in slices:
+        started = time.perf_counter()
+        write_prediction(predictor.predict(path), out, output_stem(path))
+        per_slice.append((time.perf_counter() - started) * 1000.0)
+    started = time.perf_counter()
+    volume = predictor.predict(series)
+    write_prediction(volume, out, "series")
+    seconds = time.perf_counter() - started
+    return {
+        "ms_mean": statistics.mean(per_slice),
+        "ms_median": statistics.median(per_slice),
+        "series_s": seconds,
+        "series_slices_per_s": volume.lung.shape[0] / seconds,
+        "volume_l": volume.measures["total"] / 1000.0,
+        "right_l": volume.measures["right"] / 1000.0,
+        "left_l": volume.measures["left"] / 1000.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--slices", type=int, default=30, help="finding-lungs slices to time")
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    slices = sorted((args.data / "finding-lungs-ct" / "2d_images").glob("*.tif"))[: args.slices]
+    series = args.data / "chest-ct-dicom" / "Lung_Dx-A0001"
+    if not slices or not series.is_dir():
+        raise SystemExit(f"needs the real data in {args.data}")
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        shipped = measure(Predictor(), slices, series, work / "a")
+        reference = measure(
+            Predictor(reference_model(work / "reference.onnx")), slices, series, work / "b"
+        )
+    print(
+        f"{len(slices)} slices of 512x512 (finding-lungs TIFF) and the 64-slice DICOM series, torch threads n/a, onnxruntime default threads"
+    )
+    print("model                          ms/slice mean  median   series s  slices/s")
+    for name, figures in (
+        ("lungseg (shipped, 1.6 M)", shipped),
+        ("reference (lungmask size, 31 M)", reference),
+    ):
+        print(
+            f"{name:32s} {figures['ms_mean']:10.1f} {figures['ms_median']:7.1f} "
+            f"{figures['series_s']:9.2f} {figures['series_slices_per_s']:9.1f}"
+        )
+    print(
+        f"speed-up per slice: {reference['ms_mean'] / shipped['ms_mean']:.1f}x, "
+        f"series: {reference['series_s'] / shipped['series_s']:.1f}x"
+    )
+    print(
+        f"series lung volume (shipped model): {shipped['volume_l']:.2f} L "
+        f"(right {shipped['right_l']:.2f} L, left {shipped['left_l']:.2f} L)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The Predictor: the one way in for the CLI, the web app and anyone who imports lungseg.
+
+    from lungseg.inference import Predictor
+    predictor = Predictor()                      # the shipped model, loaded once
+    result = predictor.predict("slice.png")      # or a DICOM file/folder, a NIfTI volume
+    result.lung                                  # 0 background, 1 right lung, 2 left lung
+    result.measures                              # right/left/total in mm² (slice) or mL (volume)
+
+Right and left are the patient's: from the file's orientation where it has one
+(DICOM, NIfTI), else by the radiological convention (patient's right on the
+image's left), which is how CT slices are shown.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lungseg.imaging import CTImage, read_image
+from lungseg.inference.model import LungModel, segment_image
+from lungseg.inference.postprocess import lung_measures, split_left_right
+
+
+@dataclass
+class Prediction:
+    """What the Predictor found in one input.
+
+    Attributes:
+        image: the input as read (pixels in display order, geometry, intensity).
+        lung: uint8 labels of ``image.array``'s shape: 0 background, 1 right, 2 left lung.
+        measures: ``right``, ``left`` and ``total`` lung size in ``unit``.
+        unit: ``mm2`` for a slice with spacing, ``mL`` for a volume with spacing, ``px`` without.
+        seconds: time spent reading and segmenting.
+    """
+
+    image: CTImage
+    lung: np.ndarray
+    measures: dict[str, float]
+    unit: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "volume" if self.image.is_volume else "slice"
+
+    def record(self) -> dict[str, object]:
+        """A JSON-ready summary (``lungseg predict --json``)."""
+        return {
+            "file": str(self.image.source),
+            "kind": self.kind,
+            "size": list(self.image.array.shape),
+            "spacing_mm": list(self.image.geometry.spacing)
+            if self.image.geometry.spacing
+            else None,
+            "intensity": self.image.intensity.value,
+            "unit": self.unit,
+            **{f"lung_{k}": round(v, 2) for k, v in self.measures.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Predictor:
+    """Loads the model once; segments slices and volumes of any readable kind.
+
+    Args:
+        model: an ONNX model path; the model shipped in the package by default.
+        threads: onnxruntime threads (0: all cores).
+    """
+
+    def __init__(self, model: str | Path | None = None, *, threads: int = 0) -> None:
+        self.model = LungModel(model, threads=threads)
+
+    def predict(self, path: str | Path) -> Prediction:
+        """Read a file or DICOM folder and segment it (raises ``ImageReadError`` on bad input)."""
+        started = time.perf_counter()
+        image = read_image(path)
+        return self.segment(image, started=started)
+
+    def segment(self, image: CTImage, *, started: float | None = None) -> Prediction:
+        """Segment an image already read; slices and volumes alike."""
+        started = time.perf_counter() if started is None else started
+        lung = split_left_right(segment_image(self.model, image))
+        spacing = image.geometry.spacing
+        measures = lung_measures(lung, spacing)
+        unit = "px" if spacing is None else ("mL" if image.is_volume else "mm2")
+        return Prediction(
+            image, lung, measures, unit, time.perf_counter() - started, list(image.notes)
+        )

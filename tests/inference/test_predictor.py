@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from models import dark_is_lung_onnx
+from PIL import Image
+from synthetic import (
+    ct_slice,
+    ct_volume,
+    display_slice,
+    write_dicom_series,
+    write_dicom_slice,
+    write_nifti,
+    write_png,
+    write_tiff_hu,
+)
+
+from lungseg.cli import main
+from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.errors import ImageReadError
+from lungseg.imaging import read_image
+from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
+from lungseg.inference import Predictor
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dark_is_lung_onnx(tmp_path_factory.mktemp("model") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def predictor(model: Path) -> Predictor:
+    return Predictor(model)
+
+
+def test_slice_keeps_its_size_and_sides(tmp_path: Path, predictor: Predictor) -> None:
+    hu, lungs = ct_slice(96)
+    result = predictor.predict(write_tiff_hu(tmp_path / "slice.tif", hu))
+    assert result.kind == "slice"
+    assert result.lung.shape == hu.shape
+    # 96 px slices go through the 64 px model and back: edges may move by a pixel.
+    assert _dice(result.lung == LUNG_RIGHT, lungs == 1) > 0.95  # image left = right lung
+    assert _dice(result.lung == LUNG_LEFT, lungs == 2) > 0.95
+    assert result.unit == "px"
+    assert result.measures["total"] == pytest.approx((lungs > 0).sum(), rel=0.05)
+
+
+def test_dicom_slice_area_in_mm2(tmp_path: Path, predictor: Predictor) -> None:
+    hu, lungs = ct_slice(64)
+    result = predictor.predict(write_dicom_slice(tmp_path / "a.dcm", hu, pixel=(0.5, 0.5)))
+    assert result.unit == "mm2"
+    assert result.measures["total"] == pytest.approx((lungs > 0).sum() * 0.25)
+
+
+@pytest.mark.parametrize(("turns", "flip"), DIHEDRAL)
+def test_every_orientation_gives_the_same_mask_turned(
+    tmp_path: Path, predictor: Predictor, turns: int, flip: bool
+) -> None:
+    grey = display_slice(ct_slice(80)[0])
+    upright = predictor.predict(write_png(tmp_path / "up.png", grey)).lung > 0
+    turned = (
+        predictor.predict(
+            write_png(tmp_path / "turned.png", apply_dihedral(grey, turns, flip))
+        ).lung
+        > 0
+    )
+    np.testing.assert_array_equal(undo_dihedral(turned, turns, flip), upright)
+
+
+def test_odd_sized_rgb_photo(tmp_path: Path, predictor: Predictor) -> None:
+    grey = display_slice(ct_slice(96)[0])[3:90, 1:77]
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(tmp_path / "photo.jpg", quality=92)
+    result = predictor.predict(tmp_path / "photo.jpg")
+    assert result.lung.shape == grey.shape
+    assert result.measures["right"] > 0 and result.measures["left"] > 0
+
+
+def test_volume_in_ml_with_lung_free_levels_empty(tmp_path: Path, predictor: Predictor) -> None:
+    hu, lungs = ct_volume(slices=6, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "series", hu, spacing=(5.0, 0.8, 0.8))
+    result = predictor.predict(tmp_path / "series")
+    assert result.kind == "volume" and result.unit == "mL"
+    assert not result.lung[0].any() and not result.lung[-1].any()
+    assert result.measures["total"] == pytest.approx((lungs > 0).sum() * 5.0 * 0.64 / 1000.0)
+
+
+def test_bad_input_is_an_image_read_error(tmp_path: Path, predictor: Predictor) -> None:
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(ImageReadError):
+        predictor.predict(tmp_path / "bad.png")
+
+
+def test_predict_command_writes_every_output_and_goes_on_after_a_bad_file(
+    tmp_path: Path, model: Path, capsys
+) -> None:
+    hu, _ = ct_slice(96)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_png(inputs / "photo.png", display_slice(hu))
+    write_tiff_hu(inputs / "hu.tif", hu)
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    write_nifti(inputs / "scan.nii.gz", volume)
+    write_dicom_series(inputs / "series", volume)
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    args = [str(inputs / n) for n in ("photo.png", "broken.jpg", "hu.tif", "scan.nii.gz", "series")]
+    out = tmp_path / "out"
+    code = main(["predict", *args, "--out", str(out), "--model", str(model), "--json"])
+    assert code == 1  # one input failed
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.get("kind", "error") for r in records] == [
+        "slice",
+        "error",
+        "slice",
+        "volume",
+        "volume",
+    ]
+    mask = np.array(Image.open(out / "photo_mask.png"))
+    assert mask.shape == hu.shape and set(np.unique(mask)) == {0, 1, 2}
+    assert np.array(Image.open(out / "photo_overlay.png")).shape == (*hu.shape, 3)
+    nifti = nib.load(str(out / "scan_mask.nii.gz"))
+    np.testing.assert_allclose(nifti.affine, nib.load(str(inputs / "scan.nii.gz")).affine)
+    assert read_image(out / "scan_mask.nii.gz").array.shape == volume.shape
+    assert (out / "series_mask.nii.gz").exists() and (out / "series_overlay.png").exists()
+    assert not list(out.glob(".*partial*"))
+    assert records[3]["unit"] == "mL" and records[3]["lung_total"] > 0
