@@ -8,7 +8,7 @@ TRAIN_DATA ?= build/train-dataset
 RUN ?= runs/default
 SCAN ?= $(DATA)/chest-ct-dicom/Lung_Dx-A0001
 
-.PHONY: run dataset train-data model evaluate test lint docs docs-model clean
+.PHONY: run browser dataset train-data model evaluate test lint docs docs-model clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	touch $@
 
-# The main job. Until the web app exists (issue 5) it is the dataset build.
-run: dataset
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+
+# The main job: the web app and API with the shipped model, http://$(HOST):$(PORT)/
+run: $(BIN)/.installed
+	$(BIN)/lungseg serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # Stage 1 on the real data: split, quality-checked training set with its report.
 dataset: $(BIN)/.installed
@@ -46,6 +51,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+
+# Debian's Chromium for the browser test (needs root; skipped with a reason without it).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: lint
 	$(BIN)/pytest

@@ -133,3 +133,17 @@ def test_shipped_model_segments_real_slices_of_both_sets(shared_data: Path) -> N
         predicted = segment_slices(model, [image.array], [image.intensity])[0]
         assert predicted.shape == truth.shape
         assert slice_scores(predicted, truth)["dice"] > 0.9, image_path.name
+
+
+def test_shipped_model_on_the_whole_dicom_series(shared_data: Path) -> None:
+    """Every level of a real scan: an adult's lung volume, right lung larger, the neck and
+    upper abdomen without lung."""
+    from lungseg.inference import Predictor
+
+    result = Predictor().predict(shared_data / "chest-ct-dicom" / "Lung_Dx-A0001")
+    assert result.kind == "volume" and result.unit == "mL"
+    assert result.lung.shape == (64, 512, 512)
+    assert 4000 < result.measures["total"] < 7000
+    assert result.measures["right"] > result.measures["left"]
+    per_level = result.lung.any(axis=(1, 2))
+    assert not per_level[0] and not per_level[-1]  # liver dome and neck

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-epochs", type=int, help="override max_epochs")
     train.add_argument("--max-minutes", type=float, help="override the wall-clock budget")
     train.add_argument("--seed", type=int, help="override the seed")
+    train.add_argument("--accelerator", help="Lightning accelerator: auto, cpu, gpu, ...")
+    train.add_argument("--devices", help="Lightning devices: auto, 2, 0,1 ...")
+    train.add_argument("--strategy", help="Lightning strategy, e.g. ddp for several GPUs or nodes")
+    train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
 
     predict = commands.add_parser(
         "predict",
@@ -109,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
     predict.add_argument("--json", action="store_true", help="print one JSON record per input")
+
+    serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (each loads the model once)"
+    )
+    serve.add_argument("--model", help="ONNX model (default: the shipped model)")
+    serve.add_argument("--max-slice-mb", type=float, default=32.0, help="largest slice upload")
+    serve.add_argument("--max-volume-mb", type=float, default=512.0, help="largest volume upload")
+    serve.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime threads per worker (0: all cores)"
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="stage 2: score a model on a split, with a report"
@@ -158,6 +175,29 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from lungseg.serve.app import ServeSettings
+
+    settings = ServeSettings(args.model, args.max_slice_mb, args.max_volume_mb, args.threads)
+    os.environ.update(settings.to_env())  # the workers build their app from these
+    print(
+        f"lungseg: serving on http://{args.host}:{args.port}/ ({args.workers} worker(s)); Ctrl+C stops"
+    )
+    uvicorn.run(
+        "lungseg.serve.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+    )
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from lungseg.evaluation.evaluate import evaluate
 
@@ -178,7 +218,15 @@ def _train(args: argparse.Namespace) -> int:
     from lungseg.training.train import train
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
-    for name in ("max_epochs", "max_minutes", "seed"):
+    for name in (
+        "max_epochs",
+        "max_minutes",
+        "seed",
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+    ):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     result = train(config, args.data, args.out)
@@ -242,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("train", ""): _train,
         ("evaluate", ""): _evaluate,
         ("predict", ""): _predict,
+        ("serve", ""): _serve,
     }
     key: tuple[str, str] = (args.command, getattr(args, f"{args.command}_command", ""))
     try:

@@ -84,15 +84,21 @@ def write_prediction(prediction: Prediction, out: Path, stem: str) -> list[Path]
         ]
     written = []
     if prediction.image.geometry.affine is not None:
-        data, affine = from_display_order(prediction.lung, prediction.image.geometry)
-        nifti = nib.Nifti1Image(data, affine)
-        nifti.set_data_dtype(np.uint8)
-        compressed = gzip.compress(nifti.to_bytes(), compresslevel=6)
-        written.append(_write_atomically(out / f"{stem}_mask.nii.gz", compressed))
+        written.append(
+            _write_atomically(out / f"{stem}_mask.nii.gz", volume_mask_nifti(prediction))
+        )
     else:  # a multi-page photo: no geometry to keep
         written.append(_write_atomically(out / f"{stem}_mask.npy", _npy_bytes(prediction.lung)))
     written.append(_write_atomically(out / f"{stem}_overlay.png", png_bytes(montage(prediction))))
     return written
+
+
+def volume_mask_nifti(prediction: Prediction) -> bytes:
+    """The volume's lung labels as a gzipped NIfTI with the input's affine."""
+    data, affine = from_display_order(prediction.lung, prediction.image.geometry)
+    nifti = nib.Nifti1Image(data, affine)
+    nifti.set_data_dtype(np.uint8)
+    return gzip.compress(nifti.to_bytes(), compresslevel=6)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -67,8 +67,8 @@ class TrainConfig:
     batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    max_epochs: int = 100
-    patience: int = 25
+    max_epochs: int = 60
+    patience: int = 20
     max_minutes: float = 42.0
     seed: int = 0
     num_workers: int = 1

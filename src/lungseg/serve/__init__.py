@@ -1,0 +1,1 @@
+"""Stage 3: the web API and the viewer page (``lungseg serve``)."""

@@ -1,0 +1,308 @@
+"""The web API and the viewer page.
+
+Stateless by design: an upload lives in memory and, only while it is decoded,
+in a private temporary folder of its own request (created with mode 0700,
+deleted before the answer leaves), never in a folder shared between users. The
+model is loaded once per worker process; onnxruntime sessions are safe to call
+from the threads FastAPI serves requests on. Any number of workers or machines
+can therefore sit behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from fastapi import FastAPI, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from lungseg import __version__
+from lungseg.errors import ImageReadError, LungsegError
+from lungseg.imaging import to_display
+from lungseg.inference import Prediction, Predictor
+from lungseg.inference.outputs import overlay_picture, png_bytes, volume_mask_nifti
+
+STATIC = Path(__file__).resolve().parent / "static"
+SLICE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
+VOLUME_SUFFIXES = {".nii", ".nii.gz", ".zip"}
+VIEWER_SIDE = 256  # volume slices are sent to the page at this size
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and model of the server (``lungseg serve`` flags).
+
+    Attributes:
+        model: ONNX model path; the shipped model by default.
+        max_slice_mb: largest slice upload.
+        max_volume_mb: largest volume upload (NIfTI or zip of a DICOM series).
+        threads: onnxruntime threads per worker (0: all cores).
+    """
+
+    model: str | None = None
+    max_slice_mb: float = 32.0
+    max_volume_mb: float = 512.0
+    threads: int = 0
+
+    ENV: ClassVar[dict[str, str]] = {
+        "model": "LUNGSEG_MODEL",
+        "max_slice_mb": "LUNGSEG_MAX_SLICE_MB",
+        "max_volume_mb": "LUNGSEG_MAX_VOLUME_MB",
+        "threads": "LUNGSEG_THREADS",
+    }
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        """Settings from ``LUNGSEG_*`` variables (how ``lungseg serve`` hands them to its workers)."""
+        values: dict[str, Any] = {}
+        for name, variable in cls.ENV.items():
+            if os.environ.get(variable):
+                kind = {"model": str, "threads": int}.get(name, float)
+                values[name] = kind(os.environ[variable])
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            variable: str(getattr(self, name))
+            for name, variable in self.ENV.items()
+            if getattr(self, name) is not None
+        }
+
+
+class UploadError(LungsegError):
+    """An upload the server refuses; carries the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _suffix(name: str) -> str:
+    lower = name.lower()
+    return ".nii.gz" if lower.endswith(".nii.gz") else Path(lower).suffix
+
+
+async def _read_upload(upload: UploadFile, limit_mb: float) -> bytes:
+    """The upload's bytes, refusing more than ``limit_mb`` without reading it all."""
+    limit = int(limit_mb * 1024 * 1024)
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise UploadError(413, f"upload larger than {limit_mb:g} MB")
+        chunks.append(chunk)
+    if size == 0:
+        raise UploadError(400, "the uploaded file is empty")
+    return b"".join(chunks)
+
+
+def _b64_png(array: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(array)).decode("ascii")
+
+
+def _model_info(predictor: Predictor) -> dict[str, Any]:
+    card = predictor.model.card
+    return {
+        "name": card.get("name", predictor.model.path.name),
+        "created": card.get("created"),
+        "sha256": card.get("onnx", {}).get("sha256"),
+        "lungseg_version": __version__,
+    }
+
+
+def _measures(prediction: Prediction) -> dict[str, Any]:
+    return {"unit": prediction.unit, **{k: round(v, 2) for k, v in prediction.measures.items()}}
+
+
+def create_app(
+    settings: ServeSettings | None = None, predictor: Predictor | None = None
+) -> FastAPI:
+    """The FastAPI application; ``predictor`` may be given (tests), else it is loaded here."""
+    settings = settings or ServeSettings.from_env()
+    predictor = predictor or Predictor(settings.model, threads=settings.threads)
+    app = FastAPI(
+        title="lungseg",
+        version=__version__,
+        description="Lung segmentation on chest CT slices and scans.",
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(_request: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    @app.exception_handler(LungsegError)
+    async def _read_error(_request: Request, error: LungsegError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=400)
+
+    def decode(data: bytes, name: str, volume: bool) -> Prediction:
+        """Segment uploaded bytes inside a private temporary folder, removed at once."""
+        folder = Path(tempfile.mkdtemp(prefix="lungseg-upload-"))
+        try:
+            target = folder / ("upload" + (_suffix(name) or ".bin"))
+            if volume and target.suffix == ".zip":
+                target = folder / "series"
+                _unzip_series(data, target)
+            else:
+                target.write_bytes(data)
+            try:
+                prediction = predictor.predict(target)
+            except ImageReadError as error:  # name the user's file, not the private folder
+                raise UploadError(400, f"{name}: {error.problem}") from error
+            except LungsegError:
+                raise
+            except Exception as error:  # a decoder bug must not become a 500 for a bad upload
+                raise UploadError(400, f"cannot read the upload: {error}") from error
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if prediction.image.is_volume != volume:
+            where = "/api/v1/segment-volume" if prediction.image.is_volume else "/api/v1/segment"
+            raise UploadError(400, f"this is a {prediction.kind}; send it to {where}")
+        return prediction
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "model": str(_model_info(predictor)["name"])}
+
+    @app.get("/api/v1/model")
+    def model_card() -> dict[str, Any]:
+        return predictor.model.card or _model_info(predictor)
+
+    @app.post("/api/v1/segment", response_model=None)
+    async def segment(
+        file: UploadFile,
+        format: str = Query("json", pattern="^(json|overlay|mask)$"),
+    ) -> Response | dict[str, Any]:
+        """Segment one slice (PNG, JPG, TIFF, BMP or DICOM file).
+
+        ``format=json`` answers sizes, lung areas (right/left/total), timings, the
+        model and three PNGs in base64 (display image, mask, overlay); ``overlay``
+        or ``mask`` answers that PNG alone. Mask labels: 0 background, 1 right lung,
+        2 left lung.
+        """
+        started = time.perf_counter()
+        name = file.filename or "upload"
+        if _suffix(name) in VOLUME_SUFFIXES:
+            raise UploadError(400, f"{name} is a volume; send it to /api/v1/segment-volume")
+        data = await _read_upload(file, settings.max_slice_mb)
+        prediction = decode(data, name, volume=False)
+        if format == "mask":
+            return Response(png_bytes(prediction.lung), media_type="image/png")
+        overlay = overlay_picture(prediction)
+        if format == "overlay":
+            return Response(png_bytes(overlay), media_type="image/png")
+        grey = to_display(prediction.image.array, prediction.image.intensity)
+        return {
+            "file": name,
+            "kind": "slice",
+            "size": list(prediction.image.array.shape),
+            "spacing_mm": list(prediction.image.geometry.spacing)
+            if prediction.image.geometry.spacing
+            else None,
+            "intensity": prediction.image.intensity.value,
+            "lung": _measures(prediction),
+            "notes": prediction.notes,
+            "timings_ms": {
+                "segment": round(prediction.seconds * 1000, 1),
+                "total": round((time.perf_counter() - started) * 1000, 1),
+            },
+            "model": _model_info(predictor),
+            "image_png": _b64_png(grey),
+            "mask_png": _b64_png(prediction.lung),
+            "overlay_png": _b64_png(overlay),
+        }
+
+    @app.post("/api/v1/segment-volume", response_model=None)
+    async def segment_volume(
+        file: UploadFile,
+        format: str = Query("json", pattern="^(json|nifti)$"),
+    ) -> Response | dict[str, Any]:
+        """Segment a scan: a NIfTI volume (.nii, .nii.gz) or a zip of one DICOM series.
+
+        ``format=json`` answers the lung volumes in mL (right/left/total), the mask
+        as NIfTI in base64 and every slice (256 px) with its mask as PNGs for a
+        viewer; ``nifti`` answers the mask NIfTI (.nii.gz) alone.
+        """
+        started = time.perf_counter()
+        name = file.filename or "upload"
+        if _suffix(name) not in VOLUME_SUFFIXES:
+            raise UploadError(415, f"{name}: send a .nii, .nii.gz or a .zip of a DICOM series")
+        data = await _read_upload(file, settings.max_volume_mb)
+        prediction = decode(data, name, volume=True)
+        nifti = volume_mask_nifti(prediction)
+        if format == "nifti":
+            return Response(
+                nifti,
+                media_type="application/gzip",
+                headers={"Content-Disposition": "attachment; filename=mask.nii.gz"},
+            )
+        grey = to_display(prediction.image.array, prediction.image.intensity)
+        frames = [
+            {
+                "image_png": _b64_png(_shrink(plane, False)),
+                "mask_png": _b64_png(_shrink(mask, True)),
+            }
+            for plane, mask in zip(grey, prediction.lung, strict=True)
+        ]
+        return {
+            "file": name,
+            "kind": "volume",
+            "size": list(prediction.image.array.shape),
+            "spacing_mm": list(prediction.image.geometry.spacing)
+            if prediction.image.geometry.spacing
+            else None,
+            "lung": _measures(prediction),
+            "timings_ms": {
+                "segment": round(prediction.seconds * 1000, 1),
+                "total": round((time.perf_counter() - started) * 1000, 1),
+            },
+            "model": _model_info(predictor),
+            "mask_nifti": base64.b64encode(nifti).decode("ascii"),
+            "slices": frames,
+        }
+
+    return app
+
+
+def _shrink(plane: np.ndarray, labels: bool) -> np.ndarray:
+    image = Image.fromarray(plane)
+    longest = max(plane.shape)
+    if longest <= VIEWER_SIDE:
+        return plane
+    scale = VIEWER_SIDE / longest
+    size = (max(1, round(plane.shape[1] * scale)), max(1, round(plane.shape[0] * scale)))
+    method = Image.Resampling.NEAREST if labels else Image.Resampling.BILINEAR
+    return np.asarray(image.resize(size, method))
+
+
+def _unzip_series(data: bytes, folder: Path) -> None:
+    """Unpack a zip of DICOM files flat into ``folder``, refusing zip bombs and odd paths."""
+    folder.mkdir()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+            members = [m for m in bundle.infolist() if not m.is_dir()]
+            if sum(m.file_size for m in members) > 4 * 1024**3:
+                raise UploadError(413, "the zip unpacks to more than 4 GB")
+            for index, member in enumerate(members):
+                with (
+                    bundle.open(member) as source,
+                    (folder / f"{index:05d}.dcm").open("wb") as sink,
+                ):
+                    shutil.copyfileobj(source, sink)
+    except zipfile.BadZipFile as error:
+        raise UploadError(400, f"not a readable zip: {error}") from error

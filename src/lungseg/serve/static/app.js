@@ -1,0 +1,141 @@
+// lungseg viewer: upload, show original and segmentation, opacity/mode/slice controls.
+"use strict";
+
+const COLOURS = { 1: [230, 75, 60], 2: [50, 130, 230] }; // right, left lung
+const VOLUME = /\.(nii|nii\.gz|zip)$/i;
+const $ = (id) => document.getElementById(id);
+let frames = [];      // [{image: ImageData, mask: Uint8Array, width, height}]
+let result = null;
+
+async function loadModel() {
+  try {
+    const card = await (await fetch("/api/v1/model")).json();
+    const created = card.created ? `, trained ${card.created.slice(0, 10)}` : "";
+    $("model").textContent = `Model: ${card.name || "unknown"}${created}`;
+  } catch (err) {
+    $("model").textContent = "Model information unavailable";
+  }
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function decodePng(b64) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = img.width; canvas.height = img.height;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      resolve(ctx.getImageData(0, 0, img.width, img.height));
+    };
+    img.onerror = () => reject(new Error("the server sent an unreadable picture"));
+    img.src = "data:image/png;base64," + b64;
+  });
+}
+
+async function toFrame(imageB64, maskB64) {
+  const image = await decodePng(imageB64);
+  const maskData = await decodePng(maskB64);
+  const mask = new Uint8Array(maskData.width * maskData.height);
+  for (let i = 0; i < mask.length; i++) mask[i] = maskData.data[i * 4]; // grey PNG: label in R
+  return { image, mask, width: image.width, height: image.height };
+}
+
+function draw() {
+  if (!frames.length) return;
+  const index = Number($("slice").value) || 0;
+  const frame = frames[Math.min(index, frames.length - 1)];
+  const alpha = Number($("opacity").value) / 100;
+  const mode = document.querySelector("input[name=mode]:checked").value;
+  for (const id of ["original", "overlay"]) {
+    $(id).width = frame.width; $(id).height = frame.height;
+  }
+  $("original").getContext("2d").putImageData(frame.image, 0, 0);
+  const out = new ImageData(new Uint8ClampedArray(frame.image.data), frame.width, frame.height);
+  if (mode !== "off") {
+    const w = frame.width, h = frame.height, m = frame.mask;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const i = y * w + x, label = m[i];
+        const colour = COLOURS[label];
+        if (!colour) continue;
+        const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
+          m[i - 1] !== label || m[i + 1] !== label || m[i - w] !== label || m[i + w] !== label;
+        const a = mode === "outline" ? (edge ? 1 : 0) : (edge ? Math.max(alpha, 0.85) : alpha);
+        if (a === 0) continue;
+        for (let c = 0; c < 3; c++) out.data[i * 4 + c] = (1 - a) * out.data[i * 4 + c] + a * colour[c];
+      }
+    }
+  }
+  $("overlay").getContext("2d").putImageData(out, 0, 0);
+  $("slice-number").textContent = frames.length > 1 ? `${index + 1} / ${frames.length}` : "";
+}
+
+function showMeasures(data) {
+  const lung = data.lung;
+  const unit = lung.unit === "mm2" ? "mm²" : lung.unit === "px" ? "pixels" : "mL";
+  const fmt = (v) => `${Number(v).toLocaleString(undefined, { maximumFractionDigits: 1 })} ${unit}`;
+  $("right").textContent = fmt(lung.right);
+  $("left").textContent = fmt(lung.left);
+  $("total").textContent = fmt(lung.total);
+  $("time").textContent = `${data.timings_ms.total} ms`;
+}
+
+async function upload(file) {
+  showError("");
+  $("status").textContent = `Segmenting ${file.name}…`;
+  const volume = VOLUME.test(file.name);
+  const body = new FormData();
+  body.append("file", file);
+  try {
+    const response = await fetch(volume ? "/api/v1/segment-volume" : "/api/v1/segment", { method: "POST", body });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || `the server answered ${response.status}`);
+    result = data;
+    if (volume) {
+      frames = await Promise.all(data.slices.map((s) => toFrame(s.image_png, s.mask_png)));
+      $("download-mask").href = "data:application/gzip;base64," + data.mask_nifti;
+      $("download-mask").download = file.name.replace(VOLUME, "") + "_mask.nii.gz";
+      $("download-overlay").hidden = true;
+    } else {
+      frames = [await toFrame(data.image_png, data.mask_png)];
+      const stem = file.name.replace(/\.[^.]+$/, "");
+      $("download-mask").href = "data:image/png;base64," + data.mask_png;
+      $("download-mask").download = stem + "_mask.png";
+      $("download-overlay").href = "data:image/png;base64," + data.overlay_png;
+      $("download-overlay").download = stem + "_overlay.png";
+      $("download-overlay").hidden = false;
+    }
+    $("slice").max = String(frames.length - 1);
+    $("slice").value = String(Math.floor(frames.length / 2));
+    $("slice-control").hidden = frames.length < 2;
+    $("result").hidden = false;
+    showMeasures(data);
+    draw();
+    $("status").textContent = `${file.name}: ${data.size.join(" × ")} ${data.kind}, done.`;
+  } catch (err) {
+    $("status").textContent = "";
+    showError(`${file.name}: ${err.message}`);
+  }
+}
+
+function init() {
+  const drop = $("drop"), input = $("file");
+  input.addEventListener("change", () => input.files.length && upload(input.files[0]));
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
+  });
+  for (const id of ["opacity", "slice"]) $(id).addEventListener("input", draw);
+  for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", draw);
+  loadModel();
+}
+
+init();

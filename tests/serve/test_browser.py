@@ -1,0 +1,98 @@
+"""The viewer page in a real browser: Debian's Chromium driven by Playwright.
+
+Uploads a real CT slice (a synthetic one where ../shared/data is absent), waits
+for the overlay, moves the opacity slider and checks what the page shows. The
+screenshot is kept in build/test-artifacts/ (and docs/images/viewer.png comes
+from it).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from conftest import SHARED_DATA
+from synthetic import ct_slice, display_slice, write_png
+
+from lungseg.serve.app import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not instance.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert instance.started, "the server did not start"
+    yield f"http://127.0.0.1:{port}/"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def _slice(tmp_path: Path) -> Path:
+    real = SHARED_DATA / "finding-lungs-ct" / "2d_images" / "ID_0008_Z_0065.tif"
+    if real.exists():
+        return real
+    return write_png(tmp_path / "synthetic_slice.png", display_slice(ct_slice(256)[0]))
+
+
+def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server)
+            page.wait_for_function(
+                "document.getElementById('model').textContent.startsWith('Model')"
+            )
+            page.set_input_files("#file", str(_slice(tmp_path)))
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            assert page.locator("#error").is_hidden()
+            right = page.locator("#right").inner_text()
+            left = page.locator("#left").inner_text()
+            assert right and left and not right.startswith("0 ")
+            before = page.evaluate("document.getElementById('overlay').toDataURL()")
+            page.eval_on_selector(
+                "#opacity", "el => { el.value = '90'; el.dispatchEvent(new Event('input')); }"
+            )
+            after = page.evaluate("document.getElementById('overlay').toDataURL()")
+            assert before != after  # the slider changed the drawing
+            assert page.locator("#download-mask").get_attribute("href").startswith("data:image/png")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+
+            bad = tmp_path / "notes.png"
+            bad.write_text("not an image")
+            page.set_input_files("#file", str(bad))
+            page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+            assert "notes.png" in page.locator("#error").inner_text()
+        finally:
+            browser.close()
