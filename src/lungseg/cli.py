@@ -149,19 +149,17 @@ def _predict(args: argparse.Namespace) -> int:
     import json
 
     from lungseg.inference import Predictor
-    from lungseg.inference.outputs import output_stem, write_prediction
+    from lungseg.inference.outputs import predict_files
 
     predictor = Predictor(args.model)
     failed = 0
-    for path in args.inputs:
-        try:
-            prediction = predictor.predict(path)
-            written = write_prediction(prediction, args.out, output_stem(path))
-        except LungsegError as error:
+    for outcome in predict_files(predictor, args.inputs, args.out):
+        path, prediction, written = outcome.path, outcome.prediction, outcome.written
+        if outcome.error is not None or prediction is None:
             failed += 1
-            print(f"lungseg: failed: {error}", file=sys.stderr)
+            print(f"lungseg: failed: {outcome.error}", file=sys.stderr)
             if args.json:
-                print(json.dumps({"file": str(path), "error": str(error)}))
+                print(json.dumps({"file": str(path), "error": outcome.error}))
             continue
         if args.json:
             print(json.dumps(prediction.record() | {"outputs": [str(p) for p in written]}))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
+from lungseg.imaging.morphology import outline as region_outline
 
 LUNG_COLOURS: dict[int, tuple[int, int, int]] = {
     LUNG_RIGHT: (230, 75, 60),  # right lung: red
@@ -35,17 +35,20 @@ def overlay(
     Returns:
         ``(rows, cols, 3)`` uint8 RGB.
     """
-    rgb = np.repeat(grey[..., np.newaxis], 3, axis=2).astype(np.float32)
+    rgb = np.repeat(grey[..., np.newaxis], 3, axis=2)
     layers: list[tuple[np.ndarray, tuple[int, int, int]]] = []
     if lung is not None:
         layers += [(lung == label, colour) for label, colour in LUNG_COLOURS.items()]
     if infection is not None:
         layers.append((infection != 0, INFECTION_COLOUR))
+    weight = round(alpha * 256)
     for region, colour in layers:
         if not region.any():
             continue
-        rgb[region] = (1 - alpha) * rgb[region] + alpha * np.asarray(colour, np.float32)
+        # Integer blend of the region's pixels only: (256 - w) * pixel + w * colour, / 256.
+        pixels = rgb[region].astype(np.uint16)
+        tint = np.asarray(colour, np.uint16) * weight
+        rgb[region] = ((pixels * (256 - weight) + tint) >> 8).astype(np.uint8)
         if outline:
-            edge = region & ~ndi.binary_erosion(region)
-            rgb[edge] = colour
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+            rgb[region_outline(region)] = colour
+    return rgb

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lungseg.imaging.intensity import to_display
+from lungseg.imaging.morphology import component_sizes, fill_holes
 from lungseg.imaging.types import Intensity
 
 DENSE_HU = -400.0
@@ -40,8 +41,9 @@ def body_mask(dense: np.ndarray) -> np.ndarray:
     labels, count = ndi.label(dense)
     if count == 0:
         return np.zeros_like(dense)
-    sizes = ndi.sum(dense, labels, index=np.arange(1, count + 1))
-    return ndi.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+    sizes = component_sizes(labels, count)
+    sizes[0] = 0
+    return fill_holes(labels == int(np.argmax(sizes)))
 
 
 CROP_BORDER_SHARE = 0.05

@@ -36,6 +36,9 @@ class LungModel:
             raise LungsegError(f"{self.path}: no such model file")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        # Idle onnxruntime threads would otherwise spin and take the cores from the
+        # pre- and post-processing that runs between two model calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
                 str(self.path), options, providers=["CPUExecutionProvider"]

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.imaging.morphology import component_sizes, fill_holes
 
 MIN_COMPONENT_SHARE = 0.01
 """Components smaller than this share of the largest one are specks."""
@@ -37,12 +38,12 @@ def clean_lung_mask(
         mask &= body
     labels, count = ndi.label(mask)
     if count > 1:
-        sizes = ndi.sum(mask, labels, np.arange(1, count + 1))
-        keep = np.flatnonzero(sizes >= min_component_share * sizes.max()) + 1
-        mask = np.isin(labels, keep)
-    if mask.ndim == 2:
-        return ndi.binary_fill_holes(mask)
-    return np.stack([ndi.binary_fill_holes(plane) for plane in mask])
+        sizes = component_sizes(labels, count)
+        sizes[0] = 0
+        keep = sizes >= min_component_share * sizes.max()
+        keep[0] = False
+        mask = keep[labels]
+    return fill_holes(mask)
 
 
 def split_left_right(lung: np.ndarray) -> np.ndarray:
@@ -62,15 +63,18 @@ def split_left_right(lung: np.ndarray) -> np.ndarray:
         return out
     columns = np.nonzero(mask)[-1]
     labels, count = ndi.label(mask)
-    sizes = ndi.sum(mask, labels, np.arange(1, count + 1))
+    sizes = component_sizes(labels, count)[1:]
     order = np.argsort(sizes)[::-1]
     if count >= 2 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
-        centres = np.array(ndi.center_of_mass(mask, labels, np.arange(1, count + 1)))[:, -1]
+        column_index = np.broadcast_to(np.arange(mask.shape[-1]), mask.shape)
+        column_sums = np.bincount(
+            labels.ravel(), weights=column_index.ravel(), minlength=count + 1
+        )[1:]
+        centres = column_sums / sizes
         right_centre, left_centre = sorted(centres[order[:2]])
-        for index in range(count):
-            near_right = abs(centres[index] - right_centre) <= abs(centres[index] - left_centre)
-            out[labels == index + 1] = LUNG_RIGHT if near_right else LUNG_LEFT
-        return out
+        near_right = np.abs(centres - right_centre) <= np.abs(centres - left_centre)
+        side = np.concatenate([[0], np.where(near_right, LUNG_RIGHT, LUNG_LEFT)]).astype(np.uint8)
+        return side[labels]
     cut = _mediastinum_column(mask, int(columns.min()), int(columns.max()))
     column_index = np.arange(mask.shape[-1])
     out[mask & (column_index < cut)] = LUNG_RIGHT
