@@ -44,6 +44,7 @@ def check_series(model: LungModel, scan_path: Path, out: Path) -> dict[str, Any]
     fig.savefig(out / "series_area.png", dpi=90)
     plt.close(fig)
     reference_free = ~reference.any(axis=(1, 2))
+    per_slice = [slice_scores(p, r)["dice"] for p, r in zip(predicted, reference, strict=True)]
     figures = {
         "scan": str(scan_path),
         "slices": int(scan.array.shape[0]),
@@ -52,14 +53,16 @@ def check_series(model: LungModel, scan_path: Path, out: Path) -> dict[str, Any]
         },
         "lung_free_slices_by_threshold": int(reference_free.sum()),
         "of_those_predicted_empty": int((~predicted.any(axis=(1, 2)) & reference_free).sum()),
-        "dice_vs_threshold_labels_mean": round(
-            float(
-                np.mean(
-                    [slice_scores(p, r)["dice"] for p, r in zip(predicted, reference, strict=True)]
-                )
-            ),
-            4,
-        ),
+        "dice_vs_threshold_labels_mean": round(float(np.mean(per_slice)), 4),
+        "per_slice": [
+            {
+                "slice": index,
+                "dice_vs_threshold": round(dice, 4),
+                "model_only_px": int((p & ~r).sum()),
+                "threshold_only_px": int((~p & r).sum()),
+            }
+            for index, (dice, p, r) in enumerate(zip(per_slice, predicted, reference, strict=True))
+        ],
     }
     (out / "series.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
