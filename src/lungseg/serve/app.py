@@ -121,8 +121,28 @@ def _model_info(predictor: Predictor) -> dict[str, Any]:
     }
 
 
-def _measures(prediction: Prediction) -> dict[str, Any]:
-    return {"unit": prediction.unit, **{k: round(v, 2) for k, v in prediction.measures.items()}}
+def _summary(
+    prediction: Prediction, name: str, started: float, predictor: Predictor
+) -> dict[str, Any]:
+    """The fields both endpoints answer: what was read, the lung measures, timings, model."""
+    geometry = prediction.image.geometry
+    return {
+        "file": name,
+        "kind": prediction.kind,
+        "size": list(prediction.image.array.shape),
+        "spacing_mm": list(geometry.spacing) if geometry.spacing else None,
+        "intensity": prediction.image.intensity.value,
+        "lung": {
+            "unit": prediction.unit,
+            **{k: round(v, 2) for k, v in prediction.measures.items()},
+        },
+        "notes": prediction.notes,
+        "timings_ms": {
+            "segment": round(prediction.seconds * 1000, 1),
+            "total": round((time.perf_counter() - started) * 1000, 1),
+        },
+        "model": _model_info(predictor),
+    }
 
 
 def create_app(
@@ -207,21 +227,7 @@ def create_app(
         if format == "overlay":
             return Response(png_bytes(overlay), media_type="image/png")
         grey = to_display(prediction.image.array, prediction.image.intensity)
-        return {
-            "file": name,
-            "kind": "slice",
-            "size": list(prediction.image.array.shape),
-            "spacing_mm": list(prediction.image.geometry.spacing)
-            if prediction.image.geometry.spacing
-            else None,
-            "intensity": prediction.image.intensity.value,
-            "lung": _measures(prediction),
-            "notes": prediction.notes,
-            "timings_ms": {
-                "segment": round(prediction.seconds * 1000, 1),
-                "total": round((time.perf_counter() - started) * 1000, 1),
-            },
-            "model": _model_info(predictor),
+        return _summary(prediction, name, started, predictor) | {
             "image_png": _b64_png(grey),
             "mask_png": _b64_png(prediction.lung),
             "overlay_png": _b64_png(overlay),
@@ -259,19 +265,7 @@ def create_app(
             }
             for plane, mask in zip(grey, prediction.lung, strict=True)
         ]
-        return {
-            "file": name,
-            "kind": "volume",
-            "size": list(prediction.image.array.shape),
-            "spacing_mm": list(prediction.image.geometry.spacing)
-            if prediction.image.geometry.spacing
-            else None,
-            "lung": _measures(prediction),
-            "timings_ms": {
-                "segment": round(prediction.seconds * 1000, 1),
-                "total": round((time.perf_counter() - started) * 1000, 1),
-            },
-            "model": _model_info(predictor),
+        return _summary(prediction, name, started, predictor) | {
             "mask_nifti": base64.b64encode(nifti).decode("ascii"),
             "slices": frames,
         }
