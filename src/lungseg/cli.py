@@ -198,6 +198,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from lungseg.evaluation.evaluate import evaluate
+    from lungseg.inference.model import LungModel
+
+    if LungModel(args.model).task == "infection":
+        from lungseg.evaluation.infection import evaluate_infection
+
+        summary = evaluate_infection(args.model, args.data, args.out, args.split)
+        scores = summary["infection"]
+        print(
+            f"infection on {summary['slices']} slices: Dice {scores['dice']:.4f}, sensitivity "
+            f"{scores['sensitivity']:.4f}, specificity {scores['specificity']:.4f}; per class "
+            + ", ".join(f"{k} {v:.4f}" for k, v in summary["per_class_dice"].items())
+        )
+        print(f"report: {Path(args.out) / 'infection_report.md'}")
+        return 0
 
     result = evaluate(
         args.model, args.data, args.split, args.out, variants=not args.no_variants, scan=args.scan

@@ -56,13 +56,27 @@ class LungModel:
                 return dict(json.loads(candidate.read_text()))
         return {}
 
-    def lung_probability(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """Lung probability ``(n, size, size)`` of model inputs ``(n, size, size)`` in [0, 1]."""
+    def probabilities(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Class probabilities ``(n, classes, size, size)`` of inputs ``(n, size, size)`` in [0, 1]."""
         out = []
         for start in range(0, squares.shape[0], batch_size):
             batch = squares[start : start + batch_size, np.newaxis].astype(np.float32)
-            out.append(self.session.run(None, {self.input_name: batch})[0][:, 1])
-        return np.concatenate(out) if out else np.zeros((0, self.size, self.size), np.float32)
+            out.append(self.session.run(None, {self.input_name: batch})[0])
+        if not out:
+            return np.zeros((0, len(self.classes), self.size, self.size), np.float32)
+        return np.concatenate(out)
+
+    def lung_probability(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Lung probability ``(n, size, size)`` (channel 1 of a lung model)."""
+        return self.probabilities(squares, batch_size)[:, 1]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card.get("output", {}).get("classes", ["background", "lung"]))
+
+    @property
+    def task(self) -> str:
+        return str(self.card.get("task", "lung"))
 
 
 def segment_slices(

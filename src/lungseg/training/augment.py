@@ -60,7 +60,7 @@ class Augmenter:
         Args:
             raw: ``(size, size)`` HU or display values (padded and resized).
             intensity: what ``raw`` holds.
-            mask: ``(size, size)`` uint8 0/1 lung mask.
+            mask: ``(size, size)`` uint8 class indices (0/1 for lung).
 
         Returns:
             float32 image in [0, 1] and uint8 mask, both ``(size, size)``.
@@ -78,7 +78,9 @@ class Augmenter:
             {"image": image[np.newaxis], "label": mask[np.newaxis].astype(np.float32)}
         )
         image = np.clip(np.asarray(sample["image"][0], dtype=np.float32), 0.0, 1.0)
-        mask = (np.asarray(sample["label"][0]) > 0.5).astype(np.uint8)
+        mask = np.rint(np.asarray(sample["label"][0])).astype(
+            np.uint8
+        )  # nearest: classes stay whole
         return image, mask
 
     def _window(self, raw: np.ndarray, intensity: Intensity) -> np.ndarray:

@@ -44,6 +44,7 @@ class TrainConfig:
     """Everything that decides a training run.
 
     Attributes:
+        task: ``lung`` or ``infection`` (``training.tasks``).
         image_size: model input side in pixels (slices are padded square and resized).
         architecture: a name in ``training.model.ARCHITECTURES``.
         channels: filters per U-Net level.
@@ -60,6 +61,7 @@ class TrainConfig:
         augment: augmentation settings.
     """
 
+    task: str = "lung"
     image_size: int = 256
     architecture: str = "unet"
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)

@@ -14,6 +14,7 @@ from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity, to_unit_range
 from lungseg.inference.preprocess import pad_value, to_model_square
 from lungseg.training.augment import Augmenter
+from lungseg.training.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -22,25 +23,31 @@ class PreparedSlice:
 
     raw: np.ndarray  # (size, size) float32
     intensity: Intensity
-    lung: np.ndarray  # (size, size) uint8 0/1
+    lung: np.ndarray  # (size, size) uint8 class indices of the task (lung: 0/1)
     slice_id: str
 
 
 def prepare_split(
-    dataset: BuiltDataset, split: str, size: int, *, include_flagged: bool = False
+    dataset: BuiltDataset,
+    split: str,
+    size: int,
+    *,
+    include_flagged: bool = False,
+    task: str = "lung",
 ) -> list[PreparedSlice]:
-    """Load every slice of a split and bring it to ``size`` x ``size``."""
-    rows = dataset.select(split, include_flagged=include_flagged)
+    """Load every slice of a task's split and bring it to ``size`` x ``size``."""
+    chosen = get_task(task)
+    rows = chosen.rows(dataset, split, include_flagged)
     if not rows:
-        raise DatasetError(f"{dataset.folder}: the {split} split is empty")
+        raise DatasetError(f"{dataset.folder}: the {split} split has no slices for the {task} task")
     prepared = []
     for row in tqdm(rows, desc=f"loading {split}", unit="slice", leave=False):
         record = dataset.load(row)
         raw, _ = to_model_square(
             record.image.astype(np.float32), size, fill=pad_value(record.intensity)
         )
-        lung, _ = to_model_square((record.lung != 0).astype(np.uint8), size, nearest=True)
-        prepared.append(PreparedSlice(raw, record.intensity, lung, row["slice_id"]))
+        labels, _ = to_model_square(chosen.labels(record), size, nearest=True)
+        prepared.append(PreparedSlice(raw, record.intensity, labels, row["slice_id"]))
     return prepared
 
 

@@ -9,15 +9,14 @@ from monai.networks.nets import UNet
 
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
-
-NUM_CLASSES = 2  # background, lung
+from lungseg.training.tasks import get_task
 
 
 def _unet(config: TrainConfig) -> torch.nn.Module:
     return UNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=NUM_CLASSES,
+        out_channels=len(get_task(config.task).classes),
         channels=config.channels,
         strides=(2,) * (len(config.channels) - 1),
         num_res_units=config.num_res_units,

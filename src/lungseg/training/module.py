@@ -12,18 +12,25 @@ from torch.nn import functional
 
 from lungseg.evaluation.metrics import dice_iou
 from lungseg.training.config import TrainConfig
-from lungseg.training.model import NUM_CLASSES, create_model
+from lungseg.training.model import create_model
+from lungseg.training.tasks import get_task
 
 
-def slice_metrics(logits: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-slice lung Dice, IoU and pixel accuracy, shape ``(batch,)`` each.
+def slice_metrics(
+    logits: torch.Tensor, label: torch.Tensor, foreground: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """Per-slice Dice and IoU of the foreground classes taken as one, and pixel accuracy
+    over all classes; shape ``(batch,)`` each.
 
-    A slice without lung that is predicted without lung scores 1 (MONAI's
-    ``ignore_empty=False``), so lung-free slices count as they should.
+    A slice without foreground that is predicted without it scores 1 (MONAI's
+    ``ignore_empty=False``), so lung-free (or infection-free) slices count as they should.
     """
     prediction = logits.argmax(dim=1, keepdim=True)
-    pred_onehot = functional.one_hot(prediction[:, 0], NUM_CLASSES).permute(0, 3, 1, 2).float()
-    true_onehot = functional.one_hot(label[:, 0], NUM_CLASSES).permute(0, 3, 1, 2).float()
+    classes = torch.tensor(foreground, device=label.device)
+    pred_fg = torch.isin(prediction[:, 0], classes).long()
+    true_fg = torch.isin(label[:, 0], classes).long()
+    pred_onehot = functional.one_hot(pred_fg, 2).permute(0, 3, 1, 2).float()
+    true_onehot = functional.one_hot(true_fg, 2).permute(0, 3, 1, 2).float()
     dice, iou = dice_iou(pred_onehot, true_onehot)
     accuracy = (prediction == label).float().mean(dim=(1, 2, 3))
     return {"dice": dice, "iou": iou, "accuracy": accuracy}
@@ -35,6 +42,7 @@ class LungSegModule(pl.LightningModule):
         self.config = config
         self.save_hyperparameters(asdict(config))
         self.model = create_model(config)
+        self.foreground = get_task(config.task).foreground
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -49,7 +57,7 @@ class LungSegModule(pl.LightningModule):
             f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True
         )
         with torch.no_grad():
-            for name, values in slice_metrics(logits, label).items():
+            for name, values in slice_metrics(logits, label, self.foreground).items():
                 self.log(
                     f"{stage}_{name}",
                     values.mean(),

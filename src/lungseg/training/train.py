@@ -32,6 +32,12 @@ from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.export import export_onnx, onnx_max_difference, sha256_of, write_model_card
 from lungseg.training.model import count_parameters
 from lungseg.training.module import LungSegModule
+from lungseg.training.tasks import get_task
+
+DESCRIPTIONS = {
+    "lung": "lung segmentation on axial chest CT slices (both lungs as one class)",
+    "infection": "COVID-19 infection on axial chest CT slices: ground glass, consolidation, pleural effusion",
+}
 
 
 @dataclass
@@ -66,9 +72,13 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
 
     dataset = BuiltDataset(data)
     train_slices = prepare_split(
-        dataset, "train", config.image_size, include_flagged=config.include_flagged
+        dataset,
+        "train",
+        config.image_size,
+        include_flagged=config.include_flagged,
+        task=config.task,
     )
-    val_slices = prepare_split(dataset, "val", config.image_size)
+    val_slices = prepare_split(dataset, "val", config.image_size, task=config.task)
     augmenter = Augmenter(config.augment, config.image_size, seed=config.seed)
     workers, persistent = config.num_workers, config.num_workers > 0
     train_loader = DataLoader(
@@ -148,16 +158,19 @@ def model_card(
     onnx_path: Path,
 ) -> dict[str, object]:
     """What a user of the exported model needs to know, as JSON."""
+    task = get_task(config.task)
     counts: dict[str, dict[str, int]] = {}
-    for row in dataset.select():
-        counts.setdefault(row["source"], {}).setdefault(row["split"], 0)
-        counts[row["source"]][row["split"]] += 1
+    for split in ("train", "val", "test"):
+        for row in task.rows(dataset, split, config.include_flagged and split == "train"):
+            counts.setdefault(row["source"], {}).setdefault(split, 0)
+            counts[row["source"]][split] += 1
     build_config = json.loads((dataset.folder / "build_config.json").read_text())
     return {
-        "name": "lungseg-lung-unet",
+        "name": f"lungseg-{config.task}-unet",
         "lungseg_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": "lung segmentation on axial chest CT slices (both lungs as one class)",
+        "task": config.task,
+        "description": DESCRIPTIONS[config.task],
         "architecture": {
             "name": config.architecture,
             "channels": list(config.channels),
@@ -174,8 +187,8 @@ def model_card(
         },
         "output": {
             "name": "probabilities",
-            "shape": ["batch", 2, config.image_size, config.image_size],
-            "classes": ["background", "lung"],
+            "shape": ["batch", len(task.classes), config.image_size, config.image_size],
+            "classes": list(task.classes),
         },
         "training": {
             "dataset": str(dataset.folder),
