@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -21,3 +22,23 @@ class DarkIsLung(torch.nn.Module):
 
 def dark_is_lung_onnx(path: Path, size: int = 64) -> Path:
     return export_onnx(DarkIsLung(), path, size)
+
+
+class DarkIsGroundGlass(torch.nn.Module):
+    """A 4-class stand-in infection model: everything dark is ground glass (class 1)."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        ggo = 40.0 * (0.5 - image)
+        zero = torch.zeros_like(image)
+        return torch.cat([-ggo, ggo, zero - 20.0, zero - 20.0], dim=1)
+
+
+def dark_is_ground_glass_onnx(path: Path, size: int = 64) -> Path:
+    onnx_path = export_onnx(DarkIsGroundGlass(), path, size)
+    card = {
+        "name": "test-infection",
+        "task": "infection",
+        "output": {"classes": ["background", "ground_glass", "consolidation", "pleural_effusion"]},
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(card))
+    return onnx_path

@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
     predict.add_argument("--json", action="store_true", help="print one JSON record per input")
+    predict.add_argument(
+        "--infection-model",
+        type=Path,
+        help="ONNX infection model (default: the shipped one, if any)",
+    )
+    predict.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
 
     serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
@@ -151,7 +157,9 @@ def _predict(args: argparse.Namespace) -> int:
     from lungseg.inference import Predictor
     from lungseg.inference.outputs import predict_files
 
-    predictor = Predictor(args.model)
+    predictor = Predictor(
+        args.model, infection_model=args.infection_model, infection=not args.no_infection
+    )
     failed = 0
     for outcome in predict_files(predictor, args.inputs, args.out):
         path, prediction, written = outcome.path, outcome.prediction, outcome.written

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
+from lungseg.dataset.labels import (
+    CONSOLIDATION,
+    GROUND_GLASS,
+    INFECTION_UNTYPED,
+    LUNG_LEFT,
+    LUNG_RIGHT,
+    LUNG_SIDE_UNKNOWN,
+    PLEURAL_EFFUSION,
+)
 from lungseg.imaging.morphology import outline as region_outline
 
 LUNG_COLOURS: dict[int, tuple[int, int, int]] = {
@@ -12,7 +20,12 @@ LUNG_COLOURS: dict[int, tuple[int, int, int]] = {
     LUNG_LEFT: (50, 130, 230),  # left lung: blue
     LUNG_SIDE_UNKNOWN: (60, 200, 90),  # lung, side unknown: green
 }
-INFECTION_COLOUR = (250, 210, 40)  # any infection label: yellow
+INFECTION_COLOURS: dict[int, tuple[int, int, int]] = {
+    GROUND_GLASS: (250, 210, 40),  # yellow
+    CONSOLIDATION: (245, 130, 30),  # orange
+    PLEURAL_EFFUSION: (170, 80, 200),  # purple
+    INFECTION_UNTYPED: (250, 210, 40),
+}
 
 
 def overlay(
@@ -40,7 +53,7 @@ def overlay(
     if lung is not None:
         layers += [(lung == label, colour) for label, colour in LUNG_COLOURS.items()]
     if infection is not None:
-        layers.append((infection != 0, INFECTION_COLOUR))
+        layers += [(infection == label, colour) for label, colour in INFECTION_COLOURS.items()]
     weight = round(alpha * 256)
     for region, colour in layers:
         if not region.any():

@@ -16,6 +16,8 @@ from lungseg.inference.preprocess import from_model_square, to_model_square
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
 """The model trained by the project's own commands, shipped inside the package."""
+SHIPPED_INFECTION_MODEL = SHIPPED_MODEL.with_name("infection_unet.onnx")
+"""The COVID-19 infection model, used where it is shipped."""
 LUNG_THRESHOLD = 0.5
 
 

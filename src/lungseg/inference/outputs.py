@@ -56,10 +56,11 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def overlay_picture(prediction: Prediction, index: int | None = None) -> np.ndarray:
     """RGB overlay of a slice (or of slice ``index`` of a volume)."""
-    image, lung = prediction.image.array, prediction.lung
+    image, lung, infection = prediction.image.array, prediction.lung, prediction.infection
     if index is not None:
         image, lung = image[index], lung[index]
-    return overlay(to_display(image, prediction.image.intensity), lung)
+        infection = None if infection is None else infection[index]
+    return overlay(to_display(image, prediction.image.intensity), lung, infection)
 
 
 def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
@@ -83,24 +84,33 @@ def write_prediction(prediction: Prediction, out: Path, stem: str) -> list[Path]
     """Write a prediction's files into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     if not prediction.image.is_volume:
-        return [
+        written = [
             _write_atomically(out / f"{stem}_mask.png", png_bytes(prediction.lung)),
             _write_atomically(out / f"{stem}_overlay.png", png_bytes(overlay_picture(prediction))),
         ]
+        if prediction.infection is not None:
+            written.append(
+                _write_atomically(out / f"{stem}_infection.png", png_bytes(prediction.infection))
+            )
+        return written
     written = []
     if prediction.image.geometry.affine is not None:
         written.append(
             _write_atomically(out / f"{stem}_mask.nii.gz", volume_mask_nifti(prediction))
         )
+        if prediction.infection is not None:
+            infection = volume_mask_nifti(prediction, prediction.infection)
+            written.append(_write_atomically(out / f"{stem}_infection.nii.gz", infection))
     else:  # a multi-page photo: no geometry to keep
         written.append(_write_atomically(out / f"{stem}_mask.npy", _npy_bytes(prediction.lung)))
     written.append(_write_atomically(out / f"{stem}_overlay.png", png_bytes(montage(prediction))))
     return written
 
 
-def volume_mask_nifti(prediction: Prediction) -> bytes:
-    """The volume's lung labels as a gzipped NIfTI with the input's affine."""
-    data, affine = from_display_order(prediction.lung, prediction.image.geometry)
+def volume_mask_nifti(prediction: Prediction, labels: np.ndarray | None = None) -> bytes:
+    """The volume's lung labels (or ``labels``) as a gzipped NIfTI with the input's affine."""
+    chosen = prediction.lung if labels is None else labels
+    data, affine = from_display_order(chosen, prediction.image.geometry)
     nifti = nib.Nifti1Image(data, affine)
     nifti.set_data_dtype(np.uint8)
     return gzip.compress(nifti.to_bytes(), compresslevel=6)

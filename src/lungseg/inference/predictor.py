@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from lungseg.imaging import CTImage, read_image
-from lungseg.inference.model import LungModel, segment_image
+from lungseg.inference.infection import infection_labels, involvement, restrict_to_lung
+from lungseg.inference.model import SHIPPED_INFECTION_MODEL, LungModel, segment_image
 from lungseg.inference.postprocess import lung_measures, split_left_right
 
 
@@ -42,6 +43,8 @@ class Prediction:
     unit: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    infection: np.ndarray | None = None  # 0 none, 1 ground glass, 2 consolidation, 3 effusion
+    involvement: dict[str, object] | None = None  # see inference.infection.involvement
 
     @property
     def kind(self) -> str:
@@ -59,6 +62,7 @@ class Prediction:
             "intensity": self.image.intensity.value,
             "unit": self.unit,
             **{f"lung_{k}": round(v, 2) for k, v in self.measures.items()},
+            **({"involvement": self.involvement} if self.involvement is not None else {}),
             "seconds": round(self.seconds, 3),
         }
 
@@ -71,8 +75,20 @@ class Predictor:
         threads: onnxruntime threads (0: all cores).
     """
 
-    def __init__(self, model: str | Path | None = None, *, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        infection_model: str | Path | None = None,
+        infection: bool = True,
+        threads: int = 0,
+    ) -> None:
         self.model = LungModel(model, threads=threads)
+        self.infection_model: LungModel | None = None
+        if infection:
+            path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
+            if infection_model is not None or path.is_file():
+                self.infection_model = LungModel(path, threads=threads)
 
     def predict(self, path: str | Path) -> Prediction:
         """Read a file or DICOM folder and segment it (raises ``ImageReadError`` on bad input)."""
@@ -87,6 +103,10 @@ class Predictor:
         spacing = image.geometry.spacing
         measures = lung_measures(lung, spacing)
         unit = "px" if spacing is None else ("mL" if image.is_volume else "mm2")
-        return Prediction(
-            image, lung, measures, unit, time.perf_counter() - started, list(image.notes)
-        )
+        prediction = Prediction(image, lung, measures, unit, 0.0, list(image.notes))
+        if self.infection_model is not None:
+            labels = infection_labels(self.infection_model, list(image.slices()), image.intensity)
+            prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung)
+            prediction.involvement = involvement(lung, prediction.infection)
+        prediction.seconds = time.perf_counter() - started
+        return prediction

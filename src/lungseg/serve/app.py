@@ -142,6 +142,7 @@ def _summary(
             "total": round((time.perf_counter() - started) * 1000, 1),
         },
         "model": _model_info(predictor),
+        "involvement": prediction.involvement,
     }
 
 
@@ -231,6 +232,9 @@ def create_app(
             "image_png": _b64_png(grey),
             "mask_png": _b64_png(prediction.lung),
             "overlay_png": _b64_png(overlay),
+            "infection_png": _b64_png(prediction.infection)
+            if prediction.infection is not None
+            else None,
         }
 
     @app.post("/api/v1/segment-volume", response_model=None)
@@ -258,13 +262,15 @@ def create_app(
                 headers={"Content-Disposition": "attachment; filename=mask.nii.gz"},
             )
         grey = to_display(prediction.image.array, prediction.image.intensity)
-        frames = [
-            {
+        frames = []
+        for index, (plane, mask) in enumerate(zip(grey, prediction.lung, strict=True)):
+            frame = {
                 "image_png": _b64_png(_shrink(plane, False)),
                 "mask_png": _b64_png(_shrink(mask, True)),
             }
-            for plane, mask in zip(grey, prediction.lung, strict=True)
-        ]
+            if prediction.infection is not None:
+                frame["infection_png"] = _b64_png(_shrink(prediction.infection[index], True))
+            frames.append(frame)
         return _summary(prediction, name, started, predictor) | {
             "mask_nifti": base64.b64encode(nifti).decode("ascii"),
             "slices": frames,

@@ -2,6 +2,7 @@
 "use strict";
 
 const COLOURS = { 1: [230, 75, 60], 2: [50, 130, 230] }; // right, left lung
+const INFECTION = { 1: [250, 210, 40], 2: [245, 130, 30], 3: [170, 80, 200] }; // ground glass, consolidation, effusion
 const VOLUME = /\.(nii|nii\.gz|zip)$/i;
 const $ = (id) => document.getElementById(id);
 let frames = [];      // [{image: ImageData, mask: Uint8Array, width, height}]
@@ -37,12 +38,22 @@ function decodePng(b64) {
   });
 }
 
-async function toFrame(imageB64, maskB64) {
+async function labelsOf(b64) {
+  const data = await decodePng(b64);
+  const labels = new Uint8Array(data.width * data.height);
+  for (let i = 0; i < labels.length; i++) labels[i] = data.data[i * 4]; // grey PNG: label in R
+  return labels;
+}
+
+async function toFrame(imageB64, maskB64, infectionB64) {
   const image = await decodePng(imageB64);
-  const maskData = await decodePng(maskB64);
-  const mask = new Uint8Array(maskData.width * maskData.height);
-  for (let i = 0; i < mask.length; i++) mask[i] = maskData.data[i * 4]; // grey PNG: label in R
-  return { image, mask, width: image.width, height: image.height };
+  const mask = await labelsOf(maskB64);
+  const infection = infectionB64 ? await labelsOf(infectionB64) : null;
+  return { image, mask, infection, width: image.width, height: image.height };
+}
+
+function blend(out, i, colour, a) {
+  for (let c = 0; c < 3; c++) out.data[i * 4 + c] = (1 - a) * out.data[i * 4 + c] + a * colour[c];
 }
 
 function draw() {
@@ -67,8 +78,14 @@ function draw() {
           m[i - 1] !== label || m[i + 1] !== label || m[i - w] !== label || m[i + w] !== label;
         const a = mode === "outline" ? (edge ? 1 : 0) : (edge ? Math.max(alpha, 0.85) : alpha);
         if (a === 0) continue;
-        for (let c = 0; c < 3; c++) out.data[i * 4 + c] = (1 - a) * out.data[i * 4 + c] + a * colour[c];
+        blend(out, i, colour, a);
       }
+    }
+  }
+  if (frame.infection && $("infection").checked) {
+    for (let i = 0; i < frame.infection.length; i++) {
+      const colour = INFECTION[frame.infection[i]];
+      if (colour) blend(out, i, colour, Math.max(alpha, 0.35));
     }
   }
   $("overlay").getContext("2d").putImageData(out, 0, 0);
@@ -83,6 +100,13 @@ function showMeasures(data) {
   $("left").textContent = fmt(lung.left);
   $("total").textContent = fmt(lung.total);
   $("time").textContent = `${data.timings_ms.total} ms`;
+  const inv = data.involvement;
+  for (const id of ["involvement-row", "severity-row", "infection-control", "infection-legend"]) $(id).hidden = !inv;
+  if (inv) {
+    const pct = (v) => `${(100 * v).toFixed(1)} %`;
+    $("involvement").textContent = `right ${pct(inv.share.right)}, left ${pct(inv.share.left)}, both ${pct(inv.share.total)}`;
+    $("severity").textContent = `right ${inv.severity.right}, left ${inv.severity.left}, total ${inv.severity.total} / 10`;
+  }
 }
 
 async function upload(file) {
@@ -97,12 +121,12 @@ async function upload(file) {
     if (!response.ok) throw new Error(data.error || `the server answered ${response.status}`);
     result = data;
     if (volume) {
-      frames = await Promise.all(data.slices.map((s) => toFrame(s.image_png, s.mask_png)));
+      frames = await Promise.all(data.slices.map((s) => toFrame(s.image_png, s.mask_png, s.infection_png)));
       $("download-mask").href = "data:application/gzip;base64," + data.mask_nifti;
       $("download-mask").download = file.name.replace(VOLUME, "") + "_mask.nii.gz";
       $("download-overlay").hidden = true;
     } else {
-      frames = [await toFrame(data.image_png, data.mask_png)];
+      frames = [await toFrame(data.image_png, data.mask_png, data.infection_png)];
       const stem = file.name.replace(/\.[^.]+$/, "");
       $("download-mask").href = "data:image/png;base64," + data.mask_png;
       $("download-mask").download = stem + "_mask.png";
@@ -134,6 +158,7 @@ function init() {
     if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
   });
   for (const id of ["opacity", "slice"]) $(id).addEventListener("input", draw);
+  $("infection").addEventListener("change", draw);
   for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", draw);
   loadModel();
 }

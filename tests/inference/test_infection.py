@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from models import dark_is_ground_glass_onnx, dark_is_lung_onnx
+from PIL import Image
+from synthetic import ct_slice, display_slice, write_png
+
+from lungseg.cli import main
+from lungseg.dataset.labels import (
+    CONSOLIDATION,
+    GROUND_GLASS,
+    LUNG_LEFT,
+    LUNG_RIGHT,
+    PLEURAL_EFFUSION,
+)
+from lungseg.inference import Predictor
+from lungseg.inference.infection import involvement, restrict_to_lung, severity_score
+from lungseg.serve.app import ServeSettings, create_app
+
+
+def test_involvement_per_lung_and_outside_lung_ignored() -> None:
+    lung = np.zeros((10, 20), np.uint8)
+    lung[:, :8] = LUNG_RIGHT  # 80 pixels
+    lung[:, 12:] = LUNG_LEFT  # 80 pixels
+    infection = np.zeros_like(lung)
+    infection[:5, :8] = GROUND_GLASS  # half the right lung
+    infection[5:6, :4] = CONSOLIDATION  # 4 more pixels of it
+    infection[:, 9:11] = GROUND_GLASS  # between the lungs: not lung, dropped
+    infection[9, 10] = PLEURAL_EFFUSION  # outside the lung: kept
+    infection = restrict_to_lung(infection, lung)
+    assert not np.isin(infection[:, 8:12], (GROUND_GLASS, CONSOLIDATION)).any()
+    result = involvement(lung, infection)
+    assert result["share"] == {
+        "right": pytest.approx(44 / 80),
+        "left": 0.0,
+        "total": pytest.approx(44 / 160),
+    }
+    assert result["severity"] == {"right": 4, "left": 0, "total": 4}
+    assert result["effusion_px"] == 1
+
+
+def test_empty_lung_has_no_involvement() -> None:
+    result = involvement(np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8))
+    assert result["share"] == {"right": 0.0, "left": 0.0, "total": 0.0}
+    assert result["severity"]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("share", "score"),
+    [(0.0, 0), (0.01, 1), (0.05, 1), (0.06, 2), (0.25, 2), (0.3, 3), (0.6, 4), (0.8, 5)],
+)
+def test_severity_scale(share: float, score: int) -> None:
+    assert severity_score(share) == score
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    folder = tmp_path_factory.mktemp("models")
+    return Predictor(
+        dark_is_lung_onnx(folder / "lung.onnx"),
+        infection_model=dark_is_ground_glass_onnx(folder / "infection.onnx"),
+    )
+
+
+def test_predictor_reports_infection_inside_the_lungs(tmp_path: Path, predictor: Predictor) -> None:
+    hu, lungs = ct_slice(64)
+    result = predictor.predict(write_png(tmp_path / "s.png", display_slice(hu)))
+    assert result.infection is not None
+    np.testing.assert_array_equal(
+        result.infection == GROUND_GLASS, lungs > 0
+    )  # the air outside is not lung
+    assert result.involvement is not None
+    assert result.involvement["severity"] == {"right": 5, "left": 5, "total": 10}
+
+
+def test_predict_and_api_carry_infection(tmp_path: Path, predictor: Predictor, capsys) -> None:
+    hu, _ = ct_slice(64)
+    path = write_png(tmp_path / "s.png", display_slice(hu))
+    assert predictor.infection_model is not None
+    models = [
+        "--model",
+        str(predictor.model.path),
+        "--infection-model",
+        str(predictor.infection_model.path),
+    ]
+    assert main(["predict", str(path), "--out", str(tmp_path / "out"), *models, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["involvement"]["severity"]["total"] == 10
+    assert (tmp_path / "out" / "s_infection.png").exists()
+    plain = [
+        "predict",
+        str(path),
+        "--out",
+        str(tmp_path / "plain"),
+        "--model",
+        str(predictor.model.path),
+    ]
+    assert main([*plain, "--no-infection", "--json"]) == 0
+    assert "involvement" not in json.loads(capsys.readouterr().out)
+    client = TestClient(create_app(ServeSettings(), predictor))
+    data = client.post("/api/v1/segment", files={"file": ("s.png", path.read_bytes())}).json()
+    assert data["involvement"]["severity"]["total"] == 10
+    infection = np.array(Image.open(io.BytesIO(base64.b64decode(data["infection_png"]))))
+    assert set(np.unique(infection)) == {0, GROUND_GLASS}
