@@ -91,11 +91,17 @@ def main() -> None:
         raise SystemExit(f"needs the real data in {args.data}")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        predictor = Predictor()
+        predictor = Predictor(
+            infection=False
+        )  # lung against lung: the reference has no infection output
         params = predictor.model.card.get("architecture", {}).get("parameters", 0) / 1e6
         shipped = measure(predictor, slices, series, work / "a")
+        with_infection = measure(Predictor(), slices, series, work / "c")
         reference = measure(
-            Predictor(reference_model(work / "reference.onnx")), slices, series, work / "b"
+            Predictor(reference_model(work / "reference.onnx"), infection=False),
+            slices,
+            series,
+            work / "b",
         )
     print(
         f"{len(slices)} slices of 512x512 (finding-lungs TIFF) and the 64-slice DICOM series; "
@@ -108,7 +114,8 @@ def main() -> None:
         "model                            one-at-a-time  median  list   model   series s  slices/s"
     )
     for name, figures in (
-        (f"lungseg (shipped, {params:.1f} M)", shipped),
+        (f"lungseg lungs (shipped, {params:.1f} M)", shipped),
+        ("lungseg lungs + infection", with_infection),
         ("reference (lungmask size, 31 M)", reference),
     ):
         print(

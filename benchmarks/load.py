@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--format", default="json", choices=["json", "mask", "overlay"])
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--no-infection", action="store_true", help="serve lungs only")
     args = parser.parse_args()
     slices = sorted((args.data / "finding-lungs-ct" / "2d_images").glob("*.tif"))[:32]
     if not slices:
@@ -81,6 +82,7 @@ def main() -> None:
             str(args.workers),
             "--threads",
             str(threads),
+            *(["--no-infection"] if args.no_infection else []),
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -142,7 +144,8 @@ def main() -> None:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     print(
-        f"{args.clients} clients, {args.workers} server workers x {threads} onnxruntime threads, format={args.format}, 512x512 finding-lungs TIFF slices"
+        f"{args.clients} clients, {args.workers} server workers x {threads} onnxruntime threads, format={args.format}, "
+        f"{'lungs only' if args.no_infection else 'lungs + infection'}, 512x512 finding-lungs TIFF slices"
     )
     print(f"requests {len(latencies)} in {wall:.1f} s: {len(latencies) / wall:.1f} requests/s")
     print(

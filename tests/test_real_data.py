@@ -147,3 +147,24 @@ def test_shipped_model_on_the_whole_dicom_series(shared_data: Path) -> None:
     assert result.measures["right"] > result.measures["left"]
     per_level = result.lung.any(axis=(1, 2))
     assert not per_level[0] and not per_level[-1]  # liver dome and neck
+
+
+def test_shipped_infection_model_finds_lesions_inside_the_lungs(shared_data: Path) -> None:
+    """On MedSeg test slices (its own infnet test split) the shipped infection model finds
+    ground glass or consolidation where the reference has much of it, only inside the lungs."""
+    from lungseg.dataset.labels import CONSOLIDATION, GROUND_GLASS
+    from lungseg.inference import Predictor
+
+    predictor = Predictor()
+    assert predictor.infection_model is not None and predictor.infection_model.task == "infection"
+    image = read_image(shared_data / "medseg-covid-98" / "images" / "medseg_078.png")
+    truth = read_mask(
+        shared_data / "medseg-covid-98" / "infection_masks" / "medseg_078.png", like=image
+    ).array
+    result = predictor.segment(image)
+    assert result.infection is not None and result.involvement is not None
+    lesion = np.isin(result.infection, (GROUND_GLASS, CONSOLIDATION))
+    assert not (lesion & (result.lung == 0)).any()
+    reference = np.isin(truth, (GROUND_GLASS, CONSOLIDATION))
+    assert 2 * (lesion & reference).sum() / (lesion.sum() + reference.sum()) > 0.6
+    assert result.involvement["severity"]["total"] >= 4

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--threads", type=int, default=0, help="onnxruntime threads per worker (0: all cores)"
     )
+    serve.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
 
     evaluate = commands.add_parser(
         "evaluate", help="stage 2: score a model on a split, with a report"
@@ -188,7 +189,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from lungseg.serve.app import ServeSettings
 
-    settings = ServeSettings(args.model, args.max_slice_mb, args.max_volume_mb, args.threads)
+    settings = ServeSettings(
+        args.model, args.max_slice_mb, args.max_volume_mb, args.threads, not args.no_infection
+    )
     os.environ.update(settings.to_env())  # the workers build their app from these
     print(
         f"lungseg: serving on http://{args.host}:{args.port}/ ({args.workers} worker(s)); Ctrl+C stops"

@@ -89,6 +89,15 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
 
+            covid = SHARED_DATA / "medseg-covid-98" / "images" / "medseg_078.png"
+            if covid.exists():  # a COVID-19 slice: infection drawn and involvement shown
+                page.set_input_files("#file", str(covid))
+                page.wait_for_function(
+                    "document.getElementById('status').textContent.startsWith('medseg_078.png: ')"
+                )
+                assert "%" in page.locator("#involvement").inner_text()
+                page.screenshot(path=str(ARTIFACTS / "viewer_covid.png"), full_page=True)
+
             bad = tmp_path / "notes.png"
             bad.write_text("not an image")
             page.set_input_files("#file", str(bad))

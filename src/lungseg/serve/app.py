@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,18 +49,21 @@ class ServeSettings:
         max_slice_mb: largest slice upload.
         max_volume_mb: largest volume upload (NIfTI or zip of a DICOM series).
         threads: onnxruntime threads per worker (0: all cores).
+        infection: also segment COVID-19 infection (where the infection model ships).
     """
 
     model: str | None = None
     max_slice_mb: float = 32.0
     max_volume_mb: float = 512.0
     threads: int = 0
+    infection: bool = True
 
     ENV: ClassVar[dict[str, str]] = {
         "model": "LUNGSEG_MODEL",
         "max_slice_mb": "LUNGSEG_MAX_SLICE_MB",
         "max_volume_mb": "LUNGSEG_MAX_VOLUME_MB",
         "threads": "LUNGSEG_THREADS",
+        "infection": "LUNGSEG_INFECTION",
     }
 
     @classmethod
@@ -68,8 +72,13 @@ class ServeSettings:
         values: dict[str, Any] = {}
         for name, variable in cls.ENV.items():
             if os.environ.get(variable):
-                kind = {"model": str, "threads": int}.get(name, float)
-                values[name] = kind(os.environ[variable])
+                text = os.environ[variable]
+                converters: dict[str, Callable[[str], Any]] = {
+                    "model": str,
+                    "threads": int,
+                    "infection": lambda v: v == "True",
+                }
+                values[name] = converters.get(name, float)(text)
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:
@@ -151,7 +160,9 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI application; ``predictor`` may be given (tests), else it is loaded here."""
     settings = settings or ServeSettings.from_env()
-    predictor = predictor or Predictor(settings.model, threads=settings.threads)
+    predictor = predictor or Predictor(
+        settings.model, infection=settings.infection, threads=settings.threads
+    )
     app = FastAPI(
         title="lungseg",
         version=__version__,
