@@ -157,3 +157,16 @@ def test_train_command(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
         )
         == 2
     )
+
+
+def test_display_slices_can_be_rewindowed() -> None:
+    hu, labels = ct_slice(48)
+    grey = np.clip((hu.astype(np.float32) + 1250) / 1500 * 255, 0, 255)
+    plain, _ = Augmenter(NO_AUGMENT, 48, seed=1)(grey, Intensity.DISPLAY, labels)
+    config = AugmentConfig(
+        dihedral=0, affine=0, window=0, quantise=0, jpeg=0, contrast=0, noise=0, display_window=1.0
+    )
+    rewindowed, mask = Augmenter(config, 48, seed=1)(grey, Intensity.DISPLAY, labels)
+    assert not np.allclose(plain, rewindowed)
+    assert rewindowed.min() >= 0.0 and rewindowed.max() <= 1.0
+    np.testing.assert_array_equal(mask, labels)  # intensity only: the labels stay put

@@ -88,7 +88,12 @@ class Augmenter:
             low = float(self.rng.uniform(-1400.0, -1000.0))
             high = float(self.rng.uniform(-200.0, 600.0))
             return np.clip((raw - low) / (high - low), 0.0, 1.0).astype(np.float32)
-        return to_unit_range(raw, intensity)
+        unit = to_unit_range(raw, intensity)
+        if intensity is Intensity.DISPLAY and self.rng.random() < self.config.display_window:
+            low = float(self.rng.uniform(-0.15, 0.15))
+            high = float(self.rng.uniform(0.8, 1.15))
+            return np.clip((unit - low) / (high - low), 0.0, 1.0).astype(np.float32)
+        return unit
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:

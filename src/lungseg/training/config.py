@@ -21,6 +21,8 @@ class AugmentConfig:
         zoom: (smallest, largest) scale; below 1 shows more field of view.
         shift: largest shift as a share of the side.
         window: probability of a random HU window instead of the lung window (HU slices).
+        display_window: probability of a random re-windowing of 8-bit display slices
+            (their exporters windowed them differently).
         quantise: probability of 8-bit quantisation (a PNG export).
         jpeg: probability of JPEG compression at quality 30..95.
         contrast: probability of a gamma change in 0.7..1.5.
@@ -33,6 +35,7 @@ class AugmentConfig:
     zoom: tuple[float, float] = (0.75, 1.25)
     shift: float = 0.08
     window: float = 0.3
+    display_window: float = 0.0
     quantise: float = 0.3
     jpeg: float = 0.3
     contrast: float = 0.3
