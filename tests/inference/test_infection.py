@@ -109,3 +109,18 @@ def test_predict_and_api_carry_infection(tmp_path: Path, predictor: Predictor, c
     assert data["involvement"]["severity"]["total"] == 10
     infection = np.array(Image.open(io.BytesIO(base64.b64decode(data["infection_png"]))))
     assert set(np.unique(infection)) == {0, GROUND_GLASS}
+
+
+def test_volume_involvement_overall_and_per_slice(tmp_path: Path, predictor: Predictor) -> None:
+    from synthetic import ct_volume, write_nifti
+
+    hu, _ = ct_volume(slices=6, size=64, lung_free=1)
+    result = predictor.predict(write_nifti(tmp_path / "scan.nii.gz", hu))
+    assert result.involvement is not None
+    per_slice = result.involvement["per_slice"]
+    assert len(per_slice) == 6
+    assert per_slice[0] == {"right": 0.0, "left": 0.0, "total": 0.0}  # no lung on the first slice
+    assert per_slice[3]["total"] == pytest.approx(
+        1.0
+    )  # the stand-in model calls all lung ground glass
+    assert result.involvement["severity"]["total"] == 10

@@ -108,5 +108,10 @@ class Predictor:
             labels = infection_labels(self.infection_model, list(image.slices()), image.intensity)
             prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung)
             prediction.involvement = involvement(lung, prediction.infection)
+            if image.is_volume:  # and slice by slice, for a viewer's slice slider
+                prediction.involvement["per_slice"] = [
+                    involvement(plane, lesions)["share"]
+                    for plane, lesions in zip(lung, prediction.infection, strict=True)
+                ]
         prediction.seconds = time.perf_counter() - started
         return prediction

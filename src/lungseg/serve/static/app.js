@@ -90,6 +90,11 @@ function draw() {
   }
   $("overlay").getContext("2d").putImageData(out, 0, 0);
   $("slice-number").textContent = frames.length > 1 ? `${index + 1} / ${frames.length}` : "";
+  const perSlice = result && result.involvement && result.involvement.per_slice;
+  if (perSlice && perSlice[index]) {
+    const s = perSlice[index], pct = (v) => `${(100 * v).toFixed(1)} %`;
+    $("slice-number").textContent += ` · involved here: right ${pct(s.right)}, left ${pct(s.left)}`;
+  }
 }
 
 function showMeasures(data) {
