@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.inference.model import LungModel
+from lungseg.inference.model import SegmentationModel
 from lungseg.training.config import TrainConfig
 from lungseg.training.train import train
 
@@ -30,7 +30,7 @@ CANDIDATES = {
 
 
 def onnx_ms_per_slice(path: Path, size: int, repeats: int = 20) -> float:
-    model = LungModel(path)
+    model = SegmentationModel(path)
     squares = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     model.lung_probability(squares)
     start = time.perf_counter()

@@ -113,9 +113,9 @@ def test_shipped_model_segments_real_slices_of_both_sets(shared_data: Path) -> N
     """The model in the package, through the one inference path, on a held-out test slice of each
     set (the full test numbers come from `make evaluate`, see docs/training.md)."""
     from lungseg.evaluation.metrics import slice_scores
-    from lungseg.inference.model import LungModel, segment_slices
+    from lungseg.inference.model import SegmentationModel, segment_slices
 
-    model = LungModel()
+    model = SegmentationModel()
     assert model.card["name"] == "lungseg-lung-unet"
     cases = [
         (

@@ -209,9 +209,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from lungseg.evaluation.evaluate import evaluate
-    from lungseg.inference.model import LungModel
+    from lungseg.inference.model import SegmentationModel
 
-    if LungModel(args.model).task == "infection":
+    if SegmentationModel(args.model).task == "infection":
         from lungseg.evaluation.infection import evaluate_infection
 
         summary = evaluate_infection(args.model, args.data, args.out, args.split)

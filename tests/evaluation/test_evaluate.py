@@ -12,7 +12,7 @@ from lungseg.cli import main
 from lungseg.dataset.build import BuildConfig, build_dataset
 from lungseg.evaluation.evaluate import evaluate
 from lungseg.imaging import read_image
-from lungseg.inference.model import LungModel, segment_image
+from lungseg.inference.model import SegmentationModel, segment_image
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_a_whole_scan_level_by_level(dataset: Path, tmp_path: Path) -> None:
     write_dicom_series(tmp_path / "scan", hu)
     model_path = dark_is_lung_onnx(tmp_path / "model.onnx")
     predicted = segment_image(
-        LungModel(model_path),
+        SegmentationModel(model_path),
         read_image(tmp_path / "scan"),
     )
     np.testing.assert_array_equal(predicted, lungs > 0)

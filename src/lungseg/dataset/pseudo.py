@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity, read_image
 from lungseg.imaging.body import body_mask, dense_tissue
+from lungseg.imaging.morphology import component_sizes
 from lungseg.imaging.orientation import from_display_order
 from lungseg.inference.postprocess import clean_lung_mask
 
@@ -57,14 +58,16 @@ def _without_airway(plane: np.ndarray, body: np.ndarray, pixel_mm2: float) -> np
     body_columns = np.nonzero(body.any(axis=0))[0]
     middle = (body_columns[0] + body_columns[-1]) / 2.0
     width = body_columns[-1] - body_columns[0] + 1
-    index = np.arange(1, count + 1)
-    areas = ndi.sum(plane, labels, index) * pixel_mm2
-    centres = ndi.center_of_mass(plane, labels, index)
-    out = plane.copy()
-    for label, area, (_row, col) in zip(index, areas, centres, strict=True):
-        if area <= AIRWAY_MAX_MM2 and abs(col - middle) <= MIDLINE_SHARE * width:
-            out[labels == label] = False
-    return out
+    sizes = component_sizes(labels, count).astype(np.float64)
+    columns = np.broadcast_to(np.arange(plane.shape[1]), plane.shape)
+    centres = np.bincount(
+        labels.ravel(), weights=columns.ravel(), minlength=count + 1
+    ) / np.maximum(sizes, 1)
+    airway = (sizes * pixel_mm2 <= AIRWAY_MAX_MM2) & (
+        np.abs(centres - middle) <= MIDLINE_SHARE * width
+    )
+    airway[0] = False
+    return plane & ~airway[labels]
 
 
 def write_pseudo_labelled(scans: list[Path], out: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from lungseg.errors import DatasetError
 from lungseg.evaluation.metrics import slice_scores
 from lungseg.imaging import Intensity, to_display
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
-from lungseg.inference.model import LungModel, segment_slices
+from lungseg.inference.model import SegmentationModel, postprocess_slice, segment_slices
 from lungseg.training.augment import jpeg_roundtrip
 
 JPEG_QUALITY = 75
@@ -84,7 +84,7 @@ def evaluate(
     rows = dataset.select(split)
     if not rows:
         raise DatasetError(f"{data}: the {split} split is empty")
-    model = LungModel(model_path)
+    model = SegmentationModel(model_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = Evaluation()
@@ -100,8 +100,14 @@ def evaluate(
         cases = variants_of(record.image, record.intensity)
         if not variants:
             cases = cases[:1]
-        predicted = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])
-        raw = segment_slices(model, [record.image], [record.intensity], postprocess=False)[0]
+        raw_masks = segment_slices(
+            model, [v.image for v in cases], [v.intensity for v in cases], postprocess=False
+        )
+        predicted = [
+            postprocess_slice(m, v.image, v.intensity)
+            for m, v in zip(raw_masks, cases, strict=True)
+        ]
+        raw = raw_masks[0]  # upright, before post-processing
         scores: dict[str, Any] = {
             "slice_id": row["slice_id"],
             "source": row["source"],
@@ -127,7 +133,7 @@ def evaluate(
     return result
 
 
-def summarise(rows: list[dict[str, Any]], split: str, model: LungModel) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], split: str, model: SegmentationModel) -> dict[str, Any]:
     """Mean, median and worst slices per source, and each variant's mean Dice against upright."""
     summary: dict[str, Any] = {"split": split, "model": str(model.path), "sources": {}}
     for source in sorted({str(r["source"]) for r in rows}):

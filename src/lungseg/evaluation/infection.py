@@ -26,9 +26,9 @@ from tqdm import tqdm
 from lungseg.dataset.labels import CONSOLIDATION, GROUND_GLASS, PLEURAL_EFFUSION
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
-from lungseg.imaging import to_display, to_unit_range
-from lungseg.inference.model import LungModel
-from lungseg.inference.preprocess import from_model_square, to_model_square
+from lungseg.imaging import to_display
+from lungseg.inference.infection import infection_labels
+from lungseg.inference.model import SegmentationModel
 from lungseg.reporting import markdown_table
 from lungseg.training.tasks import get_task
 from lungseg.visualize import overlay
@@ -38,13 +38,6 @@ CLASSES = {
     "consolidation": CONSOLIDATION,
     "pleural_effusion": PLEURAL_EFFUSION,
 }
-
-
-def infection_labels_of(model: LungModel, image: np.ndarray, intensity: Any) -> np.ndarray:
-    """Class indices ``(rows, cols)`` of one slice from an infection model."""
-    square, placement = to_model_square(to_unit_range(image, intensity), model.size)
-    probabilities = model.probabilities(square[np.newaxis])[0]
-    return from_model_square(probabilities, placement).argmax(axis=0).astype(np.uint8)
 
 
 def binary_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -67,14 +60,14 @@ def evaluate_infection(
     rows = get_task("infection").rows(dataset, split, False)
     if not rows:
         raise DatasetError(f"{data}: no slices with typed infection labels in the {split} split")
-    model = LungModel(model_path)
+    model = SegmentationModel(model_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table: list[dict[str, Any]] = []
     pictures: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for row in tqdm(rows, desc=f"evaluating infection on {split}", unit="slice"):
         record = dataset.load(row)
-        predicted = infection_labels_of(model, record.image, record.intensity)
+        predicted = infection_labels(model, [record.image], record.intensity)[0]
         truth = record.infection
         scores = binary_scores(
             np.isin(predicted, (GROUND_GLASS, CONSOLIDATION)),
@@ -102,7 +95,7 @@ def _mean(values: list[float]) -> float:
     return round(float(np.mean(finite)), 4) if finite else math.nan
 
 
-def _summarise(table: list[dict[str, Any]], split: str, model: LungModel) -> dict[str, Any]:
+def _summarise(table: list[dict[str, Any]], split: str, model: SegmentationModel) -> dict[str, Any]:
     return {
         "split": split,
         "model": str(model.path),

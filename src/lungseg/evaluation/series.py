@@ -21,11 +21,11 @@ from lungseg.dataset.pseudo import threshold_lungs
 from lungseg.dataset.report import montage
 from lungseg.evaluation.metrics import slice_scores
 from lungseg.imaging import read_image
-from lungseg.inference.model import LungModel, segment_image
+from lungseg.inference.model import SegmentationModel, segment_image
 from lungseg.inference.postprocess import lung_measures, split_left_right
 
 
-def check_series(model: LungModel, scan_path: Path, out: Path) -> dict[str, Any]:
+def check_series(model: SegmentationModel, scan_path: Path, out: Path) -> dict[str, Any]:
     """Segment a scan, write ``series_levels.png`` and ``series_area.png``; return the figures."""
     scan = read_image(scan_path)
     predicted = segment_image(model, scan)

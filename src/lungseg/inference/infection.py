@@ -21,14 +21,14 @@ from lungseg.dataset.labels import (
     PLEURAL_EFFUSION,
 )
 from lungseg.imaging import Intensity, to_unit_range
-from lungseg.inference.model import LungModel
+from lungseg.inference.model import SegmentationModel
 from lungseg.inference.preprocess import from_model_square, to_model_square
 
 SEVERITY_BOUNDS = (0.05, 0.25, 0.50, 0.75)
 
 
 def infection_labels(
-    model: LungModel, planes: list[np.ndarray], intensity: Intensity
+    model: SegmentationModel, planes: list[np.ndarray], intensity: Intensity
 ) -> np.ndarray:
     """Class indices (0 none, 1 ground glass, 2 consolidation, 3 effusion) per plane, batched."""
     squares, placements = [], []

@@ -21,8 +21,8 @@ SHIPPED_INFECTION_MODEL = SHIPPED_MODEL.with_name("infection_unet.onnx")
 LUNG_THRESHOLD = 0.5
 
 
-class LungModel:
-    """An ONNX lung model and its card, loaded once.
+class SegmentationModel:
+    """An exported segmentation model (lung or infection) and its card, loaded once.
 
     Args:
         path: the ``.onnx`` file (its ``model_card.json`` or ``<stem>.json`` beside it
@@ -82,7 +82,7 @@ class LungModel:
 
 
 def segment_slices(
-    model: LungModel,
+    model: SegmentationModel,
     images: list[np.ndarray],
     intensities: list[Intensity],
     *,
@@ -108,13 +108,18 @@ def segment_slices(
         probabilities, placements, images, intensities, strict=True
     ):
         mask = from_model_square(probability[np.newaxis], placement)[0] > LUNG_THRESHOLD
-        if postprocess:
-            mask = clean_lung_mask(mask, body_region(image, intensity))
-        masks.append(mask)
+        masks.append(postprocess_slice(mask, image, intensity) if postprocess else mask)
     return masks
 
 
-def segment_image(model: LungModel, image: CTImage, *, postprocess: bool = True) -> np.ndarray:
+def postprocess_slice(mask: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """A slice's raw lung mask cleaned: specks gone, holes filled, nothing outside the body."""
+    return clean_lung_mask(mask, body_region(image, intensity))
+
+
+def segment_image(
+    model: SegmentationModel, image: CTImage, *, postprocess: bool = True
+) -> np.ndarray:
     """Binary lung mask of a slice or volume (slice by slice), the shape of ``image.array``."""
     planes = list(image.slices())
     masks = segment_slices(model, planes, [image.intensity] * len(planes), postprocess=False)

@@ -21,7 +21,7 @@ import numpy as np
 
 from lungseg.imaging import CTImage, read_image
 from lungseg.inference.infection import infection_labels, involvement, restrict_to_lung
-from lungseg.inference.model import SHIPPED_INFECTION_MODEL, LungModel, segment_image
+from lungseg.inference.model import SHIPPED_INFECTION_MODEL, SegmentationModel, segment_image
 from lungseg.inference.postprocess import lung_measures, split_left_right
 
 
@@ -83,12 +83,12 @@ class Predictor:
         infection: bool = True,
         threads: int = 0,
     ) -> None:
-        self.model = LungModel(model, threads=threads)
-        self.infection_model: LungModel | None = None
+        self.model = SegmentationModel(model, threads=threads)
+        self.infection_model: SegmentationModel | None = None
         if infection:
             path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
             if infection_model is not None or path.is_file():
-                self.infection_model = LungModel(path, threads=threads)
+                self.infection_model = SegmentationModel(path, threads=threads)
 
     def predict(self, path: str | Path) -> Prediction:
         """Read a file or DICOM folder and segment it (raises ``ImageReadError`` on bad input)."""
