@@ -35,7 +35,8 @@ dataset: $(BIN)/.installed
 train-data: $(BIN)/.installed
 	$(BIN)/lungseg dataset pseudo-label $(SCAN) --out build/pseudo/chest-ct-pseudo
 	$(BIN)/lungseg dataset build $(DATA)/finding-lungs-ct $(DATA)/medseg-covid-98 \
-		build/pseudo/chest-ct-pseudo --keep-lung-free 1 --out $(TRAIN_DATA) --overwrite
+		$(DATA)/covid19-ct-seg-clahe build/pseudo/chest-ct-pseudo --keep-lung-free 1 \
+		--out $(TRAIN_DATA) --overwrite
 
 # Train the default model (about 42 minutes on 2 cores) and ship it in the package.
 model: train-data

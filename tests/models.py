@@ -42,3 +42,32 @@ def dark_is_ground_glass_onnx(path: Path, size: int = 64) -> Path:
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(card))
     return onnx_path
+
+
+class DarkIsLungBySide(torch.nn.Module):
+    """A 3-class stand-in for a model that tells the lungs apart: dark pixels are lung, the
+    right lung where it lies on the image's left (the radiological view), or on the image's
+    right with ``swap`` (a model that reads the picture as mirrored)."""
+
+    def __init__(self, swap: bool = False) -> None:
+        super().__init__()
+        self.swap = swap
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        lung = 40.0 * (0.5 - image)
+        columns = torch.arange(image.shape[-1], dtype=image.dtype) / image.shape[-1]
+        image_left = (columns < 0.5).to(image.dtype).expand_as(image)
+        right = image_left if not self.swap else 1.0 - image_left
+        return torch.cat([-lung, lung + 20.0 * right - 10.0, lung - 20.0 * right + 10.0], dim=1)
+
+
+def sided_onnx(path: Path, size: int = 64, *, swap: bool = False) -> Path:
+    onnx_path = export_onnx(DarkIsLungBySide(swap), path, size)
+    card = {
+        "name": "test-sided-lung",
+        "task": "lung",
+        "input": {"preprocessing": {"size": size}},
+        "output": {"classes": ["background", "right_lung", "left_lung"], "decision": "argmax"},
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(card))
+    return onnx_path

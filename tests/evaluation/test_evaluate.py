@@ -23,20 +23,31 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "dataset"
 
 
-def test_a_perfect_model_scores_one_in_every_orientation_and_format(
+def test_orientations_and_renderings_tell_a_threshold_from_a_segmenter(
     dataset: Path, tmp_path: Path
 ) -> None:
+    """A threshold stand-in is perfect on HU in every orientation and on lung-window
+    pictures, and the renderings table shows it fail where a threshold must: a soft-tissue
+    window makes the lungs as black as the air around the body."""
     model = dark_is_lung_onnx(tmp_path / "model.onnx")
     result = evaluate(model, dataset, "test", tmp_path / "report")
     stats = result.summary["sources"]["finding"]
     assert stats["slices"] == 2
     assert stats["dice"]["mean"] == pytest.approx(1.0, abs=1e-3)
-    for name, variant in stats["variants"].items():
-        assert variant["mean_dice"] == pytest.approx(1.0, abs=0.02), name
+    for name in ("rot90", "rot180", "mirror+upright", "mirror+rot270"):
+        assert stats["variants"][name]["mean_dice"] == pytest.approx(1.0, abs=0.02), name
+    for name in ("lung_window.png", "lung_window.jpg", "original_exporter.png"):
+        assert stats["variants"][name]["mean_dice"] > 0.95, name
+    assert stats["variants"]["soft_tissue.png"]["mean_dice"] < 0.9
+    # sides by position are right upright and wrong when mirrored
+    assert stats["sides_correct"]["upright"] == 1.0
+    assert stats["sides_correct"]["mirror+upright"] == 0.0
     # Without the body mask the air around the patient counts as lung.
     assert stats["dice_no_postprocess"]["mean"] < 0.8
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "Orientation and file format" in report
+    assert "## Renderings" in report and "soft_tissue" in report
+    assert "right/left sides" in report
+    assert (tmp_path / "report" / "worst_renderings.png").exists()
     assert (tmp_path / "report" / "best_worst_finding.png").exists()
     assert (
         len(
@@ -70,7 +81,7 @@ def test_a_whole_scan_level_by_level(dataset: Path, tmp_path: Path) -> None:
         SegmentationModel(model_path),
         read_image(tmp_path / "scan"),
     )
-    np.testing.assert_array_equal(predicted, lungs > 0)
+    np.testing.assert_array_equal(predicted != 0, lungs > 0)
     code = main(
         [
             "evaluate",

@@ -71,3 +71,24 @@ def test_empty_mask_stays_empty() -> None:
     empty = np.zeros((8, 8), bool)
     assert not clean_lung_mask(empty).any()
     assert not split_left_right(empty).any()
+
+
+def test_sided_labels_are_made_whole_and_gut_gas_below_the_lungs_goes() -> None:
+    """Raw sided labels: a few wrong-side pixels inside a lung take the lung's side, holes
+    are filled with the side around them, and in a volume a separate air pocket below the
+    lungs (stomach gas) is dropped even though every slice alone would keep it."""
+    from lungseg.inference.postprocess import clean_lung_labels
+
+    _, lungs = ct_slice(64)
+    raw = lungs.copy()
+    raw[30:33, 20:22] = LUNG_LEFT  # a speck of the wrong side inside the right lung
+    raw[26:28, 18:20] = 0  # a hole
+    cleaned = clean_lung_labels(raw)
+    np.testing.assert_array_equal(cleaned, lungs)
+
+    volume = np.zeros((10, 64, 64), np.uint8)
+    volume[4:] = lungs  # the lungs from slice 4 up
+    volume[0:2, 40:50, 40:50] = LUNG_LEFT  # gas two slices below, not touching them in 3D
+    cleaned = clean_lung_labels(volume)
+    assert not cleaned[:4].any()
+    np.testing.assert_array_equal(cleaned[4:], volume[4:])

@@ -131,3 +131,37 @@ def test_predict_command_writes_every_output_and_goes_on_after_a_bad_file(
     assert (out / "series_mask.nii.gz").exists() and (out / "series_overlay.png").exists()
     assert not list(out.glob(".*partial*"))
     assert records[3]["unit"] == "mL" and records[3]["lung_total"] > 0
+
+
+def test_a_sided_model_labels_a_photo_by_its_own_sides(tmp_path: Path) -> None:
+    """A photo has no orientation: the model's right and left (from anatomy in the real
+    model) are the answer, even where they contradict the picture's layout."""
+    from models import sided_onnx
+
+    hu, lungs = ct_slice(64)
+    png = write_png(tmp_path / "slice.png", display_slice(hu))
+    swapped = Predictor(sided_onnx(tmp_path / "swap.onnx", swap=True), infection=False)
+    result = swapped.predict(png)
+    assert _dice(result.lung == LUNG_RIGHT, lungs == 2) > 0.95
+    assert _dice(result.lung == LUNG_LEFT, lungs == 1) > 0.95
+    assert not any("sides from the file" in note for note in result.notes)
+
+
+def test_a_file_with_orientation_keeps_its_sides_where_the_model_disagrees(
+    tmp_path: Path,
+) -> None:
+    from models import sided_onnx
+
+    hu, lungs = ct_volume(slices=6, size=64, lung_free=1)
+    scan = write_dicom_series(tmp_path / "scan", hu)
+    agreeing = Predictor(sided_onnx(tmp_path / "ok.onnx"), infection=False).predict(
+        tmp_path / "scan"
+    )
+    assert _dice(agreeing.lung == LUNG_RIGHT, lungs == 1) > 0.95
+    assert not any("sides from the file" in note for note in agreeing.notes)
+    result = Predictor(sided_onnx(tmp_path / "swap.onnx", swap=True), infection=False).predict(
+        tmp_path / "scan"
+    )
+    assert scan and _dice(result.lung == LUNG_RIGHT, lungs == 1) > 0.95
+    assert _dice(result.lung == LUNG_LEFT, lungs == 2) > 0.95
+    assert any("sides from the file kept" in note for note in result.notes)

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lungseg.errors import LungsegError
 from lungseg.imaging import Intensity
-from lungseg.inference.preprocess import from_model_square, pad_value, to_model_square
+from lungseg.inference.preprocess import Preprocessing, from_model_square, to_model_square
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (40, 90), (90, 40), (33, 17)])
@@ -18,11 +19,31 @@ def test_square_and_back_keeps_the_slice_in_place(shape: tuple[int, int]) -> Non
     assert np.abs(back - image).mean() < 0.1
 
 
-def test_labels_stay_labels_and_padding_is_air() -> None:
+def test_labels_stay_labels() -> None:
     mask = np.zeros((20, 60), np.uint8)
     mask[5:15, 10:50] = 1
     square, placement = to_model_square(mask, 30, nearest=True)
     assert set(np.unique(square)) == {0, 1}
     assert (placement.top, placement.left, placement.side) == (20, 0, 60)
-    assert pad_value(Intensity.HU) == -1250.0
-    assert pad_value(Intensity.DISPLAY) == 0.0
+
+
+def test_the_padded_border_is_air_after_windowing() -> None:
+    """A wide HU slice padded to a square: the rows added above and below are exactly the
+    value of air below the window (0), and the slice's own pixels are windowed."""
+    hu = np.full((20, 60), 40, np.int16)  # soft tissue everywhere
+    contract = Preprocessing(size=60)
+    square, placement = contract.prepare(hu, Intensity.HU)
+    assert (placement.top, placement.rows) == (20, 20)
+    assert (square[:20] == 0.0).all() and (square[40:] == 0.0).all()
+    np.testing.assert_allclose(square[20:40], (40 + 1250) / 1500, rtol=1e-6)
+
+
+def test_the_contract_round_trips_and_refuses_nonsense() -> None:
+    contract = Preprocessing(size=128, hu_window=(-1000.0, 200.0))
+    assert Preprocessing.from_dict(contract.to_dict()) == contract
+    with pytest.raises(LungsegError, match="hu_window"):
+        Preprocessing(hu_window=(100.0, -100.0))
+    with pytest.raises(LungsegError, match="resample"):
+        Preprocessing(resample="bicubic")
+    with pytest.raises(LungsegError, match="unknown pre-processing settings: flip"):
+        Preprocessing.from_dict({"flip": True})

@@ -11,13 +11,27 @@ from synthetic import ct_slice, write_finding_lungs_like, write_medseg_like
 
 from lungseg.cli import main
 from lungseg.dataset.build import BuildConfig, build_dataset
+from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
 from lungseg.imaging import Intensity
-from lungseg.training.augment import Augmenter
+from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral
+from lungseg.inference.model import SegmentationModel
+from lungseg.inference.preprocess import Preprocessing
+from lungseg.training.augment import HU_RENDERINGS, Augmenter
 from lungseg.training.config import AugmentConfig, TrainConfig
+from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.train import train
 
-NO_AUGMENT = AugmentConfig(dihedral=0, affine=0, window=0, quantise=0, jpeg=0, contrast=0, noise=0)
+NO_AUGMENT = AugmentConfig(
+    renderings={"hu": 1.0},
+    display_rendering=0,
+    gamma=0,
+    jpeg=0,
+    crop=0,
+    dihedral=0,
+    affine=0,
+    noise=0,
+)
 
 
 def tiny_config(**overrides: object) -> TrainConfig:
@@ -96,33 +110,65 @@ def test_config_round_trip_and_unknown_settings(tmp_path: Path) -> None:
         TrainConfig.from_dict({"augment": {"flip": 1}})
 
 
-def test_augmentation_keeps_image_and_mask_together() -> None:
-    hu, labels = ct_slice(48)
-    mask = (labels > 0).astype(np.uint8)
-    augmenter = Augmenter(
-        AugmentConfig(dihedral=1.0, affine=1.0, window=0, quantise=0, jpeg=0, contrast=0, noise=0),
-        48,
-        seed=3,
-    )
-    for _ in range(8):
-        image, moved = augmenter(hu.astype(np.float32), Intensity.HU, mask)
+def test_augmentation_keeps_image_and_sides_together() -> None:
+    """Under every flip and turn the patient's right lung stays labelled right: the label
+    moves with the lung, whichever side of the picture it ends on."""
+    hu, labels = ct_slice(48)  # 1: the lung on the image's left = the patient's right
+    config = AugmentConfig(**{**asdict(NO_AUGMENT), "dihedral": 1.0})
+    augmenter = Augmenter(config, Preprocessing(size=48), seed=3)
+    seen = set()
+    for _ in range(24):
+        image, moved = augmenter(hu, Intensity.HU, labels)
         assert image.shape == moved.shape == (48, 48)
-        assert image.min() >= 0.0 and image.max() <= 1.0
-        assert set(np.unique(moved)) <= {0, 1}
-        lung_pixels = image[moved == 1]
-        # Lungs (-850 HU = 0.27 in the window) stay under the mask after the same transform.
-        assert np.median(lung_pixels) < 0.4
+        # the same pixels stay lung, and the right lung keeps its pixel count and darkness
+        assert (moved == 1).sum() == (labels == 1).sum()
+        assert (moved == 2).sum() == (labels == 2).sum()
+        assert np.median(image[moved == 1]) < 0.4 and np.median(image[moved == 2]) < 0.4
+        seen.add(tuple(np.argwhere(moved == 1).mean(axis=0).round()))
+    assert len(seen) >= 4  # the right lung really travelled around the picture
 
 
-def test_augmentation_is_reproducible_and_covers_what_users_send() -> None:
+def test_each_rendering_changes_the_picture_and_the_draws_are_reproducible() -> None:
     hu, labels = ct_slice(48)
-    config = AugmentConfig(window=1.0, quantise=1.0, jpeg=1.0)
-    first = Augmenter(config, 48, seed=5)(hu.astype(np.float32), Intensity.HU, labels)
-    second = Augmenter(config, 48, seed=5)(hu.astype(np.float32), Intensity.HU, labels)
+    rows, cols = np.ogrid[:48, :48]
+    hu[(rows - 23.5) ** 2 + (cols - 23.5) ** 2 > 24**2] = -2000  # padding outside the scan circle
+    pictures = {}
+    rng = np.random.default_rng(0)
+    for name, rendering in HU_RENDERINGS.items():
+        picture = rendering(hu, rng)
+        assert picture.dtype == np.uint8 and picture.shape == hu.shape, name
+        pictures[name] = picture
+    # a soft-tissue window shows the lungs as black as the air; a lung window does not
+    assert pictures["soft_tissue"][labels == 1].mean() < 5
+    assert pictures["lung_window"][labels == 1].mean() > 20
+    assert len({p.tobytes() for p in pictures.values()}) == len(pictures)
+    # with the padding kept, air inside the circle turns grey; clipped at -1024 it is black
+    assert pictures["min_max_padded"][0, 24] > 60 and pictures["min_max"][0, 24] < 15
+    config = AugmentConfig(jpeg=1.0, gamma=1.0)
+    first = Augmenter(config, Preprocessing(size=48), seed=5)(hu, Intensity.HU, labels)
+    second = Augmenter(config, Preprocessing(size=48), seed=5)(hu, Intensity.HU, labels)
     np.testing.assert_array_equal(first[0], second[0])
-    grey = (hu.astype(np.float32) + 1250) / 1500 * 255
-    display, _ = Augmenter(NO_AUGMENT, 48)(np.clip(grey, 0, 255), Intensity.DISPLAY, labels)
-    assert display.max() <= 1.0
+    third = Augmenter(config, Preprocessing(size=48), seed=6)(hu, Intensity.HU, labels)
+    assert not np.array_equal(first[0], third[0])
+
+
+def test_training_and_inference_give_the_model_identical_inputs(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """The one pre-processing: the training data path without augmentation and the
+    exported model's own preparation make the same input, bit for bit, for every slice
+    (HU slices and 8-bit ones of every size)."""
+    from models import dark_is_lung_onnx
+
+    model = SegmentationModel(dark_is_lung_onnx(tmp_path / "m.onnx", size=40))
+    dataset = BuiltDataset(tiny_dataset)
+    slices = prepare_split(dataset, "train")
+    assert {s.intensity for s in slices} == {Intensity.HU, Intensity.DISPLAY}
+    assert len({s.image.shape for s in slices}) > 1
+    training_view = SliceDataset(slices, Preprocessing(size=40))
+    for index, item in enumerate(slices):
+        squares, _ = model.prepare([item.image], [item.intensity])
+        np.testing.assert_array_equal(training_view.model_input(index)[0], squares[0])
 
 
 def test_train_command(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
@@ -159,14 +205,25 @@ def test_train_command(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
     )
 
 
-def test_display_slices_can_be_rewindowed() -> None:
+def test_display_slices_get_renderings_on_top() -> None:
     hu, labels = ct_slice(48)
-    grey = np.clip((hu.astype(np.float32) + 1250) / 1500 * 255, 0, 255)
-    plain, _ = Augmenter(NO_AUGMENT, 48, seed=1)(grey, Intensity.DISPLAY, labels)
-    config = AugmentConfig(
-        dihedral=0, affine=0, window=0, quantise=0, jpeg=0, contrast=0, noise=0, display_window=1.0
-    )
-    rewindowed, mask = Augmenter(config, 48, seed=1)(grey, Intensity.DISPLAY, labels)
-    assert not np.allclose(plain, rewindowed)
-    assert rewindowed.min() >= 0.0 and rewindowed.max() <= 1.0
+    grey = np.clip((hu.astype(np.float32) + 1250) / 1500 * 255, 0, 255).astype(np.uint8)
+    preprocessing = Preprocessing(size=48)
+    plain, _ = Augmenter(NO_AUGMENT, preprocessing, seed=1)(grey, Intensity.DISPLAY, labels)
+    np.testing.assert_array_equal(plain, grey / np.float32(255.0))
+    config = AugmentConfig(**{**asdict(NO_AUGMENT), "display_rendering": 1.0})
+    rendered, mask = Augmenter(config, preprocessing, seed=1)(grey, Intensity.DISPLAY, labels)
+    assert not np.allclose(plain, rendered)
     np.testing.assert_array_equal(mask, labels)  # intensity only: the labels stay put
+
+
+def test_sides_survive_every_orientation_of_the_reference() -> None:
+    """A one-label mask gets its sides in the upright view; turned, they move with it."""
+    from lungseg.inference.postprocess import reference_sides
+
+    _, labels = ct_slice(48)
+    sides = reference_sides(np.where(labels > 0, 3, 0).astype(np.uint8))
+    np.testing.assert_array_equal(sides, labels)  # image-left lung = patient's right = 1
+    for turns, flip in DIHEDRAL:
+        turned = apply_dihedral(sides, turns, flip)
+        assert (turned == 1).sum() == (labels == 1).sum()

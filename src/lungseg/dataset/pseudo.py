@@ -24,7 +24,7 @@ from lungseg.imaging import CTImage, Intensity, read_image
 from lungseg.imaging.body import body_mask, dense_tissue
 from lungseg.imaging.morphology import component_sizes
 from lungseg.imaging.orientation import from_display_order
-from lungseg.inference.postprocess import clean_lung_mask
+from lungseg.inference.postprocess import clean_lung_mask, split_left_right
 
 LUNG_COMPONENT_SHARE = 0.1
 """3D dark components smaller than this share of the largest (gas in the gut) are not lung."""
@@ -86,7 +86,8 @@ def write_pseudo_labelled(scans: list[Path], out: Path) -> list[Path]:
         lungs = threshold_lungs(scan)
         name = path.name.split(".")[0]
         image_xyz, affine = from_display_order(scan.array, scan.geometry)
-        mask_xyz, _ = from_display_order(lungs.astype(np.uint8), scan.geometry)
+        # right 1, left 2: the scan's orientation tells the sides (radiological view)
+        mask_xyz, _ = from_display_order(split_left_right(lungs), scan.geometry)
         nib.save(nib.Nifti1Image(image_xyz, affine), str(out / "images" / f"{name}.nii.gz"))
         nib.save(nib.Nifti1Image(mask_xyz, affine), str(out / "masks" / f"{name}.nii.gz"))
         pictures.append(

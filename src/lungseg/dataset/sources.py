@@ -113,31 +113,49 @@ def _first_dir(root: Path, names: Iterable[str]) -> Path | None:
     return next((root / n for n in names if (root / n).is_dir()), None)
 
 
-def _read_slices_csv(root: Path) -> dict[str, str]:
-    """``slices.csv`` (columns ``file`` and one ``*split`` column): the source's own split."""
+@dataclass(frozen=True)
+class SliceInfo:
+    """What a source's ``slices.csv`` says of one file."""
+
+    split: str | None = None  # the source's own split proposal (a ``*split`` column)
+    patient: str | None = None  # the ``patient`` column
+
+
+def _read_slices_csv(root: Path) -> dict[str, SliceInfo]:
+    """``slices.csv``: column ``file``, optionally a ``*split`` and a ``patient`` column."""
     table = root / "slices.csv"
     if not table.is_file():
         return {}
     with table.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        split_column = next((c for c in reader.fieldnames or [] if c.endswith("split")), None)
-        if split_column is None or "file" not in (reader.fieldnames or []):
+        columns = reader.fieldnames or []
+        if "file" not in columns:
             return {}
-        return {strip_suffixes(row["file"]): row[split_column] for row in reader}
+        split_column = next((c for c in columns if c.endswith("split")), None)
+        return {
+            strip_suffixes(row["file"]): SliceInfo(
+                row[split_column] if split_column else None,
+                row["patient"] if "patient" in columns and row["patient"] else None,
+            )
+            for row in reader
+        }
 
 
 def detect_paired_folders(root: Path) -> bool:
     return _first_dir(root, IMAGE_DIRS) is not None and _first_dir(root, LUNG_DIRS) is not None
 
 
-def paired_folder_cases(root: Path) -> SourceListing:
+def paired_folder_cases(
+    root: Path, infection_scheme: InfectionLabels = InfectionLabels.TYPED
+) -> SourceListing:
     """Cases of a folder with an image folder and same-named mask folders.
 
     Layouts: ``2d_images/`` + ``2d_masks/`` (finding-lungs-ct), ``images/`` +
     ``lung_masks/`` + ``infection_masks/`` (medseg-covid-98), or ``images/`` with
-    NIfTI volumes or DICOM series sub-folders + ``masks/`` with NIfTI masks. Names
-    ``<patient>_Z_<slice>`` group slices of one patient; otherwise each image is
-    its own patient.
+    NIfTI volumes or DICOM series sub-folders + ``masks/`` with NIfTI masks. The
+    patient of a file is the ``patient`` column of ``slices.csv`` where it has one;
+    else names ``<patient>_Z_<slice>`` group slices of one patient; otherwise each
+    image is its own patient. Infection masks are read as ``infection_scheme``.
     """
     image_dir = _first_dir(root, IMAGE_DIRS)
     lung_dir = _first_dir(root, LUNG_DIRS)
@@ -148,26 +166,25 @@ def paired_folder_cases(root: Path) -> SourceListing:
     infection_dir = _first_dir(root, INFECTION_DIRS)
     lungs = _entries(lung_dir)
     infections = _entries(infection_dir) if infection_dir else {}
-    splits = _read_slices_csv(root)
+    table = _read_slices_csv(root)
     listing = SourceListing([])
     for stem, image in _entries(image_dir).items():
         if stem not in lungs:
             listing.unmatched.append(image)
             continue
         named = SLICE_NAME.match(stem)
+        info = table.get(stem, SliceInfo())
         listing.cases.append(
             CaseFile(
                 source=root.name,
-                patient=named["patient"] if named else stem,
+                patient=info.patient or (named["patient"] if named else stem),
                 stem=stem,
                 image=image,
                 lung_mask=lungs[stem],
                 infection_mask=infections.get(stem),
-                infection_scheme=InfectionLabels.TYPED
-                if stem in infections
-                else InfectionLabels.NONE,
+                infection_scheme=infection_scheme if stem in infections else InfectionLabels.NONE,
                 slice_index=int(named["z"]) if named else None,
-                source_split=splits.get(stem),
+                source_split=info.split,
             )
         )
     if not listing.cases:
@@ -243,6 +260,27 @@ def covid19_ct_seg_cases(root: Path) -> SourceListing:
     return listing
 
 
+# --- 2D exports of COVID-19-CT-Seg (the public notebooks' CLAHE PNGs) ----------
+# ``images/ma2020_p<patient>_<n>.png`` + ``lung_masks/`` + ``infection_masks/`` and a
+# ``slices.csv`` with a ``patient`` column; infection is one label (ground glass and
+# consolidation together), so it is read as binary, never as MedSeg's typed classes.
+
+COVID_SLICES_NAME = re.compile(r"^ma2020_p\d+_\d+$")
+
+
+def detect_covid19_ct_seg_slices(root: Path) -> bool:
+    image_dir = _first_dir(root, IMAGE_DIRS)
+    if image_dir is None or _first_dir(root, LUNG_DIRS) is None:
+        return False
+    first = next((p for p in sorted(image_dir.iterdir()) if not p.name.startswith(".")), None)
+    return first is not None and COVID_SLICES_NAME.match(strip_suffixes(first.name)) is not None
+
+
+def covid19_ct_seg_slice_cases(root: Path) -> SourceListing:
+    """Cases of the 2D COVID-19-CT-Seg exports: patients from ``slices.csv``, binary infection."""
+    return paired_folder_cases(root, InfectionLabels.BINARY)
+
+
 @dataclass
 class SourceListing:
     """What a source folder holds: its cases, and image files without a mask."""
@@ -262,6 +300,9 @@ class SourceKind:
 
 SOURCES: dict[str, SourceKind] = {
     "covid19-ct-seg": SourceKind("covid19-ct-seg", detect_covid19_ct_seg, covid19_ct_seg_cases),
+    "covid19-ct-seg-slices": SourceKind(
+        "covid19-ct-seg-slices", detect_covid19_ct_seg_slices, covid19_ct_seg_slice_cases
+    ),
     "paired-folders": SourceKind("paired-folders", detect_paired_folders, paired_folder_cases),
 }
 

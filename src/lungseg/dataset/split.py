@@ -9,15 +9,24 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
+MIN_TEST_PATIENTS = 2
+"""A source with at least three times this many patients tests on at least this many."""
+
+
 def split_patients(
-    patients: Iterable[str], fractions: tuple[float, float, float], seed: int
+    patients: Iterable[str],
+    fractions: tuple[float, float, float],
+    seed: int,
+    min_test: int = MIN_TEST_PATIENTS,
 ) -> dict[str, str]:
     """Assign each patient to ``train``, ``val`` or ``test``.
 
     The patients are sorted, then shuffled with ``seed``, so the same ids and seed
     always give the same split whatever order they were found in. Validation and
     test get ``round(n * fraction)`` patients, at least one each when there are
-    three or more patients and the fraction is above zero; train gets the rest.
+    three or more patients and the fraction is above zero, and test at least
+    ``min_test`` where there are ``3 * min_test`` patients or more (one test patient
+    says little); train gets the rest.
 
     Args:
         patients: patient ids (duplicates are ignored).
@@ -36,6 +45,8 @@ def split_patients(
     if n >= 3:
         counts = [max(c, 1) if f > 0 else c for c, f in zip(counts, fractions[1:], strict=True)]
     n_val, n_test = counts
+    if fractions[2] > 0 and n >= 3 * min_test:
+        n_test = max(n_test, min_test)
     n_val = min(n_val, n)
     n_test = min(n_test, n - n_val)
     assignment = {}

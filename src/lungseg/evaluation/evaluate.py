@@ -1,11 +1,16 @@
-"""``lungseg evaluate``: per-slice scores on a split, robustness variants, report with pictures.
+"""``lungseg evaluate``: per-slice scores on a split, what users upload, report with pictures.
 
-For every slice of the split it scores the mask the exported model gives (with
-the same post-processing users get) against the reference: Dice, IoU,
-precision, recall, HD95 (mm where spacing is known). It scores the same slice
-again turned/mirrored in each of the 8 orientations (the prediction is turned
-back before scoring), and saved as an 8-bit PNG and as a JPEG (quality 75), the
-way people upload slices.
+For every slice of the split it scores the lung the exported model gives (with
+the post-processing users get) against the reference: Dice, IoU, precision,
+recall, HD95 (mm where spacing is known). Then it scores the slice as users
+meet it:
+
+- turned and mirrored in each of the 8 orientations (the prediction is turned
+  back before scoring), with the share of slices whose right and left lung are
+  right (``side_ok``: at least ``SIDE_OK`` of the lung found carries its own side);
+- HU slices through every exporter of ``imaging.render.RENDERINGS``, saved as
+  PNG and as JPEG (the renderings table);
+- 8-bit slices saved again as JPEG.
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
 from lungseg.evaluation.metrics import slice_scores
-from lungseg.imaging import Intensity, to_display
+from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
-from lungseg.inference.model import SegmentationModel, postprocess_slice, segment_slices
-from lungseg.training.augment import jpeg_roundtrip
+from lungseg.imaging.render import EVAL_JPEG_QUALITY, RENDERINGS, jpeg, render_hu
+from lungseg.inference.model import SegmentationModel, postprocess_slice, raw_lung_labels
+from lungseg.inference.postprocess import reference_sides, side_agreement
 
-JPEG_QUALITY = 75
 SCORES = ("dice", "iou", "precision", "recall", "hd95")
+SIDE_OK = 0.9
+"""A slice's sides are right when at least this share of the lung found carries its own side."""
 
 
 @dataclass
@@ -41,19 +49,46 @@ class Variant:
     intensity: Intensity
     turns: int = 0
     flip: bool = False
+    kind: str = "orientation"  # orientation / rendering / format
 
 
 def variants_of(image: np.ndarray, intensity: Intensity) -> list[Variant]:
-    """The slice in its 8 orientations, as an 8-bit PNG and as a JPEG."""
+    """The slice in its 8 orientations (upright first); HU slices through every exporter
+    as PNG and JPEG; 8-bit slices as JPEG."""
     out = [
         Variant(dihedral_name(t, f), apply_dihedral(image, t, f), intensity, t, f)
         for t, f in DIHEDRAL
     ]
-    grey = to_display(image, intensity)
-    out.append(Variant("png8", grey, Intensity.DISPLAY))
-    jpeg = np.round(jpeg_roundtrip(grey / 255.0, JPEG_QUALITY) * 255.0).astype(np.uint8)
-    out.append(Variant("jpeg", jpeg, Intensity.DISPLAY))
+    if intensity is Intensity.HU:
+        for rendering in RENDERINGS.values():
+            for as_jpeg in (False, True):
+                out.append(
+                    Variant(
+                        f"{rendering.name}.{'jpg' if as_jpeg else 'png'}",
+                        render_hu(image, rendering, as_jpeg=as_jpeg),
+                        Intensity.DISPLAY,
+                        rendering.turns,
+                        rendering.flip,
+                        "rendering",
+                    )
+                )
+    else:
+        picture = image.astype(np.uint8)
+        out.append(
+            Variant("jpeg", jpeg(picture, EVAL_JPEG_QUALITY), Intensity.DISPLAY, kind="format")
+        )
     return out
+
+
+def back_to_slice(labels: np.ndarray, variant: Variant, shape: tuple[int, ...]) -> np.ndarray:
+    """A variant's prediction in the slice's own orientation and size."""
+    back = undo_dihedral(labels, variant.turns, variant.flip)
+    if back.shape != shape:  # the exporter resized the picture
+        back = np.asarray(
+            Image.fromarray(back).resize((shape[1], shape[0]), Image.Resampling.NEAREST),
+            dtype=np.uint8,
+        )
+    return back
 
 
 @dataclass
@@ -89,9 +124,11 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     result = Evaluation()
     masks: dict[str, np.ndarray] = {}
+    worst: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]] = {}
     for row in tqdm(rows, desc=f"evaluating {split}", unit="slice"):
         record = dataset.load(row)
         truth = record.lung != 0
+        sides = reference_sides(record.lung)
         spacing = (
             (float(row["spacing_row_mm"]), float(row["spacing_col_mm"]))
             if row["spacing_row_mm"]
@@ -100,27 +137,31 @@ def evaluate(
         cases = variants_of(record.image, record.intensity)
         if not variants:
             cases = cases[:1]
-        raw_masks = segment_slices(
-            model, [v.image for v in cases], [v.intensity for v in cases], postprocess=False
-        )
+        raw = raw_lung_labels(model, [v.image for v in cases], [v.intensity for v in cases])
         predicted = [
-            postprocess_slice(m, v.image, v.intensity)
-            for m, v in zip(raw_masks, cases, strict=True)
+            postprocess_slice(m, v.image, v.intensity) for m, v in zip(raw, cases, strict=True)
         ]
-        raw = raw_masks[0]  # upright, before post-processing
         scores: dict[str, Any] = {
             "slice_id": row["slice_id"],
             "source": row["source"],
+            "patient": row["patient"],
             "lung_fraction": float(row["lung_fraction"]),
             "hd95_unit": "mm" if spacing else "px",
         }
         upright = predicted[0]
-        scores.update(slice_scores(upright, truth, spacing))
-        scores["dice_no_postprocess"] = slice_scores(raw, truth)["dice"]
-        for variant, mask in zip(cases[1:], predicted[1:], strict=True):
-            back = undo_dihedral(mask, variant.turns, variant.flip)
-            scores[f"dice_{variant.name}"] = slice_scores(back, truth)["dice"]
-        masks[row["slice_id"]] = upright
+        scores.update(slice_scores(upright != 0, truth, spacing))
+        scores["dice_no_postprocess"] = slice_scores(raw[0] != 0, truth)["dice"]
+        for variant, labels in zip(cases, predicted, strict=True):
+            back = back_to_slice(labels, variant, truth.shape)
+            if variant.kind != "orientation" or variant.turns or variant.flip:
+                scores[f"dice_{variant.name}"] = slice_scores(back != 0, truth)["dice"]
+            if variant.kind == "orientation":
+                scores[f"side_ok_{variant.name}"] = int(side_agreement(back, sides) >= SIDE_OK)
+            if variant.kind == "rendering":
+                worst.setdefault(variant.name, []).append(
+                    (scores[f"dice_{variant.name}"], row["slice_id"], variant.image, back)
+                )
+        masks[row["slice_id"]] = upright != 0
         result.rows.append(scores)
     result.summary = summarise(result.rows, split, model)
     if scan is not None:
@@ -129,7 +170,7 @@ def evaluate(
         result.summary["series"] = check_series(model, Path(scan), out)
     _write_table(out / "per_slice.csv", result.rows)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    write_evaluation_report(out, dataset, result, masks)
+    write_evaluation_report(out, dataset, result, masks, worst)
     return result
 
 
@@ -153,12 +194,29 @@ def summarise(rows: list[dict[str, Any]], split: str, model: SegmentationModel) 
         upright = float(np.mean([float(r["dice"]) for r in subset]))
         variant_means = {}
         for key in [k for k in subset[0] if k.startswith("dice_") and k != "dice_no_postprocess"]:
-            mean = float(np.mean([float(r[key]) for r in subset]))
+            variant_dice = [float(r[key]) for r in subset]
+            mean = float(np.mean(variant_dice))
             variant_means[key[5:]] = {
                 "mean_dice": round(mean, 4),
                 "minus_upright": round(mean - upright, 4),
+                "min_dice": round(float(np.min(variant_dice)), 4),
             }
         stats["variants"] = variant_means
+        stats["sides_correct"] = {
+            key[len("side_ok_") :]: round(float(np.mean([int(r[key]) for r in subset])), 4)
+            for key in subset[0]
+            if key.startswith("side_ok_")
+        }
+        patients = sorted({str(r["patient"]) for r in subset})
+        stats["patients"] = len(patients)
+        stats["dice_per_patient"] = (
+            {
+                p: round(float(np.mean([float(r["dice"]) for r in subset if r["patient"] == p])), 4)
+                for p in patients
+            }
+            if len(patients) <= 10
+            else {}
+        )
         summary["sources"][source] = stats
     return summary
 

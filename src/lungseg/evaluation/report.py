@@ -10,9 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 from lungseg.dataset.store import BuiltDataset
+from lungseg.evaluation.evaluate import SIDE_OK
 from lungseg.imaging import to_display
+from lungseg.imaging.orientation import DIHEDRAL, dihedral_name, undo_dihedral
+from lungseg.imaging.render import RENDERINGS
 from lungseg.reporting import markdown_table
 
 if TYPE_CHECKING:
@@ -102,8 +106,76 @@ def _size_bins(rows: list[dict[str, Any]]) -> list[list[object]]:
     return table
 
 
+WORST_PER_RENDERING = 3
+
+
+def _worst_renderings(
+    worst: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]],
+    dataset: BuiltDataset,
+    path: Path,
+) -> None:
+    """One row per rendering (PNG): its worst slices as the user's picture, with the error map."""
+    by_id = {r["slice_id"]: r for r in dataset.rows}
+    names = [n for n in worst if n.endswith(".png")]
+    fig, axes = plt.subplots(
+        len(names),
+        WORST_PER_RENDERING,
+        figsize=(2.6 * WORST_PER_RENDERING, 2.7 * len(names)),
+        squeeze=False,
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row_axes, name in zip(axes, names, strict=True):
+        for ax, (dice, slice_id, picture, predicted) in zip(
+            row_axes, sorted(worst[name], key=lambda w: w[0])[:WORST_PER_RENDERING], strict=False
+        ):
+            record = dataset.load(by_id[slice_id])
+            grey = np.asarray(Image.fromarray(picture).resize(record.lung.shape[::-1]))
+            rendering = RENDERINGS[name.split(".")[0]]
+            upright = undo_dihedral(grey, rendering.turns, rendering.flip)
+            ax.imshow(error_map(upright, predicted != 0, record.lung != 0))
+            short = slice_id.split("/", 1)[1].split("#")[0]
+            ax.set_title(f"{name}: {short}\nDice {dice:.4f}", fontsize=7)
+    fig.suptitle(
+        "worst slices of each rendering (shown upright): red false lung, blue missed", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def renderings_table(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]:
+    """Rows: each exporter as PNG and JPEG; per HU source mean Dice, worst slice, minus HU."""
+    sources = [
+        s for s, stats in summary["sources"].items() if any("." in v for v in stats["variants"])
+    ]
+    header = ["rendering", "saved as"]
+    for source in sources:
+        header += [f"{source}: mean Dice", "worst slice", "minus HU"]
+    rows: list[list[object]] = []
+    for rendering in RENDERINGS.values():
+        for suffix, saved in (("png", "PNG"), ("jpg", "JPEG q75")):
+            cells: list[object] = [f"{rendering.name}: {rendering.description}", saved]
+            for source in sources:
+                v = summary["sources"][source]["variants"][f"{rendering.name}.{suffix}"]
+                cells += [
+                    f"{v['mean_dice']:.4f}",
+                    f"{v['min_dice']:.4f}",
+                    f"{v['minus_upright']:+.4f}",
+                ]
+            rows.append(cells)
+    hu_row: list[object] = ["HU as read (DICOM, NIfTI)", "-"]
+    for source in sources:
+        hu_row += [f"{summary['sources'][source]['dice']['mean']:.4f}", "-", "-"]
+    return header, [hu_row, *rows]
+
+
 def write_evaluation_report(
-    out: Path, dataset: BuiltDataset, result: Evaluation, masks: dict[str, np.ndarray]
+    out: Path,
+    dataset: BuiltDataset,
+    result: Evaluation,
+    masks: dict[str, np.ndarray],
+    worst: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]] | None = None,
 ) -> Path:
     summary = result.summary
     lines = [
@@ -135,27 +207,83 @@ def write_evaluation_report(
     lines += [markdown_table(header, rows), ""]
     lines += ["## Worst slices", ""]
     for source, stats in summary["sources"].items():
-        worst = ", ".join(
+        worst5 = ", ".join(
             f"{w['slice_id'].split('/', 1)[1]} ({w['dice']:.4f})" for w in stats["worst5"]
         )
-        lines.append(f"- {source}: {worst}")
+        lines.append(f"- {source}: {worst5}")
     lines.append("")
-    variant_names = list(next(iter(summary["sources"].values()))["variants"])
-    if variant_names:
+    header, table = renderings_table(summary)
+    if table and len(header) > 2:
         lines += [
-            "## Orientation and file format",
+            "## Renderings: every HU test slice as people export it",
             "",
-            "Mean Dice of each variant minus the upright mean (the prediction on a turned "
-            "slice is turned back before scoring; png8 and jpeg are the slice saved as 8-bit PNG "
-            "and as JPEG quality 75).",
+            "Each HU slice is turned into an 8-bit picture the way an exporter does "
+            "(`lungseg.imaging.render.RENDERINGS`), saved as PNG and as JPEG quality 75, and "
+            "segmented; the prediction is turned back (the original exporter saves upside "
+            "down) and scored against the reference. 'minus HU': mean Dice minus the mean of "
+            "the same slices read in HU.",
+            "",
+            markdown_table(header, table),
             "",
         ]
-        variant_rows = []
-        for source, stats in summary["sources"].items():
-            variant_rows.append(
-                [source] + [f"{stats['variants'][v]['minus_upright']:+.4f}" for v in variant_names]
+        if worst:
+            _worst_renderings(worst, dataset, out / "worst_renderings.png")
+            lines += ["![worst slices per rendering](worst_renderings.png)", ""]
+    orientations = [dihedral_name(t, f) for t, f in DIHEDRAL]
+    side_rows, turn_rows = [], []
+    for source, stats in summary["sources"].items():
+        sides = stats.get("sides_correct", {})
+        if sides:
+            side_rows.append(
+                [source] + [f"{100 * sides[o]:.1f} %" if o in sides else "-" for o in orientations]
             )
-        lines += [markdown_table(["source", *variant_names], variant_rows), ""]
+        turn_rows.append(
+            [source]
+            + [
+                f"{stats['variants'][o]['minus_upright']:+.4f}" if o in stats["variants"] else "0"
+                for o in orientations
+            ]
+        )
+    if side_rows:
+        lines += [
+            "## Orientation: lung Dice and right/left sides",
+            "",
+            "Each slice turned and mirrored; the prediction is turned back and scored. Mean "
+            "Dice minus upright:",
+            "",
+            markdown_table(["source", *orientations], turn_rows),
+            "",
+            f"Slices whose right and left lung are right (at least {SIDE_OK:.0%} of the lung "
+            "found carries its own side; the sides come from anatomy, so a mirrored picture "
+            "must still show the patient's right lung as right):",
+            "",
+            markdown_table(["source", *orientations], side_rows),
+            "",
+        ]
+    per_patient = [
+        [source, p, f"{d:.4f}"]
+        for source, stats in summary["sources"].items()
+        for p, d in stats.get("dice_per_patient", {}).items()
+    ]
+    if per_patient:
+        lines += [
+            "## Per test patient",
+            "",
+            markdown_table(["source", "patient", "mean Dice"], per_patient),
+            "",
+        ]
+    format_rows = [
+        [source, f"{stats['variants']['jpeg']['minus_upright']:+.4f}"]
+        for source, stats in summary["sources"].items()
+        if "jpeg" in stats["variants"]
+    ]
+    if format_rows:
+        lines += [
+            "8-bit sources saved again as JPEG quality 75, mean Dice minus as stored:",
+            "",
+            markdown_table(["source", "JPEG"], format_rows),
+            "",
+        ]
     pictures = []
     for source in summary["sources"]:
         name = f"best_worst_{source}.png"

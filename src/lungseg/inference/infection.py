@@ -20,9 +20,8 @@ from lungseg.dataset.labels import (
     LUNG_RIGHT,
     PLEURAL_EFFUSION,
 )
-from lungseg.imaging import Intensity, to_unit_range
+from lungseg.imaging import Intensity
 from lungseg.inference.model import SegmentationModel
-from lungseg.inference.preprocess import from_model_square, to_model_square
 
 SEVERITY_BOUNDS = (0.05, 0.25, 0.50, 0.75)
 
@@ -31,18 +30,7 @@ def infection_labels(
     model: SegmentationModel, planes: list[np.ndarray], intensity: Intensity
 ) -> np.ndarray:
     """Class indices (0 none, 1 ground glass, 2 consolidation, 3 effusion) per plane, batched."""
-    squares, placements = [], []
-    for plane in planes:
-        square, placement = to_model_square(to_unit_range(plane, intensity), model.size)
-        squares.append(square)
-        placements.append(placement)
-    probabilities = model.probabilities(np.stack(squares))
-    return np.stack(
-        [
-            from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
-            for p, placement in zip(probabilities, placements, strict=True)
-        ]
-    )
+    return np.stack(model.class_maps(planes, [intensity] * len(planes)))
 
 
 def restrict_to_lung(infection: np.ndarray, lung: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The exported lung model, run with onnxruntime (no torch needed to predict)."""
+"""The exported models, run with onnxruntime (no torch needed to predict)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,35 @@ from typing import Any
 
 import numpy as np
 
+from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
 from lungseg.errors import LungsegError
-from lungseg.imaging import CTImage, Intensity, to_unit_range
+from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_region
-from lungseg.inference.postprocess import clean_lung_mask
-from lungseg.inference.preprocess import from_model_square, to_model_square
+from lungseg.inference.postprocess import clean_lung_labels
+from lungseg.inference.preprocess import Preprocessing, from_model_square
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
 """The model trained by the project's own commands, shipped inside the package."""
 SHIPPED_INFECTION_MODEL = SHIPPED_MODEL.with_name("infection_unet.onnx")
 """The COVID-19 infection model, used where it is shipped."""
-LUNG_THRESHOLD = 0.5
+
+SIDED_LUNG_CLASSES = ("background", "right_lung", "left_lung")
+"""Output classes of a lung model that tells the patient's right and left lung apart."""
+LUNG_CLASSES = ("background", "lung")
+"""Output classes of a lung model with one lung class (sides then come from position)."""
+DECISIONS = ("argmax",)
 
 
 class SegmentationModel:
     """An exported segmentation model (lung or infection) and its card, loaded once.
 
+    The card's ``input.preprocessing`` is the model's input contract
+    (``inference.preprocess.Preprocessing``); it is checked against the ONNX input
+    and followed for every slice. A card without one gets the contract lungseg's
+    first models were trained with (the same values as today's defaults).
+
     Args:
-        path: the ``.onnx`` file (its ``model_card.json`` or ``<stem>.json`` beside it
+        path: the ``.onnx`` file (its ``<stem>.json`` or ``model_card.json`` beside it
             is read too); the shipped model by default.
         threads: onnxruntime intra-op threads (0: onnxruntime decides).
     """
@@ -51,12 +62,39 @@ class SegmentationModel:
         self.size = int(shape[-1])
         self.input_name = self.session.get_inputs()[0].name
         self.card = self._read_card()
+        self.preprocessing = self._contract()
+        decision = str(self.card.get("output", {}).get("decision", "argmax"))
+        if decision not in DECISIONS:
+            raise LungsegError(f"{self.path}: unknown decision rule {decision!r} in its card")
 
     def _read_card(self) -> dict[str, Any]:
         for candidate in (self.path.with_suffix(".json"), self.path.parent / "model_card.json"):
             if candidate.is_file():
                 return dict(json.loads(candidate.read_text()))
         return {}
+
+    def _contract(self) -> Preprocessing:
+        stated = self.card.get("input", {}).get("preprocessing")
+        contract = (
+            Preprocessing.from_dict(stated)
+            if isinstance(stated, dict)
+            else Preprocessing(size=self.size)
+        )
+        if contract.size != self.size:
+            raise LungsegError(
+                f"{self.path}: its card says {contract.size} px input, the ONNX file takes {self.size}"
+            )
+        return contract
+
+    def prepare(self, images: list[np.ndarray], intensities: list[Intensity]) -> tuple:
+        """The model inputs ``(n, size, size)`` of 2D slices and where each sits in its square."""
+        squares, placements = [], []
+        for image, intensity in zip(images, intensities, strict=True):
+            square, placement = self.preprocessing.prepare(image, intensity)
+            squares.append(square)
+            placements.append(placement)
+        stacked = np.stack(squares) if squares else np.zeros((0, self.size, self.size), np.float32)
+        return stacked, placements
 
     def probabilities(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """Class probabilities ``(n, classes, size, size)`` of inputs ``(n, size, size)`` in [0, 1]."""
@@ -68,17 +106,44 @@ class SegmentationModel:
             return np.zeros((0, len(self.classes), self.size, self.size), np.float32)
         return np.concatenate(out)
 
-    def lung_probability(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """Lung probability ``(n, size, size)`` (channel 1 of a lung model)."""
-        return self.probabilities(squares, batch_size)[:, 1]
+    def class_maps(
+        self, images: list[np.ndarray], intensities: list[Intensity]
+    ) -> list[np.ndarray]:
+        """The decision (argmax of the probabilities) of each slice, at the slice's own size."""
+        squares, placements = self.prepare(images, intensities)
+        probabilities = self.probabilities(squares)
+        return [
+            from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
+            for p, placement in zip(probabilities, placements, strict=True)
+        ]
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card.get("output", {}).get("classes", ["background", "lung"]))
+        return list(self.card.get("output", {}).get("classes", LUNG_CLASSES))
 
     @property
     def task(self) -> str:
         return str(self.card.get("task", "lung"))
+
+    @property
+    def sided(self) -> bool:
+        """Whether the model tells the right and left lung apart (by anatomy)."""
+        return tuple(self.classes) == SIDED_LUNG_CLASSES
+
+
+def raw_lung_labels(
+    model: SegmentationModel, images: list[np.ndarray], intensities: list[Intensity]
+) -> list[np.ndarray]:
+    """The model's lung labels of 2D slices before post-processing, each at its own size:
+    ``LUNG_RIGHT``/``LUNG_LEFT`` from a sided model, ``LUNG_SIDE_UNKNOWN`` from a
+    one-class lung model."""
+    if model.sided:
+        table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
+    elif tuple(model.classes) == LUNG_CLASSES:
+        table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
+    else:
+        raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
+    return [table[labels] for labels in model.class_maps(images, intensities)]
 
 
 def segment_slices(
@@ -88,42 +153,32 @@ def segment_slices(
     *,
     postprocess: bool = True,
 ) -> list[np.ndarray]:
-    """Binary lung masks of 2D slices, each at its own size.
+    """Lung labels (0, 1 right, 2 left) of 2D slices, each at its own size.
 
-    Each slice goes through the lung window (HU) or /255 (display), is padded
-    square and resized for the model; the probability comes back to the slice's
-    size and is thresholded at 0.5. With ``postprocess``, specks go, holes are
-    filled and nothing outside the body is lung (``inference.postprocess``).
+    With ``postprocess``, specks go, holes are filled, nothing outside the body is
+    lung and sides are made whole (``inference.postprocess.clean_lung_labels``).
     """
-    squares, placements = [], []
-    for image, intensity in zip(images, intensities, strict=True):
-        square, placement = to_model_square(to_unit_range(image, intensity), model.size)
-        squares.append(square)
-        placements.append(placement)
-    if not squares:
-        return []
-    probabilities = model.lung_probability(np.stack(squares))
-    masks = []
-    for probability, placement, image, intensity in zip(
-        probabilities, placements, images, intensities, strict=True
-    ):
-        mask = from_model_square(probability[np.newaxis], placement)[0] > LUNG_THRESHOLD
-        masks.append(postprocess_slice(mask, image, intensity) if postprocess else mask)
-    return masks
+    raw = raw_lung_labels(model, images, intensities)
+    if not postprocess:
+        return raw
+    return [
+        postprocess_slice(labels, image, intensity)
+        for labels, image, intensity in zip(raw, images, intensities, strict=True)
+    ]
 
 
-def postprocess_slice(mask: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """A slice's raw lung mask cleaned: specks gone, holes filled, nothing outside the body."""
-    return clean_lung_mask(mask, body_region(image, intensity))
+def postprocess_slice(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """A slice's raw lung labels cleaned: specks gone, holes filled, nothing outside the body."""
+    return clean_lung_labels(labels, body_region(image, intensity))
 
 
 def segment_image(
     model: SegmentationModel, image: CTImage, *, postprocess: bool = True
 ) -> np.ndarray:
-    """Binary lung mask of a slice or volume (slice by slice), the shape of ``image.array``."""
+    """Lung labels (0, 1 right, 2 left) of a slice or a volume (slice by slice, then cleaned
+    in 3D: only what connects to the lungs stays), the shape of ``image.array``."""
     planes = list(image.slices())
-    masks = segment_slices(model, planes, [image.intensity] * len(planes), postprocess=False)
-    stack = np.stack(masks)
+    stack = np.stack(raw_lung_labels(model, planes, [image.intensity] * len(planes)))
     if postprocess:
         regions = [body_region(plane, image.intensity) for plane in planes]
         body = np.stack(
@@ -132,5 +187,5 @@ def segment_image(
                 for r, p in zip(regions, planes, strict=True)
             ]
         )
-        stack = clean_lung_mask(stack, body)
+        stack = clean_lung_labels(stack, body)
     return stack if image.is_volume else stack[0]

@@ -12,11 +12,21 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
 from lungseg.imaging.morphology import component_sizes, fill_holes
 
 MIN_COMPONENT_SHARE = 0.01
 """Components smaller than this share of the largest one are specks."""
+VOLUME_COMPONENT_SHARE = 0.1
+"""In a volume, 3D components below this share of the largest are not lung: gas in the
+stomach or bowel below the diaphragm does not connect in 3D to the lungs."""
+SINGLE_LUNG_WIDTH = 0.45
+"""A slice's only lung region narrower than this share of the image is one lung (apex, base)."""
+SINGLE_LUNG_OFF_CENTRE = 0.08
+"""... if its centre lies at least this share of the image width off the image's middle."""
+MIXED_SIDE_SHARE = 0.25
+"""A connected lung region whose minority side is below this share takes its majority side
+(the lungs touch in few places; a region that is mostly one lung is one lung)."""
 
 
 def clean_lung_mask(
@@ -106,3 +116,79 @@ def lung_measures(labels: np.ndarray, spacing: tuple[float, ...] | None) -> dict
     unit = float(np.prod(spacing[-labels.ndim :]))  # mm² or mm³ per pixel
     scale = unit / 1000.0 if labels.ndim == 3 else unit  # 1 mL = 1000 mm³
     return {name: value * scale for name, value in counts.items()}
+
+
+def clean_lung_labels(labels: np.ndarray, body: np.ndarray | None = None) -> np.ndarray:
+    """Final lung labels (0, ``LUNG_RIGHT``, ``LUNG_LEFT``) from a model's raw labels.
+
+    The lung (any non-zero label) is cleaned by ``clean_lung_mask``: in a volume
+    only what connects in 3D to the lungs stays (``VOLUME_COMPONENT_SHARE``). Sides:
+    where the raw labels carry them (a model that tells the lungs apart by anatomy),
+    filled holes take the side of the nearest lung pixel and a region that is mostly
+    one side becomes that side; where they do not (``LUNG_SIDE_UNKNOWN``, a model
+    with one lung class), ``split_left_right`` decides by position.
+
+    Args:
+        labels: ``(rows, cols)`` or ``(slices, rows, cols)`` raw labels.
+        body: the patient's cross-section(s), or ``None``.
+    """
+    share = VOLUME_COMPONENT_SHARE if labels.ndim == 3 else MIN_COMPONENT_SHARE
+    mask = clean_lung_mask(labels != 0, body, min_component_share=share)
+    if not mask.any():
+        return np.zeros(labels.shape, dtype=np.uint8)
+    if (labels == LUNG_SIDE_UNKNOWN).any():
+        return split_left_right(mask)
+    sides = np.where(mask, labels, 0).astype(np.uint8)
+    unsided = mask & (sides == 0)
+    if unsided.any():
+        _, nearest = ndi.distance_transform_edt(sides == 0, return_indices=True)
+        sides[unsided] = sides[tuple(index[unsided] for index in nearest)]
+    return _majority_sides(mask, sides)
+
+
+def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    regions, count = ndi.label(mask)
+    right = np.bincount(regions.ravel(), weights=(sides == LUNG_RIGHT).ravel(), minlength=count + 1)
+    total = np.maximum(component_sizes(regions, count), 1)
+    share_right = right / total
+    verdict = np.zeros(count + 1, dtype=np.uint8)  # 0: keep per-pixel sides
+    verdict[share_right >= 1.0 - MIXED_SIDE_SHARE] = LUNG_RIGHT
+    verdict[share_right <= MIXED_SIDE_SHARE] = LUNG_LEFT
+    verdict[0] = 0
+    decided = verdict[regions]
+    return np.where(decided != 0, decided, sides).astype(np.uint8)
+
+
+def side_agreement(sides: np.ndarray, reference: np.ndarray) -> float:
+    """Share of lung pixels found in both whose side agrees (1.0 where none overlap)."""
+    both = (sides != 0) & (reference != 0)
+    if not both.any():
+        return 1.0
+    return float((sides[both] == reference[both]).mean())
+
+
+def reference_sides(lung: np.ndarray) -> np.ndarray:
+    """Reference labels 0 / 1 right lung / 2 left lung of a labelled slice (training, scoring) in the upright
+    radiological view (patient's right on the image's left).
+
+    Sources that label the lungs apart keep their sides. For one-label masks the
+    sides are taken by position: two lungs by ``split_left_right``; a slice with
+    one narrow lung region off the middle (an apex or base level, one lung
+    collapsed) is that side's lung, not cut in two.
+    """
+    if np.isin(lung, (0, LUNG_RIGHT, LUNG_LEFT)).all():
+        return lung.astype(np.uint8)
+    mask = lung != 0
+    regions, count = ndi.label(mask)
+    if count:
+        sizes = component_sizes(regions, count)[1:]
+        substantial = sizes >= 0.1 * sizes.max()
+        columns = np.nonzero(mask)[1]
+        width = mask.shape[1]
+        span = (columns.max() - columns.min() + 1) / width
+        centre = columns.mean() / width - 0.5
+        one_lung = substantial.sum() == 1 and span < SINGLE_LUNG_WIDTH
+        if one_lung and abs(centre) >= SINGLE_LUNG_OFF_CENTRE:
+            side = LUNG_RIGHT if centre < 0 else LUNG_LEFT
+            return (mask * side).astype(np.uint8)
+    return split_left_right(mask)

@@ -6,9 +6,10 @@
     result.lung                                  # 0 background, 1 right lung, 2 left lung
     result.measures                              # right/left/total in mm² (slice) or mL (volume)
 
-Right and left are the patient's: from the file's orientation where it has one
-(DICOM, NIfTI), else by the radiological convention (patient's right on the
-image's left), which is how CT slices are shown.
+Right and left are the patient's, told apart by the model from anatomy (heart,
+aorta, liver), so a mirrored, upside-down or turned photo is labelled right. Where
+the file has an orientation (DICOM, NIfTI: volumes come in the radiological view)
+and the model's sides disagree with it, the file's sides are kept, with a note.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import numpy as np
 from lungseg.imaging import CTImage, read_image
 from lungseg.inference.infection import infection_labels, involvement, restrict_to_lung
 from lungseg.inference.model import SHIPPED_INFECTION_MODEL, SegmentationModel, segment_image
-from lungseg.inference.postprocess import lung_measures, split_left_right
+from lungseg.inference.postprocess import lung_measures, side_agreement, split_left_right
+
+SIDE_AGREEMENT = 0.5
+"""Below this share of lung pixels on the file's side, the model's sides are overruled."""
 
 
 @dataclass
@@ -99,11 +103,21 @@ class Predictor:
     def segment(self, image: CTImage, *, started: float | None = None) -> Prediction:
         """Segment an image already read; slices and volumes alike."""
         started = time.perf_counter() if started is None else started
-        lung = split_left_right(segment_image(self.model, image))
+        lung = segment_image(self.model, image)
+        notes = list(image.notes)
+        if len(image.geometry.orientation) == 3 and lung.any():  # axis codes: a known view
+            by_position = split_left_right(lung)
+            agreement = side_agreement(lung, by_position)
+            if agreement < SIDE_AGREEMENT:
+                lung = by_position
+                notes.append(
+                    f"the model's right/left from anatomy disagree with the file's orientation "
+                    f"({agreement:.0%} of lung pixels agree); sides from the file kept"
+                )
         spacing = image.geometry.spacing
         measures = lung_measures(lung, spacing)
         unit = "px" if spacing is None else ("mL" if image.is_volume else "mm2")
-        prediction = Prediction(image, lung, measures, unit, 0.0, list(image.notes))
+        prediction = Prediction(image, lung, measures, unit, 0.0, notes)
         if self.infection_model is not None:
             labels = infection_labels(self.infection_model, list(image.slices()), image.intensity)
             prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung)

@@ -1,20 +1,102 @@
-"""Pre-processing shared by training, evaluation and prediction: one copy of it.
+"""The one pre-processing pipeline: training, evaluation and prediction all call it.
 
-A slice of any size goes to the model as a square of ``size`` pixels: it is
-padded to a square (centred, with the value that maps to 0 in the lung window,
-so the padding looks like air) and resized. ``Placement`` remembers how, so that
-the model's output goes back to the slice's own size.
+A model's input contract (``Preprocessing``) is data stored in its card and read
+back by ``SegmentationModel``. For any slice the deterministic steps run in one
+order everywhere:
+
+1. **intensity**: HU through the contract's window to [0, 1]; 8-bit display
+   values divided by the contract's divisor;
+2. **pad**: to a centred square with the contract's pad value (0: air, black);
+3. **resize**: bilinearly to ``size`` x ``size``.
+
+Training's random steps (renderings, turns, zoom, noise) sit on top: a rendering
+makes an 8-bit picture before step 1, as a user's exporter would; spatial steps
+change the square after step 3. ``Placement`` remembers the padding so that the
+model's output goes back to the slice's own size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from lungseg.errors import LungsegError
 from lungseg.imaging.intensity import HU_WINDOW
 from lungseg.imaging.types import Intensity
+
+STEPS = ("intensity", "pad", "resize")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A model's input contract: how a slice becomes its input. Stored in the model card.
+
+    Attributes:
+        size: the square input side in pixels.
+        hu_window: HU mapped to 0 and to 1 (clipped outside).
+        display_divisor: 8-bit display values are divided by this.
+        pad_value: the value (after step 1) that pads a slice to a square.
+        resample: ``bilinear`` (the only one supported).
+        steps: the order of the steps; always ``STEPS``.
+    """
+
+    size: int = 256
+    hu_window: tuple[float, float] = HU_WINDOW
+    display_divisor: float = 255.0
+    pad_value: float = 0.0
+    resample: str = "bilinear"
+    steps: tuple[str, ...] = STEPS
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.size < 8:
+            problems.append(f"size {self.size} is below 8")
+        if not self.hu_window[0] < self.hu_window[1]:
+            problems.append(f"hu_window {self.hu_window} is not increasing")
+        if self.display_divisor <= 0:
+            problems.append(f"display_divisor {self.display_divisor} is not positive")
+        if self.resample != "bilinear":
+            problems.append(f"resample {self.resample!r} is not supported (bilinear)")
+        if tuple(self.steps) != STEPS:
+            problems.append(f"steps {list(self.steps)} differ from {list(STEPS)}")
+        if problems:
+            raise LungsegError("invalid pre-processing contract: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hu_window": list(self.hu_window), "steps": list(self.steps)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        """A contract from a card's ``input.preprocessing``; unknown keys are an error."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise LungsegError(f"unknown pre-processing settings: {', '.join(sorted(unknown))}")
+        values = dict(values)
+        if "hu_window" in values:
+            low, high = values["hu_window"]
+            values["hu_window"] = (float(low), float(high))
+        if "steps" in values:
+            values["steps"] = tuple(values["steps"])
+        return cls(**values)
+
+    def unit(self, image: np.ndarray, intensity: Intensity) -> np.ndarray:
+        """Step 1: float32 in [0, 1] from HU or display values."""
+        if intensity is Intensity.HU:
+            low, high = self.hu_window
+            out = (image.astype(np.float32) - low) / (high - low)
+            return np.clip(out, 0.0, 1.0, out=out)
+        if intensity is Intensity.DISPLAY:
+            out = image.astype(np.float32) / self.display_divisor
+            return np.clip(out, 0.0, 1.0, out=out)
+        raise LungsegError(f"cannot give the model {intensity.value} values")
+
+    def prepare(self, image: np.ndarray, intensity: Intensity) -> tuple[np.ndarray, Placement]:
+        """Steps 1-3: a ``(rows, cols)`` slice to the model's ``(size, size)`` float32 input."""
+        return to_model_square(self.unit(image, intensity), self.size, fill=self.pad_value)
 
 
 @dataclass(frozen=True)
@@ -28,18 +110,13 @@ class Placement:
     left: int
 
 
-def pad_value(intensity: Intensity) -> float:
-    """The value that means air below the lung window: -1250 HU, or 0 for display values."""
-    return HU_WINDOW[0] if intensity is Intensity.HU else 0.0
-
-
 def to_model_square(
     image: np.ndarray, size: int, *, fill: float = 0.0, nearest: bool = False
 ) -> tuple[np.ndarray, Placement]:
     """Pad ``image`` (rows, cols) to a centred square and resize it to ``size`` x ``size``.
 
     Args:
-        image: any numeric 2D array (float32 unit intensities, HU or labels).
+        image: any numeric 2D array (float32 unit intensities, or labels).
         size: the model's input side in pixels.
         fill: the padding value.
         nearest: nearest-neighbour resizing (for labels); bilinear otherwise.
@@ -56,10 +133,8 @@ def to_model_square(
     placement = Placement(rows, cols, side, top, left)
     if side == size:
         return square, placement
-    if nearest:
-        resized = Image.fromarray(square).resize((size, size), Image.Resampling.NEAREST)
-    else:
-        resized = Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR)
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    resized = Image.fromarray(square).resize((size, size), method)
     return np.asarray(resized, dtype=dtype), placement
 
 

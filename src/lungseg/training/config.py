@@ -9,36 +9,49 @@ from typing import Any
 
 from lungseg.errors import LungsegError
 
+DEFAULT_RENDERINGS: dict[str, float] = {
+    "hu": 0.2,
+    "lung_window": 0.2,
+    "soft_tissue": 0.12,
+    "bone_or_wide": 0.08,
+    "min_max_padded": 0.1,
+    "min_max": 0.1,
+    "clahe": 0.12,
+    "equalised": 0.08,
+}
+"""How often each rendering of a HU slice is drawn (``training.augment.HU_RENDERINGS``;
+``hu`` keeps the HU as DICOM input does)."""
+
 
 @dataclass
 class AugmentConfig:
     """Probabilities and ranges of the training augmentation (see ``training.augment``).
 
     Attributes:
+        renderings: weight of each rendering of HU slices (normalised to sum 1).
+        display_rendering: probability of CLAHE, equalisation or a min-max stretch on
+            top of an 8-bit source slice.
+        gamma: probability of a gamma curve in 0.6..1.6 on a rendered picture.
+        jpeg: probability of JPEG compression at quality 20..95 of a rendered picture.
+        crop: probability of a tight crop (65-100 % of each side).
         dihedral: apply one of the 8 flips/quarter turns (uniformly) with this probability.
         affine: probability of a random rotation/zoom/shift.
         rotate_deg: largest rotation in degrees.
-        zoom: (smallest, largest) scale; below 1 shows more field of view.
+        zoom: (smallest, largest) scale of the sampling grid.
         shift: largest shift as a share of the side.
-        window: probability of a random HU window instead of the lung window (HU slices).
-        display_window: probability of a random re-windowing of 8-bit display slices
-            (their exporters windowed them differently).
-        quantise: probability of 8-bit quantisation (a PNG export).
-        jpeg: probability of JPEG compression at quality 30..95.
-        contrast: probability of a gamma change in 0.7..1.5.
         noise: probability of Gaussian noise (std up to 0.03 of the range).
     """
 
+    renderings: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RENDERINGS))
+    display_rendering: float = 0.4
+    gamma: float = 0.3
+    jpeg: float = 0.4
+    crop: float = 0.2
     dihedral: float = 0.75
     affine: float = 0.7
     rotate_deg: float = 15.0
-    zoom: tuple[float, float] = (0.75, 1.25)
+    zoom: tuple[float, float] = (0.8, 1.25)
     shift: float = 0.08
-    window: float = 0.3
-    display_window: float = 0.0
-    quantise: float = 0.3
-    jpeg: float = 0.3
-    contrast: float = 0.3
     noise: float = 0.2
 
 
@@ -61,6 +74,8 @@ class TrainConfig:
         accelerator, devices, strategy, num_nodes: passed to Lightning's Trainer
             (``strategy="ddp"`` with several devices/nodes trains data-parallel).
         include_flagged: train on slices the dataset QC flagged too.
+        max_slices_per_patient: train and validate on at most this many slices of one patient, evenly
+            spaced (neighbouring slices of a volume are near copies); 0 keeps all.
         augment: augmentation settings.
     """
 
@@ -72,9 +87,9 @@ class TrainConfig:
     batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    max_epochs: int = 60
-    patience: int = 20
-    max_minutes: float = 42.0
+    max_epochs: int = 64
+    patience: int = 25
+    max_minutes: float = 55.0
     seed: int = 0
     num_workers: int = 1
     accelerator: str = "auto"
@@ -82,6 +97,7 @@ class TrainConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     include_flagged: bool = False
+    max_slices_per_patient: int = 50
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:

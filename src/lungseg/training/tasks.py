@@ -1,4 +1,4 @@
-"""What a model learns: lung (background, lung) or infection (4 MedSeg classes).
+"""What a model learns: lungs (background, right lung, left lung) or infection (4 MedSeg classes).
 
 A task says which manifest rows it trains and tests on, how a stored slice
 becomes class labels, and which classes the monitored Dice counts.
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lungseg.dataset.labels import CONSOLIDATION, GROUND_GLASS
+from lungseg.dataset.labels import CONSOLIDATION, GROUND_GLASS, LUNG_LEFT, LUNG_RIGHT
 from lungseg.dataset.store import BuiltDataset, SliceRecord
 from lungseg.errors import LungsegError
+from lungseg.inference.postprocess import reference_sides
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ def _infection_rows(
 
 TASKS: dict[str, Task] = {
     "lung": Task(
-        "lung", ("background", "lung"), (1,), _lung_rows, lambda r: (r.lung != 0).astype(np.uint8)
+        "lung",
+        ("background", "right_lung", "left_lung"),
+        (LUNG_RIGHT, LUNG_LEFT),
+        _lung_rows,
+        lambda r: reference_sides(r.lung),
     ),
     "infection": Task(
         "infection",

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from lungseg import __version__
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
-from lungseg.imaging import HU_WINDOW, to_unit_range
+from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.curves import plot_curves, read_epochs
@@ -35,7 +35,8 @@ from lungseg.training.module import LungSegModule
 from lungseg.training.tasks import get_task
 
 DESCRIPTIONS = {
-    "lung": "lung segmentation on axial chest CT slices (both lungs as one class)",
+    "lung": "lung segmentation on axial chest CT slices: the patient's right and left lung, "
+    "told apart by anatomy, in any orientation and common 8-bit rendering",
     "infection": "COVID-19 infection on axial chest CT slices: ground glass, consolidation, pleural effusion",
 }
 
@@ -74,15 +75,18 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     train_slices = prepare_split(
         dataset,
         "train",
-        config.image_size,
         include_flagged=config.include_flagged,
         task=config.task,
+        max_slices_per_patient=config.max_slices_per_patient,
     )
-    val_slices = prepare_split(dataset, "val", config.image_size, task=config.task)
-    augmenter = Augmenter(config.augment, config.image_size, seed=config.seed)
+    val_slices = prepare_split(
+        dataset, "val", task=config.task, max_slices_per_patient=config.max_slices_per_patient
+    )
+    preprocessing = Preprocessing(size=config.image_size)
+    augmenter = Augmenter(config.augment, preprocessing, seed=config.seed)
     workers, persistent = config.num_workers, config.num_workers > 0
     train_loader = DataLoader(
-        SliceDataset(train_slices, augmenter),
+        SliceDataset(train_slices, preprocessing, augmenter),
         batch_size=config.batch_size,
         shuffle=True,
         worker_init_fn=_reseed_worker,
@@ -91,7 +95,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         persistent_workers=persistent,
     )
     val_loader = DataLoader(
-        SliceDataset(val_slices),
+        SliceDataset(val_slices, preprocessing, rendered=True),
         batch_size=config.batch_size,
         num_workers=workers,
         persistent_workers=persistent,
@@ -136,7 +140,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     model = module.model.cpu().eval()
     plot_curves(out / "metrics.csv", out / "curves.png")
     onnx_path = export_onnx(model, out / "model.onnx", config.image_size)
-    check = np.stack([to_unit_range(s.raw, s.intensity)[None] for s in val_slices[:8]])
+    check_set = SliceDataset(val_slices, preprocessing, rendered=True)
+    check = np.stack([check_set.model_input(i)[0][None] for i in range(min(8, len(check_set)))])
     difference = onnx_max_difference(onnx_path, model, check)
     minutes = (time.perf_counter() - started) / 60.0
 
@@ -145,7 +150,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     result = TrainResult(
         out, val_dice[best_epoch], best_epoch, trainer.current_epoch, minutes, difference
     )
-    write_model_card(out / "model_card.json", model_card(config, dataset, model, result, onnx_path))
+    card = model_card(config, dataset, model, result, onnx_path, preprocessing)
+    write_model_card(out / "model_card.json", card)
     (out / "train_result.json").write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
     return result
 
@@ -156,6 +162,7 @@ def model_card(
     model: torch.nn.Module,
     result: TrainResult,
     onnx_path: Path,
+    preprocessing: Preprocessing,
 ) -> dict[str, object]:
     """What a user of the exported model needs to know, as JSON."""
     task = get_task(config.task)
@@ -180,15 +187,17 @@ def model_card(
         "input": {
             "name": "image",
             "shape": ["batch", 1, config.image_size, config.image_size],
-            "intensity": f"HU through the lung window {list(HU_WINDOW)} to [0, 1]; "
-            "8-bit display images divided by 255",
-            "geometry": "slice padded to a centred square (fill 0), resized bilinearly; "
-            "radiological view expected but any of the 8 orientations is trained",
+            "preprocessing": preprocessing.to_dict(),
+            "note": "lungseg.inference.preprocess.Preprocessing reads 'preprocessing': "
+            "HU through hu_window to [0, 1] (8-bit display values / display_divisor), "
+            "padded to a centred square with pad_value, resized bilinearly to size. "
+            "Any orientation and the common 8-bit renderings are trained.",
         },
         "output": {
             "name": "probabilities",
             "shape": ["batch", len(task.classes), config.image_size, config.image_size],
             "classes": list(task.classes),
+            "decision": "argmax",
         },
         "training": {
             "dataset": str(dataset.folder),
