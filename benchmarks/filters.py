@@ -32,10 +32,10 @@ CANDIDATES = {
 def onnx_ms_per_slice(path: Path, size: int, repeats: int = 20) -> float:
     model = SegmentationModel(path)
     squares = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
-    model.lung_probability(squares)
+    model.probabilities(squares)
     start = time.perf_counter()
     for _ in range(repeats):
-        model.lung_probability(squares)
+        model.probabilities(squares)
     return (time.perf_counter() - start) / repeats * 1000.0
 
 

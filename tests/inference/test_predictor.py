@@ -165,3 +165,29 @@ def test_a_file_with_orientation_keeps_its_sides_where_the_model_disagrees(
     assert scan and _dice(result.lung == LUNG_RIGHT, lungs == 1) > 0.95
     assert _dice(result.lung == LUNG_LEFT, lungs == 2) > 0.95
     assert any("sides from the file kept" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    ("name", "pixels"),
+    [
+        ("black.png", np.zeros((64, 64), np.uint8)),
+        ("grey.png", np.full((64, 64), 128, np.uint8)),
+        ("zero16.png", np.zeros((64, 64), np.uint16)),
+    ],
+)
+def test_a_blank_slice_is_an_empty_mask_with_a_note(
+    tmp_path: Path, predictor: Predictor, name: str, pixels: np.ndarray
+) -> None:
+    Image.fromarray(pixels).save(tmp_path / name)
+    result = predictor.predict(tmp_path / name)
+    assert not result.lung.any()
+    assert any("blank" in note for note in result.notes)
+
+
+def test_a_volume_with_one_blank_slice_is_segmented(tmp_path: Path, predictor: Predictor) -> None:
+    hu, lungs = ct_volume(slices=6, size=64, lung_free=1)
+    hu[0] = -1024  # one slice of air only
+    write_nifti(tmp_path / "scan.nii.gz", hu)
+    result = predictor.predict(tmp_path / "scan.nii.gz")
+    assert not result.lung[0].any()
+    assert _dice(result.lung != 0, lungs != 0) > 0.95

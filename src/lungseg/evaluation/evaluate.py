@@ -170,7 +170,7 @@ def evaluate(
         result.summary["series"] = check_series(model, Path(scan), out)
     _write_table(out / "per_slice.csv", result.rows)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    write_evaluation_report(out, dataset, result, masks, worst)
+    write_evaluation_report(out, dataset, result, masks, worst, model)
     return result
 
 

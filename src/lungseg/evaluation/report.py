@@ -14,10 +14,12 @@ from PIL import Image
 
 from lungseg.dataset.store import BuiltDataset
 from lungseg.evaluation.evaluate import SIDE_OK
-from lungseg.imaging import to_display
+from lungseg.imaging import Intensity, to_display
 from lungseg.imaging.orientation import DIHEDRAL, dihedral_name, undo_dihedral
 from lungseg.imaging.render import RENDERINGS
+from lungseg.inference.model import SegmentationModel, segment_slices
 from lungseg.reporting import markdown_table
+from lungseg.visualize import overlay
 
 if TYPE_CHECKING:
     from lungseg.evaluation.evaluate import Evaluation
@@ -144,6 +146,36 @@ def _worst_renderings(
     plt.close(fig)
 
 
+def examples_picture(model: SegmentationModel, image: np.ndarray, path: Path) -> Path:
+    """One HU slice as users send it: each exporter's PNG (in the orientation it is saved
+    in) and the 8 orientations, each with the lungs the model returns (red: patient's
+    right lung, blue: left). Sides come from anatomy, so they follow the patient."""
+    from lungseg.evaluation.evaluate import variants_of
+
+    cases = [v for v in variants_of(image, Intensity.HU) if not v.name.endswith(".jpg")]
+    labels = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])
+    columns = 8
+    rows = -(-len(cases) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, case, lung in zip(axes.ravel(), cases, labels, strict=False):
+        grey = (
+            case.image
+            if case.intensity is Intensity.DISPLAY
+            else to_display(case.image, case.intensity)
+        )
+        ax.imshow(overlay(grey, lung))
+        ax.set_title(case.name.replace(".png", ""), fontsize=7)
+    fig.suptitle(
+        "one test slice as users send it; red: patient's right lung, blue: left", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return path
+
+
 def renderings_table(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]:
     """Rows: each exporter as PNG and JPEG; per HU source mean Dice, worst slice, minus HU."""
     sources = [
@@ -176,6 +208,7 @@ def write_evaluation_report(
     result: Evaluation,
     masks: dict[str, np.ndarray],
     worst: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]] | None = None,
+    model: SegmentationModel | None = None,
 ) -> Path:
     summary = result.summary
     lines = [
@@ -229,6 +262,18 @@ def write_evaluation_report(
         if worst:
             _worst_renderings(worst, dataset, out / "worst_renderings.png")
             lines += ["![worst slices per rendering](worst_renderings.png)", ""]
+        if model is not None:
+            first = next(r for r in result.rows if any(k.endswith(".png") for k in r))
+            record = dataset.load(
+                next(r for r in dataset.rows if r["slice_id"] == first["slice_id"])
+            )
+            examples_picture(model, record.image, out / "renderings_examples.png")
+            lines += [
+                "One test slice through every exporter and orientation, with the lungs found:",
+                "",
+                "![one slice, every rendering and orientation](renderings_examples.png)",
+                "",
+            ]
     orientations = [dihedral_name(t, f) for t, f in DIHEDRAL]
     side_rows, turn_rows = [], []
     for source, stats in summary["sources"].items():

@@ -22,14 +22,14 @@ from lungseg.dataset.report import montage
 from lungseg.evaluation.metrics import slice_scores
 from lungseg.imaging import read_image
 from lungseg.inference.model import SegmentationModel, segment_image
-from lungseg.inference.postprocess import lung_measures, split_left_right
+from lungseg.inference.postprocess import lung_measures
 
 
 def check_series(model: SegmentationModel, scan_path: Path, out: Path) -> dict[str, Any]:
     """Segment a scan, write ``series_levels.png`` and ``series_area.png``; return the figures."""
     scan = read_image(scan_path)
-    predicted = segment_image(model, scan)
-    labels = split_left_right(predicted)
+    labels = segment_image(model, scan)  # 1 right, 2 left lung
+    predicted = labels != 0
     reference = threshold_lungs(scan)
     montage(scan, labels, out / "series_levels.png")
     pixel_mm2 = float(np.prod(scan.geometry.spacing[-2:])) if scan.geometry.spacing else 1.0

@@ -18,13 +18,16 @@ DENSE_HU = -400.0
 
 
 def otsu_threshold(grey: np.ndarray) -> int:
-    """Otsu's threshold of an 8-bit image (the value that best splits it in two)."""
+    """Otsu's threshold of an 8-bit image (the value that best splits it in two); for an
+    image of one grey level, that level (nothing lies above it)."""
     hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
     prob = hist / hist.sum()
     weight = np.cumsum(prob)
     mean = np.cumsum(prob * np.arange(256))
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mean[-1] * weight - mean) ** 2 / (weight * (1.0 - weight))
+    if not np.isfinite(between).any():  # one grey level: nothing to split
+        return int(grey.max(initial=0))
     return int(np.nanargmax(between))
 
 

@@ -136,14 +136,18 @@ def raw_lung_labels(
 ) -> list[np.ndarray]:
     """The model's lung labels of 2D slices before post-processing, each at its own size:
     ``LUNG_RIGHT``/``LUNG_LEFT`` from a sided model, ``LUNG_SIDE_UNKNOWN`` from a
-    one-class lung model."""
+    one-class lung model. A slice of one value (blank) holds no lung."""
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
     elif tuple(model.classes) == LUNG_CLASSES:
         table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
-    return [table[labels] for labels in model.class_maps(images, intensities)]
+    maps = model.class_maps(images, intensities)
+    return [
+        table[labels] if image.size and image.min() != image.max() else np.zeros_like(labels)
+        for labels, image in zip(maps, images, strict=True)
+    ]
 
 
 def segment_slices(

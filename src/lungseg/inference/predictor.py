@@ -105,6 +105,8 @@ class Predictor:
         started = time.perf_counter() if started is None else started
         lung = segment_image(self.model, image)
         notes = list(image.notes)
+        if image.array.size and image.array.min() == image.array.max():
+            notes.append("the image holds one value only (blank): no lung to find")
         if len(image.geometry.orientation) == 3 and lung.any():  # axis codes: a known view
             by_position = split_left_right(lung)
             agreement = side_agreement(lung, by_position)
