@@ -156,13 +156,20 @@ def _predict(args: argparse.Namespace) -> int:
     import json
 
     from lungseg.inference import Predictor
-    from lungseg.inference.outputs import predict_files
+    from lungseg.inference.outputs import predict_files, sweep_partials, unique_stems
 
     predictor = Predictor(
         args.model, infection_model=args.infection_model, infection=not args.no_infection
     )
+    for stale in sweep_partials(args.out):
+        print(
+            f"lungseg: removed a half-written file of an interrupted run: {stale}", file=sys.stderr
+        )
+    stems, notes = unique_stems(args.inputs)
+    for note in notes:
+        print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
-    for outcome in predict_files(predictor, args.inputs, args.out):
+    for outcome in predict_files(predictor, args.inputs, args.out, stems):
         path, prediction, written = outcome.path, outcome.prediction, outcome.written
         if outcome.error is not None or prediction is None:
             failed += 1

@@ -191,3 +191,45 @@ def test_a_volume_with_one_blank_slice_is_segmented(tmp_path: Path, predictor: P
     result = predictor.predict(tmp_path / "scan.nii.gz")
     assert not result.lung[0].any()
     assert _dice(result.lung != 0, lungs != 0) > 0.95
+
+
+def test_inputs_that_share_a_name_never_overwrite_each_other(
+    tmp_path: Path, model: Path, capsys
+) -> None:
+    """``a/1.png`` + ``b/1.png`` and ``x.png`` + ``x.dcm``: four inputs, four sets of files,
+    and a note saying how they were named."""
+    hu, _ = ct_slice(64)
+    small, _ = ct_slice(64, lung_scale=0.6)
+    for folder, pixels in (("a", hu), ("b", small)):
+        (tmp_path / folder).mkdir()
+        write_png(tmp_path / folder / "1.png", display_slice(pixels))
+    write_png(tmp_path / "x.png", display_slice(hu))
+    write_dicom_slice(tmp_path / "x.dcm", small)
+    inputs = [
+        tmp_path / "a" / "1.png",
+        tmp_path / "b" / "1.png",
+        tmp_path / "x.png",
+        tmp_path / "x.dcm",
+    ]
+    out = tmp_path / "out"
+    assert main(["predict", *map(str, inputs), "--out", str(out), "--model", str(model)]) == 0
+    masks = sorted(p.name for p in out.glob("*_mask.png"))
+    assert masks == ["a_1_mask.png", "b_1_mask.png", "dcm_x_mask.png", "png_x_mask.png"]
+    # each file holds its own input's answer (the two slices differ in lung size)
+    sizes = {n: int((np.array(Image.open(out / n)) > 0).sum()) for n in masks}
+    assert sizes["a_1_mask.png"] > sizes["b_1_mask.png"]
+    assert sizes["png_x_mask.png"] > sizes["dcm_x_mask.png"]
+    assert "share a name" in capsys.readouterr().err
+
+
+def test_half_written_files_of_a_killed_run_are_swept(tmp_path: Path, model: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".photo_mask.png.partial-999999999"  # no such process
+    dead.write_bytes(b"half")
+    hu, _ = ct_slice(64)
+    photo = write_png(tmp_path / "photo.png", display_slice(hu))
+    assert main(["predict", str(photo), "--out", str(out), "--model", str(model)]) == 0
+    assert not dead.exists()
+    assert not list(out.glob(".*partial*"))
+    assert "half-written" in capsys.readouterr().err

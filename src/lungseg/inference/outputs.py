@@ -40,8 +40,73 @@ def output_stem(path: Path) -> str:
     return path.stem if path.is_file() else name
 
 
+def unique_stems(paths: list[Path]) -> tuple[list[str], list[str]]:
+    """An output stem per input, never shared, so no input's files overwrite another's.
+
+    Inputs whose stems collide (``a/1.png`` + ``b/1.png``, ``x.png`` + ``x.dcm``; compared
+    case-insensitively) get their folder name (or, in one folder, their file type)
+    in front, then a number if still needed. Returns the stems and one note per
+    renamed group, saying how.
+    """
+    stems = [output_stem(p) for p in paths]
+    groups: dict[str, list[int]] = {}
+    for index, stem in enumerate(stems):
+        groups.setdefault(stem.lower(), []).append(index)
+    notes = []
+    for members in (m for m in groups.values() if len(m) > 1):
+        parents = {paths[i].parent.name for i in members}
+        for i in members:
+            qualifier = paths[i].parent.name if len(parents) == len(members) else None
+            if qualifier is None:
+                qualifier = paths[i].name[len(stems[i]) :].lstrip(".").lower() or "folder"
+            stems[i] = f"{qualifier}_{stems[i]}"
+        notes.append(
+            "inputs "
+            + ", ".join(str(paths[i]) for i in members)
+            + " share a name; their outputs are named "
+            + ", ".join(f"{stems[i]}_*" for i in members)
+        )
+    taken: set[str] = set()
+    for index, stem in enumerate(stems):
+        candidate, number = stem, 2
+        while candidate.lower() in taken:
+            candidate, number = f"{stem}-{number}", number + 1
+        if candidate != stem:
+            notes.append(f"{paths[index]}: outputs named {candidate}_* (the name was taken)")
+        stems[index] = candidate
+        taken.add(candidate.lower())
+    return stems, notes
+
+
+PARTIAL = ".partial-"
+
+
+def sweep_partials(out: Path) -> list[Path]:
+    """Remove half-written files that a killed ``lungseg predict`` left in ``out``
+    (``.<name>.partial-<pid>`` of a process that no longer runs)."""
+    removed = []
+    if not out.is_dir():
+        return removed
+    for path in out.glob(f".*{PARTIAL}*"):
+        pid = path.name.rsplit(PARTIAL, 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _write_atomically(path: Path, data: bytes) -> Path:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}")
     partial.write_bytes(data)
     partial.replace(path)
     return path
@@ -132,16 +197,21 @@ class Outcome:
     error: str | None = None
 
 
-def predict_files(predictor: Predictor, paths: list[Path], out: Path) -> Iterator[Outcome]:
-    """Segment each input and write its files, in input order.
+def predict_files(
+    predictor: Predictor, paths: list[Path], out: Path, stems: list[str] | None = None
+) -> Iterator[Outcome]:
+    """Segment each input and write its files (named ``stems``, by default ``unique_stems``),
+    in input order.
 
     Writing (PNG and NIfTI compression, which releases the GIL) runs on a second
     thread while the next input is read and segmented. A bad input yields an
     ``Outcome`` with ``error`` and the others go on.
     """
+    if stems is None:
+        stems = unique_stems(paths)[0]
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: tuple[Outcome, Future[list[Path]]] | None = None
-        for path in paths:
+        for path, stem in zip(paths, stems, strict=True):
             outcome = Outcome(path)
             try:
                 outcome.prediction = predictor.predict(path)
@@ -155,7 +225,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: Path) -> Iterato
                 continue
             pending = (
                 outcome,
-                writer.submit(write_prediction, outcome.prediction, out, output_stem(path)),
+                writer.submit(write_prediction, outcome.prediction, out, stem),
             )
         if pending is not None:
             yield _finish(*pending)
