@@ -84,7 +84,7 @@ PARTIAL = ".partial-"
 def sweep_partials(out: Path) -> list[Path]:
     """Remove half-written files that a killed ``lungseg predict`` left in ``out``
     (``.<name>.partial-<pid>`` of a process that no longer runs)."""
-    removed = []
+    removed: list[Path] = []
     if not out.is_dir():
         return removed
     for path in out.glob(f".*{PARTIAL}*"):
