@@ -233,3 +233,14 @@ def test_half_written_files_of_a_killed_run_are_swept(tmp_path: Path, model: Pat
     assert not dead.exists()
     assert not list(out.glob(".*partial*"))
     assert "half-written" in capsys.readouterr().err
+
+
+def test_a_nifti_without_voxel_sizes_is_measured_in_voxels_with_a_note(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    hu, _ = ct_volume(slices=6, size=64, lung_free=1)
+    nib.save(nib.Nifti1Image(np.transpose(hu, (2, 1, 0)), None), str(tmp_path / "bare.nii.gz"))
+    result = predictor.predict(tmp_path / "bare.nii.gz")
+    assert result.unit == "px"
+    assert result.measures["total"] == float((result.lung != 0).sum())
+    assert any("no voxel size" in note for note in result.notes)

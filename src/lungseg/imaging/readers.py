@@ -205,6 +205,10 @@ def _load_nifti(path: Path, *, for_mask: bool) -> _Raw:
     if flat:
         data = data[:, :, np.newaxis]
     array, geometry = to_display_order(data, img.affine)
+    notes = ["NIfTI reoriented to LPS (radiological view)"]
+    if _no_voxel_size(img.header):
+        geometry = Geometry(None, geometry.affine, geometry.orientation)
+        notes.append("the NIfTI header states no voxel size: sizes are in voxels, not mm or mL")
     if flat:
         array = array[0]
         geometry = Geometry(
@@ -212,7 +216,15 @@ def _load_nifti(path: Path, *, for_mask: bool) -> _Raw:
             geometry.affine,
             geometry.orientation,
         )
-    return _Raw(array, geometry, None, ("NIfTI reoriented to LPS (radiological view)",))
+    return _Raw(array, geometry, None, tuple(notes))
+
+
+def _no_voxel_size(header: nib.Nifti1Header) -> bool:
+    """No coordinate space stated (qform and sform codes 0) and voxel sizes of 0 or 1:
+    nibabel's default, not a measurement."""
+    codes = int(header["qform_code"]), int(header["sform_code"])
+    zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+    return codes == (0, 0) and bool(np.all((zooms == 0) | (zooms == 1)))
 
 
 # --- DICOM -----------------------------------------------------------------------
