@@ -168,3 +168,33 @@ def test_shipped_infection_model_finds_lesions_inside_the_lungs(shared_data: Pat
     reference = np.isin(truth, (GROUND_GLASS, CONSOLIDATION))
     assert 2 * (lesion & reference).sum() / (lesion.sum() + reference.sum()) > 0.6
     assert result.involvement["severity"]["total"] >= 4
+
+
+def test_shipped_model_is_right_on_what_users_upload(shared_data: Path) -> None:
+    """A held-out finding-lungs test slice as people save it (the original project's upside-down
+    min-max JPEG, a soft-tissue screenshot, a CLAHE export of the public notebooks) and a
+    held-out covid19-ct-seg-clahe test patient's slice: the lungs are found each time, and
+    a mirrored slice still gets the patient's right lung as right (sides from anatomy)."""
+    from lungseg.evaluation.evaluate import back_to_slice, variants_of
+    from lungseg.evaluation.metrics import slice_scores
+    from lungseg.inference.model import SegmentationModel, segment_slices
+    from lungseg.inference.postprocess import reference_sides, side_agreement
+
+    model = SegmentationModel()
+    folder = shared_data / "finding-lungs-ct"
+    image = read_image(folder / "2d_images" / "ID_0008_Z_0065.tif")
+    truth = read_mask(folder / "2d_masks" / "ID_0008_Z_0065.tif", like=image).array
+    wanted = {"original_exporter.jpg", "soft_tissue.png", "clahe_256.png", "mirror+upright"}
+    cases = [v for v in variants_of(image.array, image.intensity) if v.name in wanted]
+    assert len(cases) == len(wanted)
+    predicted = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])
+    for variant, labels in zip(cases, predicted, strict=True):
+        back = back_to_slice(labels, variant, truth.shape)
+        assert slice_scores(back != 0, truth != 0)["dice"] > 0.95, variant.name
+        assert side_agreement(back, reference_sides(np.where(truth > 0, 3, 0))) > 0.9, variant.name
+
+    clahe = shared_data / "covid19-ct-seg-clahe"
+    image = read_image(clahe / "images" / "ma2020_p5_0552.png")
+    truth = read_mask(clahe / "lung_masks" / "ma2020_p5_0552.png", like=image).array
+    labels = segment_slices(model, [image.array], [image.intensity])[0]
+    assert slice_scores(labels != 0, truth != 0)["dice"] > 0.95

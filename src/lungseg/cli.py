@@ -133,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="onnxruntime threads per worker (0: all cores)"
     )
     serve.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
+    serve.add_argument(
+        "--max-jobs", type=int, default=2, help="segmentations at once per worker (default 2)"
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=16,
+        help="segmentations waiting per worker; beyond them the answer is 503 (default 16)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="stage 2: score a model on a split, with a report"
@@ -197,7 +206,13 @@ def _serve(args: argparse.Namespace) -> int:
     from lungseg.serve.app import ServeSettings
 
     settings = ServeSettings(
-        args.model, args.max_slice_mb, args.max_volume_mb, args.threads, not args.no_infection
+        args.model,
+        args.max_slice_mb,
+        args.max_volume_mb,
+        args.threads,
+        not args.no_infection,
+        args.max_jobs,
+        args.max_queue,
     )
     os.environ.update(settings.to_env())  # the workers build their app from these
     print(

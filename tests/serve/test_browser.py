@@ -8,6 +8,7 @@ from it).
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -70,9 +71,8 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(server)
-            page.wait_for_function(
-                "document.getElementById('model').textContent.startsWith('Model')"
-            )
+            # locator waits: the page's Content-Security-Policy forbids evaluating strings
+            page.locator("#model").filter(has_text=re.compile(r"^Model")).wait_for()
             page.set_input_files("#file", str(_slice(tmp_path)))
             page.wait_for_selector("#result:not([hidden])", timeout=30_000)
             assert page.locator("#error").is_hidden()
@@ -92,8 +92,8 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             covid = SHARED_DATA / "medseg-covid-98" / "images" / "medseg_078.png"
             if covid.exists():  # a COVID-19 slice: infection drawn and involvement shown
                 page.set_input_files("#file", str(covid))
-                page.wait_for_function(
-                    "document.getElementById('status').textContent.startsWith('medseg_078.png: ')"
+                page.locator("#status").filter(has_text=re.compile(r"^medseg_078\.png: ")).wait_for(
+                    timeout=30_000
                 )
                 assert "%" in page.locator("#involvement").inner_text()
                 page.screenshot(path=str(ARTIFACTS / "viewer_covid.png"), full_page=True)

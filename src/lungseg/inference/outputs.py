@@ -89,13 +89,14 @@ def sweep_partials(out: Path) -> list[Path]:
         return removed
     for path in out.glob(f".*{PARTIAL}*"):
         pid = path.name.rsplit(PARTIAL, 1)[-1]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (for sweeping what a dead one left)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -14,7 +14,6 @@ import base64
 import io
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -33,8 +32,20 @@ from lungseg.errors import ImageReadError, LungsegError
 from lungseg.imaging import to_display
 from lungseg.inference import Prediction, Predictor
 from lungseg.inference.outputs import overlay_picture, png_bytes, volume_mask_nifti
+from lungseg.serve.jobs import (
+    RETRY_AFTER_S,
+    Busy,
+    ClientGone,
+    JobGate,
+    sweep_uploads,
+    upload_folder,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 SLICE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
 VOLUME_SUFFIXES = {".nii", ".nii.gz", ".zip"}
 VIEWER_SIDE = 256  # volume slices are sent to the page at this size
@@ -50,6 +61,8 @@ class ServeSettings:
         max_volume_mb: largest volume upload (NIfTI or zip of a DICOM series).
         threads: onnxruntime threads per worker (0: all cores).
         infection: also segment COVID-19 infection (where the infection model ships).
+        max_jobs: segmentations running at once per worker (each in its own thread).
+        max_queue: segmentations waiting per worker; beyond it the answer is 503.
     """
 
     model: str | None = None
@@ -57,6 +70,8 @@ class ServeSettings:
     max_volume_mb: float = 512.0
     threads: int = 0
     infection: bool = True
+    max_jobs: int = 2
+    max_queue: int = 16
 
     ENV: ClassVar[dict[str, str]] = {
         "model": "LUNGSEG_MODEL",
@@ -64,6 +79,8 @@ class ServeSettings:
         "max_volume_mb": "LUNGSEG_MAX_VOLUME_MB",
         "threads": "LUNGSEG_THREADS",
         "infection": "LUNGSEG_INFECTION",
+        "max_jobs": "LUNGSEG_MAX_JOBS",
+        "max_queue": "LUNGSEG_MAX_QUEUE",
     }
 
     @classmethod
@@ -76,6 +93,8 @@ class ServeSettings:
                 converters: dict[str, Callable[[str], Any]] = {
                     "model": str,
                     "threads": int,
+                    "max_jobs": int,
+                    "max_queue": int,
                     "infection": lambda v: v == "True",
                 }
                 values[name] = converters.get(name, float)(text)
@@ -169,6 +188,27 @@ def create_app(
         description="Lung segmentation on chest CT slices and scans.",
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    gate = JobGate(settings.max_jobs, settings.max_queue)
+    sweep_uploads()
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
+        response: Response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger's assets load remotely
+            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
+    @app.exception_handler(Busy)
+    async def _busy(_request: Request, error: Busy) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(error)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_request: Request, error: ClientGone) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=499)
 
     @app.exception_handler(UploadError)
     async def _upload_error(_request: Request, error: UploadError) -> JSONResponse:
@@ -180,7 +220,7 @@ def create_app(
 
     def decode(data: bytes, name: str, volume: bool) -> Prediction:
         """Segment uploaded bytes inside a private temporary folder, removed at once."""
-        folder = Path(tempfile.mkdtemp(prefix="lungseg-upload-"))
+        folder = upload_folder()
         try:
             target = folder / ("upload" + (_suffix(name) or ".bin"))
             if volume and target.suffix == ".zip":
@@ -208,7 +248,7 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: answers while jobs run
         return {"status": "ok", "model": str(_model_info(predictor)["name"])}
 
     @app.get("/api/v1/model")
@@ -217,6 +257,7 @@ def create_app(
 
     @app.post("/api/v1/segment", response_model=None)
     async def segment(
+        request: Request,
         file: UploadFile,
         format: str = Query("json", pattern="^(json|overlay|mask)$"),
     ) -> Response | dict[str, Any]:
@@ -232,7 +273,7 @@ def create_app(
         if _suffix(name) in VOLUME_SUFFIXES:
             raise UploadError(400, f"{name} is a volume; send it to /api/v1/segment-volume")
         data = await _read_upload(file, settings.max_slice_mb)
-        prediction = decode(data, name, volume=False)
+        prediction = await gate.run(request, decode, data, name, False)
         if format == "mask":
             return Response(png_bytes(prediction.lung), media_type="image/png")
         overlay = overlay_picture(prediction)
@@ -250,6 +291,7 @@ def create_app(
 
     @app.post("/api/v1/segment-volume", response_model=None)
     async def segment_volume(
+        request: Request,
         file: UploadFile,
         format: str = Query("json", pattern="^(json|nifti)$"),
     ) -> Response | dict[str, Any]:
@@ -264,7 +306,7 @@ def create_app(
         if _suffix(name) not in VOLUME_SUFFIXES:
             raise UploadError(415, f"{name}: send a .nii, .nii.gz or a .zip of a DICOM series")
         data = await _read_upload(file, settings.max_volume_mb)
-        prediction = decode(data, name, volume=True)
+        prediction = await gate.run(request, decode, data, name, True)
         nifti = volume_mask_nifti(prediction)
         if format == "nifti":
             return Response(

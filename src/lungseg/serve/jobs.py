@@ -1,0 +1,99 @@
+"""Segmentation jobs off the event loop: a few at once, a short queue, 503 beyond it.
+
+Decoding and running the models take the CPU for tens of milliseconds (a slice) to
+seconds (a scan). Run on the event loop, they would stop the server from answering
+anyone else, ``/healthz`` included. ``JobGate`` runs each job in a worker thread,
+at most ``running`` at once, lets at most ``queued`` more wait, and refuses the
+rest at once with 503 and ``Retry-After``. A job whose client has gone while it
+waited is never started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from lungseg.errors import LungsegError
+from lungseg.inference.outputs import process_running
+
+T = TypeVar("T")
+
+UPLOAD_PREFIX = "lungseg-upload-"
+RETRY_AFTER_S = 2
+
+
+class Busy(LungsegError):
+    """Every job slot and queue place is taken: answer 503 with ``Retry-After``."""
+
+
+class ClientGone(LungsegError):
+    """The client disconnected while its job waited; nothing was run."""
+
+
+class JobGate:
+    """At most ``running`` jobs at once and ``queued`` waiting (``lungseg serve`` settings).
+
+    Thread-based, so one gate serves every event loop of its process (uvicorn runs
+    one; test clients may run several).
+    """
+
+    def __init__(self, running: int, queued: int) -> None:
+        if running < 1 or queued < 0:
+            raise ValueError(f"need running >= 1 and queued >= 0, got {running}, {queued}")
+        self.running, self.queued = running, queued
+        self._slots = threading.Semaphore(running)
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting
+
+    async def run(self, request: Request | None, job: Callable[..., T], *args: object) -> T:
+        """Run ``job(*args)`` in a worker thread once one of the ``running`` slots is free.
+
+        Raises:
+            Busy: too many jobs are running and waiting already.
+            ClientGone: ``request``'s client disconnected before its job was queued.
+        """
+        with self._lock:
+            if self._admitted >= self.running + self.queued:
+                raise Busy(
+                    f"the server is busy ({self.running} running, {self.queued} waiting); "
+                    f"try again in {RETRY_AFTER_S} s"
+                )
+            self._admitted += 1
+        try:
+            if request is not None and await request.is_disconnected():
+                raise ClientGone("the client disconnected before its job started")
+            return await run_in_threadpool(self._in_slot, job, *args)
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    def _in_slot(self, job: Callable[..., T], *args: object) -> T:
+        with self._slots:
+            return job(*args)
+
+
+def upload_folder() -> Path:
+    """A private (0700) temporary folder for one upload, named with this process's id so
+    that a later start can tell it was left by a process that died (``sweep_uploads``)."""
+    return Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))
+
+
+def sweep_uploads(root: Path | None = None) -> list[Path]:
+    """Remove upload folders left in the temporary folder by server processes that no
+    longer run (killed with ``kill -9``, or by the OOM killer)."""
+    root = Path(tempfile.gettempdir()) if root is None else root
+    removed = []
+    for folder in root.glob(f"{UPLOAD_PREFIX}*"):
+        pid = folder.name[len(UPLOAD_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or not process_running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

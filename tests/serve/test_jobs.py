@@ -1,0 +1,107 @@
+"""Jobs off the event loop: the server answers while it segments, refuses with 503 when
+full, and sweeps what a killed server left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from models import dark_is_lung_onnx
+from PIL import Image
+from synthetic import ct_slice, display_slice
+
+from lungseg.inference import Predictor
+from lungseg.serve.app import ServeSettings, create_app
+from lungseg.serve.jobs import UPLOAD_PREFIX, Busy, JobGate, sweep_uploads
+
+
+class SlowPredictor(Predictor):
+    """A predictor whose predictions wait until the test lets them go."""
+
+    def __init__(self, model: Path) -> None:
+        super().__init__(model, infection=False)
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def predict(self, path):  # type: ignore[no-untyped-def]
+        self.started.set()
+        assert self.release.wait(10), "the test never released the job"
+        return super().predict(path)
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(display_slice(ct_slice(64)[0])).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_gate_runs_a_few_queues_a_few_and_refuses_the_rest() -> None:
+    gate = JobGate(running=1, queued=1)
+    release = threading.Event()
+
+    def job() -> str:
+        release.wait(5)
+        return "done"
+
+    async def scenario() -> list[object]:
+        first = asyncio.create_task(gate.run(None, job))
+        second = asyncio.create_task(gate.run(None, job))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Busy, match="busy"):
+            await gate.run(None, job)
+        release.set()
+        return list(await asyncio.gather(first, second))
+
+    assert asyncio.run(scenario()) == ["done", "done"]
+
+
+def test_health_answers_while_a_segmentation_runs_and_a_full_server_says_503(
+    tmp_path: Path,
+) -> None:
+    predictor = SlowPredictor(dark_is_lung_onnx(tmp_path / "m.onnx"))
+    app = create_app(ServeSettings(max_jobs=1, max_queue=0), predictor)
+    with TestClient(app) as client:
+        answers: list[int] = []
+        worker = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/api/v1/segment", files={"file": ("a.png", _png())}).status_code
+            )
+        )
+        worker.start()
+        assert predictor.started.wait(5)
+        started = time.perf_counter()
+        assert client.get("/healthz").status_code == 200
+        assert time.perf_counter() - started < 1.0  # not stuck behind the job
+        busy = client.post("/api/v1/segment", files={"file": ("b.png", _png())})
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+        predictor.release.set()
+        worker.join(10)
+    assert answers == [200]
+
+
+def test_security_headers(tmp_path: Path) -> None:
+    client = TestClient(
+        create_app(ServeSettings(), Predictor(dark_is_lung_onnx(tmp_path / "m.onnx")))
+    )
+    for path in ("/", "/healthz", "/static/app.js"):
+        headers = client.get(path).headers
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
+        assert "default-src 'self'" in headers["Content-Security-Policy"], path
+
+
+def test_upload_folders_of_dead_servers_are_swept(tmp_path: Path) -> None:
+    dead = tmp_path / f"{UPLOAD_PREFIX}999999999-abc"
+    alive = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-abc"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "upload.png").write_bytes(b"a patient's slice")
+    assert sweep_uploads(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [alive.name]
