@@ -38,7 +38,7 @@ train-data: $(BIN)/.installed
 		$(DATA)/covid19-ct-seg-clahe build/pseudo/chest-ct-pseudo --keep-lung-free 1 \
 		--out $(TRAIN_DATA) --overwrite
 
-# Train the default model (about 42 minutes on 2 cores) and ship it in the package.
+# Train the default model (at most 55 minutes on 2 cores) and ship it in the package.
 model: train-data
 	$(BIN)/lungseg train --data $(TRAIN_DATA) --out $(RUN)
 	cp $(RUN)/model.onnx src/lungseg/models/lung_unet.onnx
@@ -51,6 +51,7 @@ infection-model: train-data
 	cp runs/infection/model_card.json src/lungseg/models/infection_unet.json
 
 # Score the shipped models on the held-out test splits (and the lung model on every level of the scan).
+# Needs the training set: run `make train-data` (or `make model`) first.
 evaluate: $(BIN)/.installed
 	$(BIN)/lungseg evaluate --data $(TRAIN_DATA) --split test --scan $(SCAN) --out build/evaluation
 	$(BIN)/lungseg evaluate --model src/lungseg/models/infection_unet.onnx --data $(TRAIN_DATA) --out build/evaluation-infection
@@ -84,6 +85,9 @@ docs-model:
 	cp build/evaluation/dice_vs_lung_fraction.png docs/images/eval_dice_vs_lung_fraction.png
 	cp build/evaluation/series_levels.png docs/images/eval_series_levels.png
 	cp build/evaluation/series_area.png docs/images/eval_series_area.png
+	cp build/evaluation/worst_renderings.png docs/images/eval_worst_renderings.png
+	cp build/evaluation/renderings_examples.png docs/images/eval_renderings_examples.png
+	cp build/evaluation/best_worst_covid19-ct-seg-clahe.png docs/images/eval_best_worst_covid19_clahe.png
 	cp build/evaluation-infection/infection_best_worst.png docs/images/eval_infection_best_worst.png
 
 clean:
