@@ -92,3 +92,41 @@ def test_sided_labels_are_made_whole_and_gut_gas_below_the_lungs_goes() -> None:
     cleaned = clean_lung_labels(volume)
     assert not cleaned[:4].any()
     np.testing.assert_array_equal(cleaned[4:], volume[4:])
+
+
+def test_two_lungs_take_opposite_sides_even_where_the_model_is_unsure_of_one() -> None:
+    """The model calls most of both lungs 'right' (as on a mirrored photo where it hesitates):
+    the clear lung decides, and the two separate lungs never share a side."""
+    from lungseg.inference.postprocess import clean_lung_labels
+
+    _, lungs = ct_slice(64)
+    raw = lungs.copy()
+    raw[lungs == 2] = LUNG_RIGHT  # the left lung called right...
+    raw[(lungs == 2) & (np.arange(64) > 46)] = LUNG_LEFT  # ...but for a part of it
+    cleaned = clean_lung_labels(raw)
+    np.testing.assert_array_equal(cleaned, lungs)
+    swapped = np.where(raw == LUNG_RIGHT, LUNG_LEFT, np.where(raw == LUNG_LEFT, LUNG_RIGHT, 0))
+    assert set(np.unique(clean_lung_labels(swapped.astype(np.uint8))[lungs == 1])) == {LUNG_LEFT}
+
+
+def test_a_soft_tissue_picture_keeps_lungs_as_black_as_the_air() -> None:
+    """A soft-tissue window: fat dark grey, muscle bright, lungs and air black. Otsu's body
+    (muscle) leaves the lungs outside where fat links them to the air; the body brighter
+    than the background keeps them, and that estimate is the one used."""
+    from lungseg.imaging.body import body_regions
+    from lungseg.inference.model import body_for
+    from synthetic import ellipse
+
+    shape = (96, 96)
+    grey = np.zeros(shape, np.uint8)
+    grey[ellipse(shape, (48, 48), (34, 44))] = 38  # fat
+    grey[ellipse(shape, (48, 48), (28, 38)) & ~ellipse(shape, (48, 48), (24, 34))] = 140  # muscle
+    grey[44:52, 10:20] = 38  # a fat gap through the muscle wall
+    lungs = ellipse(shape, (48, 30), (16, 10)) | ellipse(shape, (48, 66), (16, 10))
+    grey[lungs] = 0
+    grey[44:52, 14:24] = 0  # the right lung reaches the gap
+    labels = lungs.astype(np.uint8)
+    otsu_body = body_regions(grey, Intensity.DISPLAY)[0]
+    assert otsu_body is not None and not otsu_body[lungs].all()
+    body = body_for(labels, grey, Intensity.DISPLAY)
+    assert body is not None and body[lungs].all() and not body[0, 0]

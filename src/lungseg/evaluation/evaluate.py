@@ -223,7 +223,8 @@ def summarise(rows: list[dict[str, Any]], split: str, model: SegmentationModel) 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # sources differ
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})

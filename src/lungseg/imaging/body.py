@@ -59,8 +59,27 @@ def body_in_view(body: np.ndarray, crop_border_share: float = CROP_BORDER_SHARE)
     return float(border.mean()) <= crop_border_share
 
 
-def body_region(image: np.ndarray, intensity: Intensity) -> np.ndarray | None:
-    """The body's cross-section where it lies wholly in view; ``None`` for a tight crop,
-    where the lungs reach the image edge and no outside can be told apart."""
-    body = body_mask(dense_tissue(image, intensity))
-    return body if body.any() and body_in_view(body) else None
+BACKGROUND_MARGIN = 10
+"""Grey levels above the image border's level that count as patient, not background."""
+
+
+def body_regions(image: np.ndarray, intensity: Intensity) -> list[np.ndarray | None]:
+    """Estimates of the body's cross-section, most restrictive first; ``None`` (no estimate
+    wholly in view: a tight crop, or a scan table that reaches the image edge) last.
+
+    HU: one, from the soft-tissue threshold. 8-bit pictures come in any window, so
+    two: Otsu's split (right for lung windows, where air and lungs are dark and fat
+    bright), and everything brighter than the background at the image border (right
+    for soft-tissue windows, where fat is dark grey and the lungs as black as the
+    air: Otsu's split there can leave the lungs outside the body). The caller keeps
+    the estimate that agrees with the lungs found.
+    """
+    estimates = [body_mask(dense_tissue(image, intensity))]
+    if intensity is Intensity.DISPLAY:
+        grey = to_display(image, intensity)
+        border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+        estimates.append(body_mask(grey > int(np.median(border)) + BACKGROUND_MARGIN))
+    in_view: list[np.ndarray | None] = [b for b in estimates if b.any() and body_in_view(b)]
+    if len(in_view) < len(estimates):
+        in_view.append(None)
+    return in_view

@@ -11,7 +11,7 @@ import numpy as np
 from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
 from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
-from lungseg.imaging.body import body_region
+from lungseg.imaging.body import body_regions
 from lungseg.inference.postprocess import clean_lung_labels
 from lungseg.inference.preprocess import Preprocessing, from_model_square
 
@@ -173,7 +173,22 @@ def segment_slices(
 
 def postprocess_slice(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray:
     """A slice's raw lung labels cleaned: specks gone, holes filled, nothing outside the body."""
-    return clean_lung_labels(labels, body_region(image, intensity))
+    return clean_lung_labels(labels, body_for(labels, image, intensity))
+
+
+BODY_KEEPS = 0.95
+"""A body estimate is used if it keeps at least this share of what the best one keeps."""
+
+
+def body_for(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray | None:
+    """Of a slice's body estimates (``imaging.body.body_regions``, most restrictive first),
+    the first that keeps nearly as much of the lungs found as the best one; ``None`` (no
+    restriction) where no estimate lies wholly in view or each would cut lung away."""
+    lung = labels != 0
+    candidates = body_regions(image, intensity)
+    kept = [int(lung.sum()) if b is None else int((lung & b).sum()) for b in candidates]
+    best = max(kept, default=0)
+    return next((b for b, k in zip(candidates, kept, strict=True) if k >= BODY_KEEPS * best), None)
 
 
 def segment_image(
@@ -184,7 +199,10 @@ def segment_image(
     planes = list(image.slices())
     stack = np.stack(raw_lung_labels(model, planes, [image.intensity] * len(planes)))
     if postprocess:
-        regions = [body_region(plane, image.intensity) for plane in planes]
+        regions = [
+            body_for(labels, plane, image.intensity)
+            for labels, plane in zip(stack, planes, strict=True)
+        ]
         body = np.stack(
             [
                 r if r is not None else np.ones(p.shape, bool)

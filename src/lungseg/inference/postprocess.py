@@ -24,6 +24,8 @@ SINGLE_LUNG_WIDTH = 0.45
 """A slice's only lung region narrower than this share of the image is one lung (apex, base)."""
 SINGLE_LUNG_OFF_CENTRE = 0.08
 """... if its centre lies at least this share of the image width off the image's middle."""
+SUBSTANTIAL = 0.1
+"""A region of at least this share of the largest is a lung (or a lung's part), not a speck."""
 MIXED_SIDE_SHARE = 0.25
 """A connected lung region whose minority side is below this share takes its majority side
 (the lungs touch in few places; a region that is mostly one lung is one lung)."""
@@ -147,16 +149,44 @@ def clean_lung_labels(labels: np.ndarray, body: np.ndarray | None = None) -> np.
 
 
 def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """Whole lungs from the model's per-pixel sides.
+
+    Two (or more) substantial separate regions are two lungs: the two largest take
+    opposite sides, whichever way agrees with more of the model's pixels (so a model
+    unsure on one lung is overruled by the other); further regions take their own
+    majority. One region is one lung (its majority side) unless its minority side is
+    at least ``MIXED_SIDE_SHARE``: then the lungs touch, and each side keeps its own
+    pixels, its stray specks given to the other side.
+    """
     regions, count = ndi.label(mask)
+    sizes = component_sizes(regions, count)
+    sizes[0] = 0
     right = np.bincount(regions.ravel(), weights=(sides == LUNG_RIGHT).ravel(), minlength=count + 1)
-    total = np.maximum(component_sizes(regions, count), 1)
-    share_right = right / total
-    verdict = np.zeros(count + 1, dtype=np.uint8)  # 0: keep per-pixel sides
-    verdict[share_right >= 1.0 - MIXED_SIDE_SHARE] = LUNG_RIGHT
-    verdict[share_right <= MIXED_SIDE_SHARE] = LUNG_LEFT
+    left = sizes - right
+    verdict = np.where(right >= left, LUNG_RIGHT, LUNG_LEFT).astype(np.uint8)
     verdict[0] = 0
-    decided = verdict[regions]
-    return np.where(decided != 0, decided, sides).astype(np.uint8)
+    order = [int(i) for i in np.argsort(sizes)[::-1] if sizes[i] >= SUBSTANTIAL * sizes.max()]
+    if len(order) >= 2:
+        first, second = order[:2]
+        as_is = right[first] + left[second] >= left[first] + right[second]
+        verdict[first], verdict[second] = (
+            (LUNG_RIGHT, LUNG_LEFT) if as_is else (LUNG_LEFT, LUNG_RIGHT)
+        )
+        return verdict[regions]
+    if not order:
+        return verdict[regions]
+    lung = order[0]
+    if min(right[lung], left[lung]) < MIXED_SIDE_SHARE * sizes[lung]:
+        return verdict[regions]
+    out = np.where(regions == lung, sides, verdict[regions]).astype(np.uint8)
+    for side, other in ((LUNG_RIGHT, LUNG_LEFT), (LUNG_LEFT, LUNG_RIGHT)):
+        pieces, n = ndi.label(out == side)
+        piece_sizes = component_sizes(pieces, n)
+        piece_sizes[0] = 0
+        stray = piece_sizes < SUBSTANTIAL * piece_sizes.max()
+        stray[0] = False
+        out[stray[pieces]] = other
+    return out
 
 
 def side_agreement(sides: np.ndarray, reference: np.ndarray) -> float:

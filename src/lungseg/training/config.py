@@ -87,7 +87,7 @@ class TrainConfig:
     batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    max_epochs: int = 64
+    max_epochs: int = 72
     patience: int = 25
     max_minutes: float = 55.0
     seed: int = 0
