@@ -113,9 +113,10 @@ def test_a_soft_tissue_picture_keeps_lungs_as_black_as_the_air() -> None:
     """A soft-tissue window: fat dark grey, muscle bright, lungs and air black. Otsu's body
     (muscle) leaves the lungs outside where fat links them to the air; the body brighter
     than the background keeps them, and that estimate is the one used."""
+    from synthetic import ellipse
+
     from lungseg.imaging.body import body_regions
     from lungseg.inference.model import body_for
-    from synthetic import ellipse
 
     shape = (96, 96)
     grey = np.zeros(shape, np.uint8)
