@@ -198,3 +198,25 @@ def test_shipped_model_is_right_on_what_users_upload(shared_data: Path) -> None:
     truth = read_mask(clahe / "lung_masks" / "ma2020_p5_0552.png", like=image).array
     labels = segment_slices(model, [image.array], [image.intensity])[0]
     assert slice_scores(labels != 0, truth != 0)["dice"] > 0.95
+
+
+# Exact pixel counts of the shipped lung model (right, left) on real images, as lungmask's
+# tests pin voxel counts: any change to the model, the pre-processing or the post-processing
+# shows here. Measured 2026-11-30 with the model of that day; the tolerance (0.5 %) allows
+# for onnxruntime builds that round differently, not for a different answer.
+GOLDEN = {
+    "finding-lungs-ct/2d_images/ID_0008_Z_0065.tif": (40726, 34286),
+    "medseg-covid-98/images/medseg_005.png": (55021, 53106),
+    "covid19-ct-seg-clahe/images/ma2020_p5_0552.png": (8621, 5872),
+    "chest-ct-dicom/Lung_Dx-A0001": (913659, 653587),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_shipped_model_golden_pixel_counts(shared_data: Path, name: str) -> None:
+    from lungseg.inference import Predictor
+
+    result = Predictor(infection=False).predict(shared_data / name)
+    counts = (int((result.lung == 1).sum()), int((result.lung == 2).sum()))
+    for got, expected in zip(counts, GOLDEN[name], strict=True):
+        assert got == pytest.approx(expected, rel=0.005), (name, counts)

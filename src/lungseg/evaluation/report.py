@@ -141,7 +141,7 @@ def _worst_renderings(
     fig.suptitle(
         "worst slices of each rendering (shown upright): red false lung, blue missed", fontsize=9
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
     fig.savefig(path, dpi=70)
     plt.close(fig)
 

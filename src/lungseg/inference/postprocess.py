@@ -24,6 +24,8 @@ SINGLE_LUNG_WIDTH = 0.45
 """A slice's only lung region narrower than this share of the image is one lung (apex, base)."""
 SINGLE_LUNG_OFF_CENTRE = 0.08
 """... if its centre lies at least this share of the image width off the image's middle."""
+BOX_MARGIN = 16
+"""Pixels around the unsided ones searched for the nearest side."""
 SUBSTANTIAL = 0.1
 """A region of at least this share of the largest is a lung (or a lung's part), not a speck."""
 MIXED_SIDE_SHARE = 0.25
@@ -141,11 +143,33 @@ def clean_lung_labels(labels: np.ndarray, body: np.ndarray | None = None) -> np.
     if (labels == LUNG_SIDE_UNKNOWN).any():
         return split_left_right(mask)
     sides = np.where(mask, labels, 0).astype(np.uint8)
-    unsided = mask & (sides == 0)
-    if unsided.any():
-        _, nearest = ndi.distance_transform_edt(sides == 0, return_indices=True)
-        sides[unsided] = sides[tuple(index[unsided] for index in nearest)]
+    _fill_unsided(mask, sides)
     return _majority_sides(mask, sides)
+
+
+def _fill_unsided(mask: np.ndarray, sides: np.ndarray) -> None:
+    """Give lung pixels without a side (filled holes) one, in place: the side that encloses
+    them, else the nearest side (a distance transform over their bounding box only)."""
+    unsided = mask & (sides == 0)
+    if not unsided.any():
+        return
+    for side in (LUNG_RIGHT, LUNG_LEFT):
+        sides[unsided & fill_holes(sides == side)] = side
+    unsided = mask & (sides == 0)
+    if not unsided.any():
+        return
+    where = np.nonzero(unsided)
+    box = tuple(
+        slice(max(int(axis.min()) - BOX_MARGIN, 0), int(axis.max()) + BOX_MARGIN + 1)
+        for axis in where
+    )
+    local = sides[box]
+    if not local.any():  # no side near enough: leave it to the region's majority
+        local[unsided[box]] = LUNG_RIGHT
+        return
+    _, nearest = ndi.distance_transform_edt(local == 0, return_indices=True)
+    inside = unsided[box]
+    local[inside] = local[tuple(index[inside] for index in nearest)]
 
 
 def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
@@ -159,10 +183,9 @@ def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
     pixels, its stray specks given to the other side.
     """
     regions, count = ndi.label(mask)
-    sizes = component_sizes(regions, count)
-    sizes[0] = 0
-    right = np.bincount(regions.ravel(), weights=(sides == LUNG_RIGHT).ravel(), minlength=count + 1)
-    left = sizes - right
+    sizes = np.bincount(regions[mask], minlength=count + 1)  # lung pixels only: fast
+    right = np.bincount(regions[sides == LUNG_RIGHT], minlength=count + 1)
+    left = np.bincount(regions[sides == LUNG_LEFT], minlength=count + 1)
     verdict = np.where(right >= left, LUNG_RIGHT, LUNG_LEFT).astype(np.uint8)
     verdict[0] = 0
     order = [int(i) for i in np.argsort(sizes)[::-1] if sizes[i] >= SUBSTANTIAL * sizes.max()]

@@ -28,7 +28,7 @@ from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.curves import plot_curves, read_epochs
-from lungseg.training.data import SliceDataset, prepare_split
+from lungseg.training.data import SliceDataset, prepare_split, spread_per_patient
 from lungseg.training.export import export_onnx, onnx_max_difference, sha256_of, write_model_card
 from lungseg.training.model import count_parameters
 from lungseg.training.module import LungSegModule
@@ -156,6 +156,21 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     return result
 
 
+def slices_used(config: TrainConfig, dataset: BuiltDataset) -> dict[str, dict[str, int]]:
+    """Slices per source and split that training, validation and test use (train and val
+    after ``max_slices_per_patient``)."""
+    task = get_task(config.task)
+    counts: dict[str, dict[str, int]] = {}
+    for split in ("train", "val", "test"):
+        rows = task.rows(dataset, split, config.include_flagged and split == "train")
+        if split != "test" and config.max_slices_per_patient > 0:
+            rows = spread_per_patient(rows, config.max_slices_per_patient)
+        for row in rows:
+            counts.setdefault(row["source"], {}).setdefault(split, 0)
+            counts[row["source"]][split] += 1
+    return counts
+
+
 def model_card(
     config: TrainConfig,
     dataset: BuiltDataset,
@@ -166,11 +181,7 @@ def model_card(
 ) -> dict[str, object]:
     """What a user of the exported model needs to know, as JSON."""
     task = get_task(config.task)
-    counts: dict[str, dict[str, int]] = {}
-    for split in ("train", "val", "test"):
-        for row in task.rows(dataset, split, config.include_flagged and split == "train"):
-            counts.setdefault(row["source"], {}).setdefault(split, 0)
-            counts[row["source"]][split] += 1
+    counts = slices_used(config, dataset)
     build_config = json.loads((dataset.folder / "build_config.json").read_text())
     return {
         "name": f"lungseg-{config.task}-unet",
