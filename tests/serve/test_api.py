@@ -202,3 +202,30 @@ def test_concurrent_requests_each_get_their_own_answer(client: TestClient) -> No
     assert [total for _, total, _ in results] == [expected for _, _, expected in results]
     leftovers = list(Path(tempfile.gettempdir()).glob("lungseg-upload-*"))
     assert leftovers == []
+
+
+def test_odd_names_and_picture_stacks_are_4xx_not_500(client: TestClient) -> None:
+    """Found by attacking the API: a 300-character suffix, and a multi-page TIFF named
+    .nii sent as a scan (no patient geometry to write a NIfTI with), were 500s."""
+    hu, _ = ct_slice(64)
+    long_name = client.post(
+        "/api/v1/segment", files={"file": ("x." + "a" * 300, png(display_slice(hu)))}
+    )
+    assert long_name.status_code == 200  # the type comes from the bytes
+    frames = [Image.fromarray(display_slice(ct_slice(64, seed=i)[0])) for i in range(3)]
+    stack = io.BytesIO()
+    frames[0].save(stack, format="TIFF", save_all=True, append_images=frames[1:])
+    for name in ("stack.nii", "stack.nii.gz"):
+        response = client.post("/api/v1/segment-volume", files={"file": (name, stack.getvalue())})
+        assert (
+            response.status_code == 400 and "without patient geometry" in response.json()["error"]
+        )
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_reading(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/segment",
+        content=b"x" * 16,
+        headers={"Content-Length": str(50 * 1024 * 1024), "Content-Type": "multipart/form-data"},
+    )
+    assert response.status_code == 413 and "larger than 2 MB" in response.json()["error"]

@@ -49,6 +49,7 @@ CONTENT_SECURITY_POLICY = (
 SLICE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
 VOLUME_SUFFIXES = {".nii", ".nii.gz", ".zip"}
 VIEWER_SIDE = 256  # volume slices are sent to the page at this size
+MULTIPART_SLACK_MB = 1.0  # form fields and boundaries around the file in a request body
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,11 @@ class UploadError(LungsegError):
 
 
 def _suffix(name: str) -> str:
+    """The upload's file type from its name: a known suffix, else "" (the reader then
+    tells the type from the bytes; an unknown or absurdly long suffix is never used)."""
     lower = name.lower()
-    return ".nii.gz" if lower.endswith(".nii.gz") else Path(lower).suffix
+    suffix = ".nii.gz" if lower.endswith(".nii.gz") else Path(lower.replace("\x00", "")).suffix
+    return suffix if suffix in SLICE_SUFFIXES | VOLUME_SUFFIXES else ""
 
 
 async def _read_upload(upload: UploadFile, limit_mb: float) -> bytes:
@@ -191,8 +195,23 @@ def create_app(
     gate = JobGate(settings.max_jobs, settings.max_queue)
     sweep_uploads()
 
+    limits_mb = {
+        "/api/v1/segment": settings.max_slice_mb,
+        "/api/v1/segment-volume": settings.max_volume_mb,
+    }
+
     @app.middleware("http")
     async def _security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
+        limit_mb = limits_mb.get(request.url.path)
+        declared = request.headers.get("content-length", "")
+        # refuse on the declared size, before the body is read (and spooled to disk)
+        too_large = (
+            limit_mb is not None
+            and declared.isdigit()
+            and int(declared) > (limit_mb + MULTIPART_SLACK_MB) * 1024 * 1024
+        )
+        if too_large:
+            return JSONResponse({"error": f"upload larger than {limit_mb:g} MB"}, status_code=413)
         response: Response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -307,6 +326,12 @@ def create_app(
             raise UploadError(415, f"{name}: send a .nii, .nii.gz or a .zip of a DICOM series")
         data = await _read_upload(file, settings.max_volume_mb)
         prediction = await gate.run(request, decode, data, name, True)
+        if prediction.image.geometry.affine is None:
+            raise UploadError(
+                400,
+                f"{name}: a stack of pictures without patient geometry, not a scan; "
+                "send a NIfTI volume or a zip of a DICOM series",
+            )
         nifti = volume_mask_nifti(prediction)
         if format == "nifti":
             return Response(
