@@ -36,6 +36,8 @@ from lungseg.inference.model import SegmentationModel, postprocess_slice, raw_lu
 from lungseg.inference.postprocess import reference_sides, side_agreement
 
 SCORES = ("dice", "iou", "precision", "recall", "hd95")
+WORST_KEPT = 3
+"""Worst slices per rendering kept for the report's picture."""
 SIDE_OK = 0.9
 """A slice's sides are right when at least this share of the lung found carries its own side."""
 
@@ -157,10 +159,11 @@ def evaluate(
                 scores[f"dice_{variant.name}"] = slice_scores(back != 0, truth)["dice"]
             if variant.kind == "orientation":
                 scores[f"side_ok_{variant.name}"] = int(side_agreement(back, sides) >= SIDE_OK)
-            if variant.kind == "rendering":
-                worst.setdefault(variant.name, []).append(
-                    (scores[f"dice_{variant.name}"], row["slice_id"], variant.image, back)
-                )
+            if variant.kind == "rendering":  # keep only the worst few pictures in memory
+                kept = worst.setdefault(variant.name, [])
+                kept.append((scores[f"dice_{variant.name}"], row["slice_id"], variant.image, back))
+                kept.sort(key=lambda item: item[0])
+                del kept[WORST_KEPT:]
         masks[row["slice_id"]] = upright != 0
         result.rows.append(scores)
     result.summary = summarise(result.rows, split, model)

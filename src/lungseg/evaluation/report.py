@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from lungseg.dataset.store import BuiltDataset
-from lungseg.evaluation.evaluate import SIDE_OK
+from lungseg.evaluation.evaluate import SIDE_OK, WORST_KEPT
 from lungseg.imaging import Intensity, to_display
 from lungseg.imaging.orientation import DIHEDRAL, dihedral_name, undo_dihedral
 from lungseg.imaging.render import RENDERINGS
@@ -108,9 +108,6 @@ def _size_bins(rows: list[dict[str, Any]]) -> list[list[object]]:
     return table
 
 
-WORST_PER_RENDERING = 3
-
-
 def _worst_renderings(
     worst: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]],
     dataset: BuiltDataset,
@@ -121,15 +118,15 @@ def _worst_renderings(
     names = [n for n in worst if n.endswith(".png")]
     fig, axes = plt.subplots(
         len(names),
-        WORST_PER_RENDERING,
-        figsize=(2.6 * WORST_PER_RENDERING, 2.7 * len(names)),
+        WORST_KEPT,
+        figsize=(2.6 * WORST_KEPT, 2.7 * len(names)),
         squeeze=False,
     )
     for ax in axes.ravel():
         ax.axis("off")
     for row_axes, name in zip(axes, names, strict=True):
         for ax, (dice, slice_id, picture, predicted) in zip(
-            row_axes, sorted(worst[name], key=lambda w: w[0])[:WORST_PER_RENDERING], strict=False
+            row_axes, sorted(worst[name], key=lambda w: w[0])[:WORST_KEPT], strict=False
         ):
             record = dataset.load(by_id[slice_id])
             grey = np.asarray(Image.fromarray(picture).resize(record.lung.shape[::-1]))

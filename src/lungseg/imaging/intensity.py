@@ -19,14 +19,22 @@ CT_STORED_OFFSET = 1024
 """Offset of unsigned CT stored values (HU = stored - 1024, RescaleIntercept -1024)."""
 
 
-def to_unit_range(array: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """Map HU (through ``HU_WINDOW``) or 8-bit display values to float32 in [0, 1]."""
+def to_unit_range(
+    array: np.ndarray,
+    intensity: Intensity,
+    *,
+    window: tuple[float, float] = HU_WINDOW,
+    divisor: float = 255.0,
+) -> np.ndarray:
+    """Map HU (through ``window``, the lung window by default) or 8-bit display values
+    (divided by ``divisor``) to float32 in [0, 1]."""
     if intensity is Intensity.HU:
-        low, high = HU_WINDOW
+        low, high = window
         out = (array.astype(np.float32) - low) / (high - low)
         return np.clip(out, 0.0, 1.0, out=out)
     if intensity is Intensity.DISPLAY:
-        return array.astype(np.float32) / 255.0
+        out = array.astype(np.float32) / divisor
+        return np.clip(out, 0.0, 1.0, out=out)
     raise ValueError(f"cannot map {intensity.value} values to intensities")
 
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lungseg.imaging.types import Intensity
-
 AIR_HU = -1024.0
 """Values below this are the scanner's padding outside the scan circle (or noise in air)."""
 
@@ -106,7 +104,6 @@ class Rendering:
         description: in a user's words.
         turns, flip: the orientation the exporter leaves the picture in
             (``imaging.orientation.apply_dihedral``); scores are taken after undoing it.
-        resizes: the picture no longer has the slice's size (the mask must be resized too).
     """
 
     name: str
@@ -114,7 +111,6 @@ class Rendering:
     description: str
     turns: int = 0
     flip: bool = False
-    resizes: bool = False
 
 
 CLAHE_EXPORT_SIDE = 256
@@ -138,7 +134,6 @@ RENDERINGS: dict[str, Rendering] = {
             "clahe_256",
             lambda hu: resize(clahe(min_max(hu), CLAHE_EXPORT_CLIP), CLAHE_EXPORT_SIDE),
             "min-max, OpenCV CLAHE clip 7, 256 px (public notebooks)",
-            resizes=True,
         ),
         Rendering("equalised", lambda hu: equalise(min_max(hu)), "min-max, histogram equalised"),
         Rendering(
@@ -161,10 +156,3 @@ def render_hu(hu: np.ndarray, rendering: Rendering, *, as_jpeg: bool) -> np.ndar
 
     picture = apply_dihedral(rendering.make(hu), rendering.turns, rendering.flip)
     return jpeg(picture, EVAL_JPEG_QUALITY) if as_jpeg else picture
-
-
-def as_display(image: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """An image as 8-bit display values: HU through the lung window above, display as is."""
-    if intensity is Intensity.HU:
-        return lung_window(image)
-    return image.astype(np.uint8, copy=False)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lungseg.errors import LungsegError
-from lungseg.imaging.intensity import HU_WINDOW
+from lungseg.imaging.intensity import HU_WINDOW, to_unit_range
 from lungseg.imaging.types import Intensity
 
 STEPS = ("intensity", "pad", "resize")
@@ -85,14 +85,12 @@ class Preprocessing:
 
     def unit(self, image: np.ndarray, intensity: Intensity) -> np.ndarray:
         """Step 1: float32 in [0, 1] from HU or display values."""
-        if intensity is Intensity.HU:
-            low, high = self.hu_window
-            out = (image.astype(np.float32) - low) / (high - low)
-            return np.clip(out, 0.0, 1.0, out=out)
-        if intensity is Intensity.DISPLAY:
-            out = image.astype(np.float32) / self.display_divisor
-            return np.clip(out, 0.0, 1.0, out=out)
-        raise LungsegError(f"cannot give the model {intensity.value} values")
+        try:
+            return to_unit_range(
+                image, intensity, window=self.hu_window, divisor=self.display_divisor
+            )
+        except ValueError as error:
+            raise LungsegError(f"cannot give the model {intensity.value} values") from error
 
     def prepare(self, image: np.ndarray, intensity: Intensity) -> tuple[np.ndarray, Placement]:
         """Steps 1-3: a ``(rows, cols)`` slice to the model's ``(size, size)`` float32 input."""

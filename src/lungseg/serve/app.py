@@ -201,7 +201,7 @@ def create_app(
     }
 
     @app.middleware("http")
-    async def _security_headers(request: Request, call_next: Callable[..., Any]) -> Response:
+    async def _limits_and_headers(request: Request, call_next: Callable[..., Any]) -> Response:
         limit_mb = limits_mb.get(request.url.path)
         declared = request.headers.get("content-length", "")
         # refuse on the declared size, before the body is read (and spooled to disk)

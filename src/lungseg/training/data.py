@@ -19,7 +19,7 @@ from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import apply_dihedral
-from lungseg.imaging.render import RENDERINGS
+from lungseg.imaging.render import RENDERINGS, render_hu
 from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter, prepare_pair
 from lungseg.training.tasks import get_task
@@ -127,7 +127,7 @@ class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         rendering = VALIDATION_RENDERINGS[index % len(VALIDATION_RENDERINGS)]
         if self.rendered and rendering is not None and intensity is Intensity.HU:
             exporter = RENDERINGS[rendering]
-            image = apply_dihedral(exporter.make(image), exporter.turns, exporter.flip)
+            image = render_hu(image, exporter, as_jpeg=False)
             labels = apply_dihedral(labels, exporter.turns, exporter.flip)
             intensity = Intensity.DISPLAY
         return prepare_pair(self.preprocessing, image, intensity, labels)
