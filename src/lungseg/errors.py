@@ -21,6 +21,15 @@ class ImageReadError(LungsegError, ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class TooLargeError(ImageReadError):
+    """A file declares more than a reading limit allows (``imaging.readers.ReadLimits``);
+    refused before anything of that size is allocated. The web API answers 413."""
+
+    def __init__(self, path: str | Path, problem: str, limit: str) -> None:
+        super().__init__(path, problem)
+        self.limit = limit
+
+
 class DatasetError(LungsegError, ValueError):
     """A dataset source or a built dataset is not usable as asked."""
 

@@ -18,7 +18,7 @@ from synthetic import ct_slice, display_slice
 
 from lungseg.inference import Predictor
 from lungseg.serve.app import ServeSettings, create_app
-from lungseg.serve.jobs import UPLOAD_PREFIX, Busy, JobGate, sweep_uploads
+from lungseg.serve.jobs import UPLOAD_PREFIX, Busy, ClientGone, JobGate, sweep_uploads
 
 
 class SlowPredictor(Predictor):
@@ -29,10 +29,10 @@ class SlowPredictor(Predictor):
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def predict(self, path):  # type: ignore[no-untyped-def]
+    def predict(self, path, **options):  # type: ignore[no-untyped-def]
         self.started.set()
         assert self.release.wait(10), "the test never released the job"
-        return super().predict(path)
+        return super().predict(path, **options)
 
 
 def _png() -> bytes:
@@ -45,7 +45,7 @@ def test_the_gate_runs_a_few_queues_a_few_and_refuses_the_rest() -> None:
     gate = JobGate(running=1, queued=1)
     release = threading.Event()
 
-    def job() -> str:
+    def job(cancelled: threading.Event) -> str:
         release.wait(5)
         return "done"
 
@@ -59,6 +59,37 @@ def test_the_gate_runs_a_few_queues_a_few_and_refuses_the_rest() -> None:
         return list(await asyncio.gather(first, second))
 
     assert asyncio.run(scenario()) == ["done", "done"]
+
+
+class Hangs:
+    """A request whose client hangs up after ``after`` seconds."""
+
+    def __init__(self, after: float) -> None:
+        self.gone_at = time.monotonic() + after
+
+    async def is_disconnected(self) -> bool:
+        return time.monotonic() >= self.gone_at
+
+
+def test_a_running_job_stops_when_its_client_hangs_up() -> None:
+    gate = JobGate(running=1, queued=0)
+    checks: list[float] = []
+
+    def job(cancelled: threading.Event) -> str:  # checks as a scan's chunks would
+        for _ in range(200):
+            if cancelled.is_set():
+                raise ClientGone("stopped")
+            checks.append(time.monotonic())
+            time.sleep(0.05)
+        return "ran to the end"
+
+    started = time.monotonic()
+    with pytest.raises(ClientGone):
+        asyncio.run(gate.run(Hangs(after=0.3), job))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2.0  # not the job's 10 s
+    assert len(checks) < 40
+    # and the slot is free again
+    assert asyncio.run(gate.run(None, lambda cancelled: "next")) == "next"
 
 
 def test_health_answers_while_a_segmentation_runs_and_a_full_server_says_503(

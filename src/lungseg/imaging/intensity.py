@@ -45,10 +45,48 @@ def to_display(array: np.ndarray, intensity: Intensity) -> np.ndarray:
     return np.round(to_unit_range(array, intensity) * 255.0).astype(np.uint8)
 
 
-def hu_from_float(values: np.ndarray) -> np.ndarray:
-    """Round float HU to int16, clipped to the int16 range."""
+def hu_from_float(values: np.ndarray, *, offset: float = 0.0, nan: float = -1024.0) -> np.ndarray:
+    """HU ``values - offset`` rounded to int16 (clipped to its range; NaN becomes ``nan``).
+
+    A volume is converted plane by plane, so it never needs a float copy of itself:
+    a 500-slice scan stays within its own int16 size plus one plane.
+    """
+    if values.ndim == 3:
+        out = np.empty(values.shape, np.int16)
+        for index, plane in enumerate(values):
+            out[index] = hu_from_float(plane, offset=offset, nan=nan)
+        return out
+    if values.dtype == np.int16 and not offset:
+        return values
     info = np.iinfo(np.int16)
-    return np.clip(np.round(values), info.min, info.max).astype(np.int16)
+    plane = np.nan_to_num(values.astype(np.float32), nan=nan) - np.float32(offset)
+    return np.clip(np.round(plane), info.min, info.max).astype(np.int16)
+
+
+def display_from_values(values: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``values * scale`` rounded to uint8 (clipped to 0..255), plane by plane."""
+    if values.ndim == 3:
+        out = np.empty(values.shape, np.uint8)
+        for index, plane in enumerate(values):
+            out[index] = display_from_values(plane, scale)
+        return out
+    if values.dtype == np.uint8 and scale == 1.0:
+        return values
+    plane = np.nan_to_num(values.astype(np.float64)) * scale
+    return np.clip(np.round(plane), 0, 255).astype(np.uint8)
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    """Smallest and largest finite value (``None`` if there is none), plane by plane."""
+    if values.dtype.kind in "iub":
+        return (float(values.min()), float(values.max())) if values.size else None
+    lows, highs = [], []
+    for plane in values if values.ndim == 3 else [values]:
+        finite = plane[np.isfinite(plane)]
+        if finite.size:
+            lows.append(finite.min())
+            highs.append(finite.max())
+    return (float(min(lows)), float(max(highs))) if lows else None
 
 
 def classify_values(values: np.ndarray) -> tuple[np.ndarray, Intensity, str]:
@@ -63,33 +101,29 @@ def classify_values(values: np.ndarray) -> tuple[np.ndarray, Intensity, str]:
 
     Returns the converted array, its intensity kind and a note saying which rule applied.
     """
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-    if finite.size == 0:
+    bounds = finite_range(values)
+    if bounds is None:
         raise ValueError("the image has no finite pixel values")
-    low, high = float(finite.min()), float(finite.max())
+    low, high = bounds
     if values.dtype.kind == "f" and low >= 0.0 and high <= 1.0 and high > 0.0:
         return (
-            np.round(np.nan_to_num(values) * 255.0).astype(np.uint8),
+            display_from_values(values, 255.0),
             Intensity.DISPLAY,
             "float values in [0, 1] taken as display values",
         )
     if low < 0:
-        return (
-            hu_from_float(np.nan_to_num(values, nan=-1024.0)),
-            Intensity.HU,
-            "negative values: HU",
-        )
+        return hu_from_float(values), Intensity.HU, "negative values: HU"
     if high <= 255:
-        return np.round(values).astype(np.uint8), Intensity.DISPLAY, "values in 0..255: display"
+        return display_from_values(values), Intensity.DISPLAY, "values in 0..255: display"
     if high <= 4095 + CT_STORED_OFFSET:
         return (
-            hu_from_float(values.astype(np.float32) - CT_STORED_OFFSET),
+            hu_from_float(values, offset=CT_STORED_OFFSET),
             Intensity.HU,
             f"non-negative values up to {high:.0f}: CT stored values, HU = value - 1024",
         )
     full_scale = 65535.0 if high <= 65535 else high
     return (
-        np.round(values.astype(np.float64) * (255.0 / full_scale)).astype(np.uint8),
+        display_from_values(values, 255.0 / full_scale),
         Intensity.DISPLAY,
         f"non-negative values up to {high:.0f}: 16-bit display image, value * 255 / 65535",
     )

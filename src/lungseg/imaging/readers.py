@@ -9,27 +9,106 @@ naming the file and the problem.
 from __future__ import annotations
 
 import gzip
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pydicom
-from PIL import Image, ImageOps, UnidentifiedImageError
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import io_orientation
+from PIL import Image, ImageOps
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from lungseg.errors import ImageReadError
-from lungseg.imaging.intensity import classify_values, hu_from_float
+from lungseg.errors import ImageReadError, TooLargeError
+from lungseg.imaging.intensity import classify_values, display_from_values, hu_from_float
 from lungseg.imaging.orientation import LPS_TO_RAS, to_display_order
 from lungseg.imaging.types import CTImage, Geometry, Intensity
 
-MAX_PIXELS = 2**26
-"""Largest 2D image accepted (67 Mpx): larger ones are refused as decompression bombs."""
-MAX_VOXELS = 2**30
-"""Largest volume accepted (1 G voxels)."""
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much one input may hold. Every limit is checked against what the file's
+    header or container declares, before pixels of that size are allocated or
+    decompressed; an input over a limit raises ``TooLargeError`` naming it.
+
+    The defaults take any real chest CT (a 512 x 512 scan of up to 1024 slices:
+    about 2.1 GB peak memory through the whole pipeline, ``benchmarks/hostile.py``).
+
+    Attributes:
+        max_pixels: pixels of one slice or picture (rows x columns x samples).
+        max_slices: slices of a volume, frames of a DICOM or pages of a TIFF.
+        max_voxels: voxels of a whole volume.
+        max_inflated_mb: a compressed container (deflated DICOM) once inflated.
+        max_files: files looked at in a DICOM folder.
+    """
+
+    max_pixels: int = 2**26
+    max_slices: int = 1024
+    max_voxels: int = 512 * 512 * 1024
+    max_inflated_mb: float = 1024.0
+    max_files: int = 8192
+
+    def check_slice(self, rows: int, cols: int, samples: int = 1) -> None:
+        if rows * cols * samples > self.max_pixels:
+            raise _TooLarge(
+                f"a slice of {rows} x {cols}"
+                + (f" x {samples} samples" if samples > 1 else "")
+                + f" pixels is more than the limit of {self.max_pixels} pixels per slice",
+                "max_pixels",
+            )
+
+    def check_volume(self, slices: int, rows: int, cols: int) -> None:
+        self.check_slice(rows, cols)
+        if slices > self.max_slices:
+            raise _TooLarge(
+                f"{slices} slices are more than the limit of {self.max_slices}", "max_slices"
+            )
+        if slices * rows * cols > self.max_voxels:
+            raise _TooLarge(
+                f"{slices} x {rows} x {cols} voxels are more than the limit of "
+                f"{self.max_voxels} voxels",
+                "max_voxels",
+            )
+
+
+DEFAULT_LIMITS = ReadLimits()
+
+
+class _TooLarge(ValueError):
+    """Raised inside the readers; ``read_image`` turns it into ``TooLargeError``."""
+
+    def __init__(self, problem: str, limit: str) -> None:
+        super().__init__(problem)
+        self.limit = limit
+
+
+DECODER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    InvalidDicomError,
+    ImageFileError,
+    NotImplementedError,
+    RuntimeError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+)
+"""What pydicom, nibabel and Pillow raise on corrupt or odd bytes. Caught only around
+their calls (``_decoding``); an error of lungseg's own code is a bug and propagates."""
+
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
@@ -44,7 +123,12 @@ class _Raw:
     notes: tuple[str, ...] = ()
 
 
-def read_image(path: str | Path, *, intensity: Intensity | None = None) -> CTImage:
+def read_image(
+    path: str | Path,
+    *,
+    intensity: Intensity | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> CTImage:
     """Read a CT slice or volume.
 
     Args:
@@ -52,6 +136,7 @@ def read_image(path: str | Path, *, intensity: Intensity | None = None) -> CTIma
             series, or a PNG/JPG/TIFF/BMP image.
         intensity: force what the values mean instead of deciding from the file
             (``Intensity.HU`` or ``Intensity.DISPLAY``).
+        limits: the largest input accepted (``ReadLimits``).
 
     Returns:
         ``CTImage`` with an int16 HU or uint8 display array, ``(rows, cols)`` for a
@@ -59,32 +144,33 @@ def read_image(path: str | Path, *, intensity: Intensity | None = None) -> CTIma
 
     Raises:
         ImageReadError: the file is missing, empty, corrupt, truncated, of an
-            unknown type, too large, 4D, or has no usable pixels.
+            unknown type, 4D, or has no usable pixels.
+        TooLargeError: the file declares more than ``limits`` allow.
     """
     path = Path(path)
     with _errors_named(path):
-        raw = _load(path)
+        raw = _load(path, limits=limits)
         notes = list(raw.notes)
         values = raw.values
         if intensity is Intensity.HU:
-            array = hu_from_float(values.astype(np.float32))
-            kind = Intensity.HU
+            array, kind = hu_from_float(values), Intensity.HU
             notes.append("HU forced by caller")
         elif intensity is Intensity.DISPLAY:
-            array = np.clip(np.round(values), 0, 255).astype(np.uint8)
-            kind = Intensity.DISPLAY
+            array, kind = display_from_values(values), Intensity.DISPLAY
             notes.append("display forced by caller")
         elif raw.intensity is Intensity.HU:
-            array, kind = hu_from_float(values.astype(np.float32)), Intensity.HU
+            array, kind = hu_from_float(values), Intensity.HU
         elif raw.intensity is Intensity.DISPLAY:
-            array, kind = np.clip(values, 0, 255).astype(np.uint8), Intensity.DISPLAY
+            array, kind = display_from_values(values), Intensity.DISPLAY
         else:
             array, kind, note = classify_values(values)
             notes.append(note)
         return CTImage(array, raw.geometry, kind, path, tuple(notes))
 
 
-def read_mask(path: str | Path, *, like: CTImage | None = None) -> CTImage:
+def read_mask(
+    path: str | Path, *, like: CTImage | None = None, limits: ReadLimits = DEFAULT_LIMITS
+) -> CTImage:
     """Read a label mask (integer values 0..255) in the same orientation rules as images.
 
     Args:
@@ -97,7 +183,7 @@ def read_mask(path: str | Path, *, like: CTImage | None = None) -> CTImage:
     """
     path = Path(path)
     with _errors_named(path):
-        raw = _load(path, for_mask=True)
+        raw = _load(path, for_mask=True, limits=limits)
         values = raw.values
         if values.ndim == 3 and values.shape[-1] in (3, 4) and raw.geometry.spacing is None:
             raise ValueError("colour mask: give a single-channel label image")
@@ -122,32 +208,48 @@ def read_mask(path: str | Path, *, like: CTImage | None = None) -> CTImage:
 
 @contextmanager
 def _errors_named(path: Path) -> Iterator[None]:
-    """Turn whatever a decoder raises into one ``ImageReadError`` naming the file."""
+    """Name the file in the reading errors (``ValueError``, ``OSError`` and the decoders'
+    errors caught by ``_decoding``); anything else is a bug and propagates."""
     try:
         yield
     except ImageReadError:
         raise
+    except _TooLarge as error:
+        raise TooLargeError(path, str(error), error.limit) from None
     except MemoryError:
         raise ImageReadError(path, "too large to read into memory") from None
-    except Exception as error:  # decoders raise many types; the user needs one
+    except (ValueError, OSError, EOFError) as error:
         message = str(error) or type(error).__name__
         raise ImageReadError(path, message) from error
 
 
-def _load(path: Path, *, for_mask: bool = False) -> _Raw:
+@contextmanager
+def _decoding(what: str) -> Iterator[None]:
+    """Around one call into pydicom, nibabel or Pillow: their errors on bad bytes become
+    a ``ValueError`` saying ``what`` could not be decoded."""
+    try:
+        yield
+    except _TooLarge:
+        raise
+    except DECODER_ERRORS as error:
+        message = str(error) or type(error).__name__
+        raise ValueError(f"{what}: {message}") from error
+
+
+def _load(path: Path, *, limits: ReadLimits, for_mask: bool = False) -> _Raw:
     if not path.exists():
         raise ValueError("no such file or folder")
     if path.is_dir():
-        return _load_dicom_series(path)
+        return _load_dicom_series(path, limits)
     if path.stat().st_size == 0:
         raise ValueError("file is empty")
     kind = _sniff(path)
     if kind == "nifti":
-        return _load_nifti(path, for_mask=for_mask)
+        return _load_nifti(path, limits, for_mask=for_mask)
     if kind == "dicom":
-        return _load_dicom_file(path)
+        return _load_dicom_file(path, limits)
     if kind == "raster":
-        return _load_raster(path, for_mask=for_mask)
+        return _load_raster(path, limits, for_mask=for_mask)
     raise ValueError("unknown file type: expected NIfTI, DICOM, PNG, JPEG, TIFF or BMP")
 
 
@@ -158,7 +260,7 @@ def _sniff(path: Path) -> str:
     name = path.name.lower()
     if head.startswith(b"\x1f\x8b"):
         if name.endswith((".nii.gz", ".gz")):
-            with gzip.open(path, "rb") as handle:
+            with _decoding("corrupt gzip file"), gzip.open(path, "rb") as handle:
                 inner = handle.read(352)
             if _is_nifti_header(inner):
                 return "nifti"
@@ -188,23 +290,35 @@ def _is_nifti_header(head: bytes) -> bool:
 # --- NIfTI -----------------------------------------------------------------------
 
 
-def _load_nifti(path: Path, *, for_mask: bool) -> _Raw:
-    img = nib.load(str(path))
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise ValueError("not a NIfTI image")
-    shape = img.shape
+def _load_nifti(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
+    with _decoding("not a readable NIfTI header"):
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise ValueError("not a NIfTI image")
+        shape = tuple(int(n) for n in img.shape)
+        affine = img.affine
+        dtype = img.header.get_data_dtype()
+        proxy: Any = img.dataobj  # nibabel's ArrayProxy
+        offset = int(proxy.offset)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) not in (2, 3):
         raise ValueError(f"{len(img.shape)}D volume of shape {img.shape}: give one 3D volume")
-    if int(np.prod(shape)) > MAX_VOXELS:
-        raise ValueError(f"volume of {np.prod(shape)} voxels is larger than {MAX_VOXELS}")
-    data = np.asanyarray(img.dataobj) if for_mask else img.get_fdata(dtype=np.float32)
-    data = data.reshape(shape)
+    if min(shape) < 1:
+        raise ValueError(f"the header declares an empty volume of shape {shape}")
+    _check_nifti_size(shape, affine, limits)
+    declared = int(np.prod(shape)) * dtype.itemsize
+    if not path.name.lower().endswith(".gz") and path.stat().st_size < offset + declared:
+        raise ValueError(
+            f"truncated: the header declares {offset + declared} bytes, the file holds "
+            f"{path.stat().st_size}"
+        )
+    with _decoding("cannot read the NIfTI voxels (corrupt or truncated)"):
+        data = _nifti_values(img, for_mask=for_mask).reshape(shape)
     flat = len(shape) == 2
     if flat:
         data = data[:, :, np.newaxis]
-    array, geometry = to_display_order(data, img.affine)
+    array, geometry = to_display_order(data, affine)
     notes = ["NIfTI reoriented to LPS (radiological view)"]
     if _no_voxel_size(img.header):
         geometry = Geometry(None, geometry.affine, geometry.orientation)
@@ -219,6 +333,31 @@ def _load_nifti(path: Path, *, for_mask: bool) -> _Raw:
     return _Raw(array, geometry, None, tuple(notes))
 
 
+def _check_nifti_size(shape: tuple[int, ...], affine: np.ndarray, limits: ReadLimits) -> None:
+    """The declared shape against ``limits``, slices counted along the axis that becomes
+    the slice axis of the radiological view."""
+    if len(shape) == 2:
+        limits.check_slice(*shape)
+        return
+    axes = io_orientation(affine)[:, 0]
+    head_foot = [axis for axis in range(3) if axes[axis] == 2]
+    slice_axis = head_foot[0] if head_foot else 2
+    rows, cols = (shape[axis] for axis in range(3) if axis != slice_axis)
+    limits.check_volume(shape[slice_axis], rows, cols)
+
+
+def _nifti_values(img: nib.Nifti1Image, *, for_mask: bool) -> np.ndarray:
+    """The voxels as stored where that is exact (integers without scaling: no float
+    copy of a whole scan), else float32 with the header's scaling applied."""
+    if for_mask:
+        return np.asanyarray(img.dataobj)
+    proxy: Any = img.dataobj  # nibabel's ArrayProxy
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    if img.header.get_data_dtype().kind in "iu" and slope == 1.0 and inter == 0.0:
+        return np.asarray(proxy.get_unscaled())
+    return img.get_fdata(dtype=np.float32)
+
+
 def _no_voxel_size(header: nib.Nifti1Header) -> bool:
     """No coordinate space stated (qform and sform codes 0) and voxel sizes of 0 or 1:
     nibabel's default, not a measurement."""
@@ -230,26 +369,82 @@ def _no_voxel_size(header: nib.Nifti1Header) -> bool:
 # --- DICOM -----------------------------------------------------------------------
 
 
+def _read_dicom(path: Path, limits: ReadLimits, *, pixels: bool = True) -> pydicom.Dataset:
+    """One DICOM file (its pixel data left undecoded); a deflated file is first inflated
+    in a stream, only to check its size against the limit."""
+    _check_inflated_size(path, limits)
+    with _decoding("not a readable DICOM file"):
+        try:
+            return pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+        except InvalidDicomError:
+            return pydicom.dcmread(str(path), force=True, stop_before_pixels=not pixels)
+
+
+def _check_inflated_size(path: Path, limits: ReadLimits) -> None:
+    """A deflated DICOM (transfer syntax 1.2.840.10008.1.2.1.99) inflates whole in
+    pydicom: count its inflated bytes in a stream first, stopping at the limit."""
+    with path.open("rb") as handle:
+        head = handle.read(144)
+        if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+            return  # no standard file meta group: not deflated
+        (group_length,) = struct.unpack("<I", head[140:144])
+        meta = handle.read(min(group_length, 1 << 16))
+        if DeflatedExplicitVRLittleEndian.encode("ascii") not in meta:
+            return
+        handle.seek(144 + group_length)
+        limit = int(limits.max_inflated_mb * 1024 * 1024)
+        inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := handle.read(1 << 16):
+            while chunk:
+                with _decoding("corrupt deflated DICOM"):
+                    inflated += len(inflater.decompress(chunk, 1 << 20))
+                chunk = inflater.unconsumed_tail
+                if inflated > limit:
+                    raise _TooLarge(
+                        f"the deflated DICOM inflates to more than the limit of "
+                        f"{limits.max_inflated_mb:g} MB",
+                        "max_inflated_mb",
+                    )
+
+
+def _check_dicom_pixels(ds: pydicom.Dataset, limits: ReadLimits) -> tuple[int, int]:
+    """The declared rows, columns, frames and samples against ``limits``, before decoding."""
+    with _decoding("unreadable DICOM image header"):
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if rows < 1 or cols < 1 or frames < 1 or samples < 1:
+        raise ValueError(f"DICOM declares {rows} x {cols} pixels x {frames} frames: no image")
+    limits.check_slice(rows, cols, samples)
+    if frames > 1:
+        limits.check_volume(frames, rows, cols)
+    return rows, cols
+
+
+def _dicom_kind(ds: pydicom.Dataset) -> Intensity | None:
+    """What the pixel values mean, from the header alone."""
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
+        return Intensity.DISPLAY
+    if str(ds.get("Modality", "")).upper() == "CT" and "RescaleIntercept" in ds:
+        return Intensity.HU
+    return None
+
+
 def _dicom_values(ds: pydicom.Dataset) -> tuple[np.ndarray, Intensity | None]:
     """Pixel values with RescaleSlope/Intercept applied, and what they are."""
-    try:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    with _decoding(f"cannot decode DICOM pixel data ({getattr(syntax, 'name', syntax)})"):
         pixels = ds.pixel_array
-    except Exception as error:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        raise ValueError(f"cannot decode DICOM pixel data ({name}): {error}") from error
-    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    kind = _dicom_kind(ds)
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
         grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.round(grey), Intensity.DISPLAY
-    values = pixels.astype(np.float32)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    values = values * slope + intercept
-    if str(ds.get("Modality", "")).upper() == "CT" and "RescaleIntercept" in ds:
-        return values, Intensity.HU
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        return np.round(grey), kind
+    values = pixels.astype(np.float32) * slope + intercept
+    if kind is None and str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         values = values.max() - values
-    return values, None
+    return values, kind
 
 
 def _dicom_affine(ds: pydicom.Dataset, slice_step: float, first_position: np.ndarray) -> np.ndarray:
@@ -270,14 +465,17 @@ def _has_geometry(ds: pydicom.Dataset) -> bool:
     return all(k in ds for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"))
 
 
-def _load_dicom_file(path: Path) -> _Raw:
-    try:
-        ds = pydicom.dcmread(str(path))
-    except InvalidDicomError:
-        ds = pydicom.dcmread(str(path), force=True)
+def _load_dicom_file(path: Path, limits: ReadLimits) -> _Raw:
+    ds = _read_dicom(path, limits)
     if "PixelData" not in ds:
         raise ValueError("DICOM file holds no image (no PixelData)")
+    _check_dicom_pixels(ds, limits)
     values, kind = _dicom_values(ds)
+    with _decoding("unreadable DICOM geometry"):
+        return _dicom_file_raw(ds, values, kind)
+
+
+def _dicom_file_raw(ds: pydicom.Dataset, values: np.ndarray, kind: Intensity | None) -> _Raw:
     if values.ndim == 3:  # multi-frame: frames in stored order, geometry per frame not read
         spacing = None
         if "PixelSpacing" in ds:
@@ -314,40 +512,61 @@ def _load_dicom_file(path: Path) -> _Raw:
     return _Raw(array[0], geometry, kind, ("DICOM slice in radiological view",))
 
 
-def _load_dicom_series(folder: Path) -> _Raw:
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    datasets: list[pydicom.Dataset] = []
-    for file in files:
+def _series_headers(folder: Path, limits: ReadLimits) -> list[tuple[Path, pydicom.Dataset]]:
+    """Headers (no pixel data) of the folder's DICOM images with patient geometry."""
+    files = []
+    for file in folder.rglob("*"):
+        if file.is_file():
+            files.append(file)
+            if len(files) > limits.max_files:
+                raise _TooLarge(
+                    f"the folder holds more than the limit of {limits.max_files} files",
+                    "max_files",
+                )
+    headers = []
+    for file in sorted(files):
         try:
-            ds = pydicom.dcmread(str(file))
-        except Exception:  # not DICOM (a README, DICOMDIR, thumbnails): skip
+            ds = _read_dicom(file, limits, pixels=False)
+        except _TooLarge:
+            raise
+        except ValueError:  # not DICOM (a README, DICOMDIR, thumbnails): skip
             continue
-        if "PixelData" in ds and _has_geometry(ds):
-            datasets.append(ds)
-    if not datasets:
+        with _decoding(f"{file.name}: unreadable DICOM header"):
+            if "Rows" in ds and _has_geometry(ds):
+                headers.append((file, ds))
+    return headers
+
+
+def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
+    headers = _series_headers(folder, limits)
+    if not headers:
         raise ValueError("folder holds no DICOM images with patient geometry")
-    series: dict[str, list[pydicom.Dataset]] = {}
-    for member in datasets:
-        series.setdefault(str(member.get("SeriesInstanceUID", "")), []).append(member)
+    series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for member in headers:
+        series.setdefault(str(member[1].get("SeriesInstanceUID", "")), []).append(member)
     notes = []
     uid, chosen = max(series.items(), key=lambda item: len(item[1]))
     if len(series) > 1:
         notes.append(
             f"{len(series)} series in the folder: read the largest ({len(chosen)} slices, {uid})"
         )
-    orientation = np.array(chosen[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    chosen.sort(
-        key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)))
-    )
-    positions = np.array(
-        [np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)) for ds in chosen]
-    )
-    shapes = {(int(ds.Rows), int(ds.Columns)) for ds in chosen}
+    with _decoding("unreadable DICOM geometry"):
+        first = chosen[0][1]
+        orientation = np.array(first.ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        positions = {
+            id(ds): float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)))
+            for _, ds in chosen
+        }
+        shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in chosen}
+    chosen.sort(key=lambda member: positions[id(member[1])])
     if len(shapes) > 1:
         raise ValueError(f"slices of different sizes in one series: {sorted(shapes)}")
+    rows, cols = shapes.pop()
+    limits.check_volume(len(chosen), rows, cols)  # before any pixel is decoded
+    ordered = np.array([positions[id(ds)] for _, ds in chosen])
     if len(chosen) > 1:
-        steps = np.diff(positions)
+        steps = np.diff(ordered)
         if np.any(steps <= 1e-3):
             raise ValueError("two slices share one position: duplicate files in the series?")
         step = float(np.median(steps))
@@ -356,19 +575,22 @@ def _load_dicom_series(folder: Path) -> _Raw:
                 f"uneven slice spacing {steps.min():.2f}..{steps.max():.2f} mm: median used"
             )
     else:
-        step = float(chosen[0].get("SliceThickness", 1.0) or 1.0)
-    stack = []
-    kinds = set()
-    for member in chosen:
-        values, kind = _dicom_values(member)
-        stack.append(values)
-        kinds.add(kind)
-    volume = np.stack(stack, axis=0)  # (slice, row, col) in position order
-    if volume.size > MAX_VOXELS:
-        raise ValueError(f"series of {volume.size} voxels is larger than {MAX_VOXELS}")
-    affine = _dicom_affine(chosen[0], step, np.array(chosen[0].ImagePositionPatient, dtype=float))
-    array, geometry = to_display_order(np.transpose(volume, (2, 1, 0)), affine)
+        step = float(first.get("SliceThickness", 1.0) or 1.0)
+    kinds = {_dicom_kind(ds) for _, ds in chosen}
     kind = kinds.pop() if len(kinds) == 1 else None
+    # HU slices go straight to int16: the scan never exists as float32 as a whole
+    volume = np.empty((len(chosen), rows, cols), np.int16 if kind is Intensity.HU else np.float32)
+    for index, (file, _) in enumerate(chosen):
+        ds = _read_dicom(file, limits)
+        values, _ = _dicom_values(ds)
+        if values.shape != (rows, cols):
+            raise ValueError(
+                f"{file.name}: pixel data of shape {values.shape}, not {rows} x {cols}"
+            )
+        volume[index] = hu_from_float(values) if kind is Intensity.HU else values
+    with _decoding("unreadable DICOM geometry"):
+        affine = _dicom_affine(first, step, np.array(first.ImagePositionPatient, dtype=float))
+    array, geometry = to_display_order(np.transpose(volume, (2, 1, 0)), affine)
     notes.append(f"DICOM series of {len(chosen)} slices in radiological view")
     return _Raw(array, geometry, kind, tuple(notes))
 
@@ -376,27 +598,25 @@ def _load_dicom_series(folder: Path) -> _Raw:
 # --- PNG / JPEG / TIFF / BMP ----------------------------------------------------
 
 
-def _load_raster(path: Path, *, for_mask: bool) -> _Raw:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                frames = getattr(img, "n_frames", 1)
-                if width * height * frames > MAX_PIXELS:
-                    raise ValueError(
-                        f"image of {width}x{height} pixels x {frames} frames is larger than "
-                        f"{MAX_PIXELS} pixels (decompression bomb?)"
-                    )
-                notes: list[str] = []
-                planes = []
-                for index in range(frames):
-                    img.seek(index)
-                    planes.append(_raster_plane(img, for_mask=for_mask, notes=notes))
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ValueError(f"not a readable image: {error}") from error
-    except OSError as error:
-        raise ValueError(f"corrupt or truncated image: {error}") from error
+def _load_raster(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
+    frames_read: list[Image.Image] = []
+    with (
+        _decoding("not a readable image (corrupt, truncated or mislabelled)"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limits rule
+        with Image.open(path) as img:
+            width, height = img.size
+            frames = int(getattr(img, "n_frames", 1))
+            limits.check_slice(height, width, len(img.getbands()))
+            if frames > 1:
+                limits.check_volume(frames, height, width)
+            for index in range(frames):
+                img.seek(index)
+                img.load()
+                frames_read.append(img.copy())
+    notes: list[str] = []
+    planes = [_raster_plane(frame, for_mask=for_mask, notes=notes) for frame in frames_read]
     values = planes[0] if len(planes) == 1 else np.stack(planes)
     kind = Intensity.DISPLAY if values.dtype == np.uint8 and not for_mask else None
     if values.ndim == 3 and len(planes) > 1:

@@ -21,23 +21,33 @@ from lungseg.dataset.labels import (
     PLEURAL_EFFUSION,
 )
 from lungseg.imaging import Intensity
-from lungseg.inference.model import SegmentationModel
+from lungseg.inference.model import Progress, SegmentationModel
 
 SEVERITY_BOUNDS = (0.05, 0.25, 0.50, 0.75)
 
 
 def infection_labels(
-    model: SegmentationModel, planes: list[np.ndarray], intensity: Intensity
+    model: SegmentationModel,
+    planes: list[np.ndarray],
+    intensity: Intensity,
+    *,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Class indices (0 none, 1 ground glass, 2 consolidation, 3 effusion) per plane, batched."""
-    return np.stack(model.class_maps(planes, [intensity] * len(planes)))
+    out = np.empty((len(planes), *planes[0].shape), np.uint8)
+    maps = model.class_maps(planes, [intensity] * len(planes), progress=progress)
+    for index, labels in enumerate(maps):
+        out[index] = labels
+    return out
 
 
 def restrict_to_lung(infection: np.ndarray, lung: np.ndarray) -> np.ndarray:
     """Ground glass and consolidation only inside the lung; effusion wherever predicted."""
     out = infection.copy()
-    lesion = np.isin(out, (GROUND_GLASS, CONSOLIDATION))
-    out[lesion & (lung == 0)] = 0
+    for plane, lung_plane in zip(
+        out.reshape(-1, *out.shape[-2:]), lung.reshape(-1, *lung.shape[-2:]), strict=True
+    ):
+        plane[np.isin(plane, (GROUND_GLASS, CONSOLIDATION)) & (lung_plane == 0)] = 0
     return out
 
 
@@ -51,20 +61,24 @@ def severity_score(share: float) -> int:
 def involvement(lung: np.ndarray, infection: np.ndarray) -> dict[str, object]:
     """Share of the right, left and both lungs covered by ground glass or consolidation,
     each lung's severity score (0-5), the total (0-10), and effusion in pixels."""
-    lesion = np.isin(infection, (GROUND_GLASS, CONSOLIDATION))
-    shares = {}
-    for name, mask in (
-        ("right", lung == LUNG_RIGHT),
-        ("left", lung == LUNG_LEFT),
-        ("total", lung != 0),
+    # one joint count of (lung label, infection class), a plane at a time: no full-size masks
+    joint = np.zeros((3, 4), np.int64)
+    for lung_plane, infection_plane in zip(
+        lung.reshape(-1, *lung.shape[-2:]), infection.reshape(-1, *lung.shape[-2:]), strict=True
     ):
-        area = int(mask.sum())
-        shares[name] = float((lesion & mask).sum() / area) if area else 0.0
+        index = lung_plane.astype(np.intp) * 4 + np.minimum(infection_plane, 3)
+        joint += np.bincount(index.ravel(), minlength=12).reshape(3, 4)
+    lesion_columns = [GROUND_GLASS, CONSOLIDATION]
+    shares = {}
+    for name, rows in (("right", [LUNG_RIGHT]), ("left", [LUNG_LEFT]), ("total", [1, 2])):
+        area = int(joint[rows].sum())
+        shares[name] = float(joint[rows][:, lesion_columns].sum() / area) if area else 0.0
+    totals = joint.sum(axis=0)
     scores = {side: severity_score(shares[side]) for side in ("right", "left")}
     return {
         "share": {k: round(v, 4) for k, v in shares.items()},
         "severity": {**scores, "total": scores["right"] + scores["left"]},
-        "ground_glass_px": int((infection == GROUND_GLASS).sum()),
-        "consolidation_px": int((infection == CONSOLIDATION).sum()),
-        "effusion_px": int((infection == PLEURAL_EFFUSION).sum()),
+        "ground_glass_px": int(totals[GROUND_GLASS]),
+        "consolidation_px": int(totals[CONSOLIDATION]),
+        "effusion_px": int(totals[PLEURAL_EFFUSION]),
     }

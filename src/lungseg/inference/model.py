@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ SIDED_LUNG_CLASSES = ("background", "right_lung", "left_lung")
 LUNG_CLASSES = ("background", "lung")
 """Output classes of a lung model with one lung class (sides then come from position)."""
 DECISIONS = ("argmax",)
+CHUNK = 32
+"""Slices prepared and run through the model together (bounds memory on long scans)."""
+
+Progress = Callable[[int, int], None]
+"""Called with (slices done, slices in all) as work goes on."""
 
 
 class SegmentationModel:
@@ -107,15 +113,30 @@ class SegmentationModel:
         return np.concatenate(out)
 
     def class_maps(
-        self, images: list[np.ndarray], intensities: list[Intensity]
+        self,
+        images: list[np.ndarray],
+        intensities: list[Intensity],
+        *,
+        progress: Progress | None = None,
     ) -> list[np.ndarray]:
-        """The decision (argmax of the probabilities) of each slice, at the slice's own size."""
-        squares, placements = self.prepare(images, intensities)
-        probabilities = self.probabilities(squares)
-        return [
-            from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
-            for p, placement in zip(probabilities, placements, strict=True)
-        ]
+        """The decision (argmax of the probabilities) of each slice, at the slice's own size.
+
+        Slices go through in chunks of ``CHUNK``, so memory holds one chunk's inputs and
+        probabilities, never a whole scan's. ``progress(done, total)`` is called after
+        each chunk (it may raise to stop the work).
+        """
+        maps: list[np.ndarray] = []
+        for start in range(0, len(images), CHUNK):
+            chunk = slice(start, start + CHUNK)
+            squares, placements = self.prepare(images[chunk], intensities[chunk])
+            probabilities = self.probabilities(squares)
+            maps.extend(
+                from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
+                for p, placement in zip(probabilities, placements, strict=True)
+            )
+            if progress is not None:
+                progress(len(maps), len(images))
+        return maps
 
     @property
     def classes(self) -> list[str]:
@@ -132,7 +153,11 @@ class SegmentationModel:
 
 
 def raw_lung_labels(
-    model: SegmentationModel, images: list[np.ndarray], intensities: list[Intensity]
+    model: SegmentationModel,
+    images: list[np.ndarray],
+    intensities: list[Intensity],
+    *,
+    progress: Progress | None = None,
 ) -> list[np.ndarray]:
     """The model's lung labels of 2D slices before post-processing, each at its own size:
     ``LUNG_RIGHT``/``LUNG_LEFT`` from a sided model, ``LUNG_SIDE_UNKNOWN`` from a
@@ -143,7 +168,7 @@ def raw_lung_labels(
         table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
-    maps = model.class_maps(images, intensities)
+    maps = model.class_maps(images, intensities, progress=progress)
     return [
         table[labels] if image.size and image.min() != image.max() else np.zeros_like(labels)
         for labels, image in zip(maps, images, strict=True)
@@ -192,22 +217,24 @@ def body_for(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.
 
 
 def segment_image(
-    model: SegmentationModel, image: CTImage, *, postprocess: bool = True
+    model: SegmentationModel,
+    image: CTImage,
+    *,
+    postprocess: bool = True,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Lung labels (0, 1 right, 2 left) of a slice or a volume (slice by slice, then cleaned
     in 3D: only what connects to the lungs stays), the shape of ``image.array``."""
     planes = list(image.slices())
-    stack = np.stack(raw_lung_labels(model, planes, [image.intensity] * len(planes)))
+    intensities = [image.intensity] * len(planes)
+    stack = np.empty((len(planes), *planes[0].shape), np.uint8)
+    for index, labels in enumerate(raw_lung_labels(model, planes, intensities, progress=progress)):
+        stack[index] = labels
     if postprocess:
-        regions = [
-            body_for(labels, plane, image.intensity)
-            for labels, plane in zip(stack, planes, strict=True)
-        ]
-        body = np.stack(
-            [
-                r if r is not None else np.ones(p.shape, bool)
-                for r, p in zip(regions, planes, strict=True)
-            ]
-        )
+        body = np.ones(stack.shape, bool)
+        for index, (labels, plane) in enumerate(zip(stack, planes, strict=True)):
+            region = body_for(labels, plane, image.intensity)
+            if region is not None:
+                body[index] = region
         stack = clean_lung_labels(stack, body)
     return stack if image.is_volume else stack[0]

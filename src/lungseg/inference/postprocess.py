@@ -71,25 +71,32 @@ def split_left_right(lung: np.ndarray) -> np.ndarray:
     Returns:
         uint8 labels of ``lung``'s shape.
     """
-    mask = lung != 0
+    box = bounding_box(lung != 0)  # the rule depends on the lung alone: work in its box
+    out = np.zeros(lung.shape, dtype=np.uint8)
+    if box is not None:
+        out[box] = _split_left_right(lung[box] != 0)
+    return out
+
+
+def _split_left_right(mask: np.ndarray) -> np.ndarray:
     out = np.zeros(mask.shape, dtype=np.uint8)
-    if not mask.any():
-        return out
-    columns = np.nonzero(mask)[-1]
+    on_columns = np.flatnonzero(mask.any(axis=tuple(range(mask.ndim - 1))))
     labels, count = ndi.label(mask)
     sizes = component_sizes(labels, count)[1:]
     order = np.argsort(sizes)[::-1]
     if count >= 2 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
-        column_index = np.broadcast_to(np.arange(mask.shape[-1]), mask.shape)
-        column_sums = np.bincount(
-            labels.ravel(), weights=column_index.ravel(), minlength=count + 1
-        )[1:]
+        column_sums = np.zeros(count + 1)
+        column_index = np.arange(mask.shape[-1], dtype=float)
+        for plane in labels.reshape(-1, *mask.shape[-2:]):  # a plane at a time: little memory
+            weights = np.broadcast_to(column_index, plane.shape).ravel()
+            column_sums += np.bincount(plane.ravel(), weights=weights, minlength=count + 1)
+        column_sums = column_sums[1:]
         centres = column_sums / sizes
         right_centre, left_centre = sorted(centres[order[:2]])
         near_right = np.abs(centres - right_centre) <= np.abs(centres - left_centre)
         side = np.concatenate([[0], np.where(near_right, LUNG_RIGHT, LUNG_LEFT)]).astype(np.uint8)
         return side[labels]
-    cut = _mediastinum_column(mask, int(columns.min()), int(columns.max()))
+    cut = _mediastinum_column(mask, int(on_columns[0]), int(on_columns[-1]))
     column_index = np.arange(mask.shape[-1])
     out[mask & (column_index < cut)] = LUNG_RIGHT
     out[mask & (column_index >= cut)] = LUNG_LEFT
@@ -135,7 +142,31 @@ def clean_lung_labels(labels: np.ndarray, body: np.ndarray | None = None) -> np.
     Args:
         labels: ``(rows, cols)`` or ``(slices, rows, cols)`` raw labels.
         body: the patient's cross-section(s), or ``None``.
+
+    Works inside the bounding box of the raw lung only (every step depends on the
+    lung's own geometry, none on the image frame), which on a scan is a fraction
+    of the voxels and of the memory.
     """
+    box = bounding_box(labels != 0)
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    if box is not None:
+        out[box] = _clean_labels(labels[box], None if body is None else body[box])
+    return out
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every true pixel of ``mask`` (``None`` if there is none)."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def _clean_labels(labels: np.ndarray, body: np.ndarray | None) -> np.ndarray:
     share = VOLUME_COMPONENT_SHARE if labels.ndim == 3 else MIN_COMPONENT_SHARE
     mask = clean_lung_mask(labels != 0, body, min_component_share=share)
     if not mask.any():

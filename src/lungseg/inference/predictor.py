@@ -21,8 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from lungseg.imaging import CTImage, read_image
+from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
 from lungseg.inference.infection import infection_labels, involvement, restrict_to_lung
-from lungseg.inference.model import SHIPPED_INFECTION_MODEL, SegmentationModel, segment_image
+from lungseg.inference.model import (
+    SHIPPED_INFECTION_MODEL,
+    Progress,
+    SegmentationModel,
+    segment_image,
+)
 from lungseg.inference.postprocess import lung_measures, side_agreement, split_left_right
 
 SIDE_AGREEMENT = 0.5
@@ -94,16 +100,40 @@ class Predictor:
             if infection_model is not None or path.is_file():
                 self.infection_model = SegmentationModel(path, threads=threads)
 
-    def predict(self, path: str | Path) -> Prediction:
-        """Read a file or DICOM folder and segment it (raises ``ImageReadError`` on bad input)."""
-        started = time.perf_counter()
-        image = read_image(path)
-        return self.segment(image, started=started)
+    def predict(
+        self,
+        path: str | Path,
+        *,
+        limits: ReadLimits = DEFAULT_LIMITS,
+        progress: Progress | None = None,
+    ) -> Prediction:
+        """Read a file or DICOM folder and segment it.
 
-    def segment(self, image: CTImage, *, started: float | None = None) -> Prediction:
-        """Segment an image already read; slices and volumes alike."""
+        Raises:
+            ImageReadError: the input cannot be read (``TooLargeError``: over ``limits``).
+        """
+        started = time.perf_counter()
+        image = read_image(path, limits=limits)
+        return self.segment(image, started=started, progress=progress)
+
+    def segment(
+        self, image: CTImage, *, started: float | None = None, progress: Progress | None = None
+    ) -> Prediction:
+        """Segment an image already read; slices and volumes alike.
+
+        ``progress(done, total)`` counts model passes over slices (lungs, then infection);
+        it may raise to stop the work.
+        """
         started = time.perf_counter() if started is None else started
-        lung = segment_image(self.model, image)
+        count = image.array.shape[0] if image.is_volume else 1
+        passes = 1 if self.infection_model is None else 2
+
+        def step(offset: int) -> Progress | None:
+            if progress is None:
+                return None
+            return lambda done, _total: progress(offset + done, passes * count)
+
+        lung = segment_image(self.model, image, progress=step(0))
         notes = list(image.notes)
         if image.array.size and image.array.min() == image.array.max():
             notes.append("the image holds one value only (blank): no lung to find")
@@ -121,7 +151,9 @@ class Predictor:
         unit = "px" if spacing is None else ("mL" if image.is_volume else "mm2")
         prediction = Prediction(image, lung, measures, unit, 0.0, notes)
         if self.infection_model is not None:
-            labels = infection_labels(self.infection_model, list(image.slices()), image.intensity)
+            labels = infection_labels(
+                self.infection_model, list(image.slices()), image.intensity, progress=step(count)
+            )
             prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung)
             prediction.involvement = involvement(lung, prediction.infection)
             if image.is_volume:  # and slice by slice, for a viewer's slice slider

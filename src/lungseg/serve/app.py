@@ -14,8 +14,10 @@ import base64
 import io
 import os
 import shutil
+import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,9 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from lungseg import __version__
-from lungseg.errors import ImageReadError, LungsegError
+from lungseg.errors import ImageReadError, LungsegError, TooLargeError
 from lungseg.imaging import to_display
+from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
 from lungseg.inference import Prediction, Predictor
 from lungseg.inference.outputs import overlay_picture, png_bytes, volume_mask_nifti
 from lungseg.serve.jobs import (
@@ -49,6 +52,7 @@ CONTENT_SECURITY_POLICY = (
 SLICE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
 VOLUME_SUFFIXES = {".nii", ".nii.gz", ".zip"}
 VIEWER_SIDE = 256  # volume slices are sent to the page at this size
+UNZIPPED_MAX_GB = 4
 MULTIPART_SLACK_MB = 1.0  # form fields and boundaries around the file in a request body
 
 
@@ -64,6 +68,9 @@ class ServeSettings:
         infection: also segment COVID-19 infection (where the infection model ships).
         max_jobs: segmentations running at once per worker (each in its own thread).
         max_queue: segmentations waiting per worker; beyond it the answer is 503.
+        max_slices: slices of one volume (``imaging.readers.ReadLimits``).
+        max_voxels: voxels of one volume; with the defaults one upload stays within
+            about 2.5 GB of server memory (``benchmarks/hostile.py``).
     """
 
     model: str | None = None
@@ -73,6 +80,8 @@ class ServeSettings:
     infection: bool = True
     max_jobs: int = 2
     max_queue: int = 16
+    max_slices: int = DEFAULT_LIMITS.max_slices
+    max_voxels: int = DEFAULT_LIMITS.max_voxels
 
     ENV: ClassVar[dict[str, str]] = {
         "model": "LUNGSEG_MODEL",
@@ -82,6 +91,8 @@ class ServeSettings:
         "infection": "LUNGSEG_INFECTION",
         "max_jobs": "LUNGSEG_MAX_JOBS",
         "max_queue": "LUNGSEG_MAX_QUEUE",
+        "max_slices": "LUNGSEG_MAX_SLICES",
+        "max_voxels": "LUNGSEG_MAX_VOXELS",
     }
 
     @classmethod
@@ -96,10 +107,16 @@ class ServeSettings:
                     "threads": int,
                     "max_jobs": int,
                     "max_queue": int,
+                    "max_slices": int,
+                    "max_voxels": int,
                     "infection": lambda v: v == "True",
                 }
                 values[name] = converters.get(name, float)(text)
         return cls(**values)
+
+    @property
+    def limits(self) -> ReadLimits:
+        return ReadLimits(max_slices=self.max_slices, max_voxels=self.max_voxels)
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -237,24 +254,28 @@ def create_app(
     async def _read_error(_request: Request, error: LungsegError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=400)
 
-    def decode(data: bytes, name: str, volume: bool) -> Prediction:
-        """Segment uploaded bytes inside a private temporary folder, removed at once."""
+    def decode(data: bytes, name: str, volume: bool, cancelled: threading.Event) -> Prediction:
+        """Segment uploaded bytes inside a private temporary folder, removed at once.
+        Stops (``ClientGone``) between two chunks of slices once ``cancelled`` is set."""
+
+        def progress(_done: int, _total: int) -> None:
+            if cancelled.is_set():
+                raise ClientGone("the client disconnected; its job was stopped")
+
         folder = upload_folder()
         try:
             target = folder / ("upload" + (_suffix(name) or ".bin"))
             if volume and target.suffix == ".zip":
                 target = folder / "series"
-                _unzip_series(data, target)
+                _unzip_series(data, target, settings.limits)
             else:
                 target.write_bytes(data)
             try:
-                prediction = predictor.predict(target)
+                prediction = predictor.predict(target, limits=settings.limits, progress=progress)
+            except TooLargeError as error:
+                raise UploadError(413, f"{name}: {error.problem}") from error
             except ImageReadError as error:  # name the user's file, not the private folder
                 raise UploadError(400, f"{name}: {error.problem}") from error
-            except LungsegError:
-                raise
-            except Exception as error:  # a decoder bug must not become a 500 for a bad upload
-                raise UploadError(400, f"cannot read the upload: {error}") from error
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if prediction.image.is_volume != volume:
@@ -368,19 +389,27 @@ def _shrink(plane: np.ndarray, labels: bool) -> np.ndarray:
     return np.asarray(image.resize(size, method))
 
 
-def _unzip_series(data: bytes, folder: Path) -> None:
-    """Unpack a zip of DICOM files flat into ``folder``, refusing zip bombs and odd paths."""
+def _unzip_series(data: bytes, folder: Path, limits: ReadLimits) -> None:
+    """Unpack a zip of DICOM files flat into ``folder``, refusing zip bombs and odd paths
+    (member names are never used; each member is read up to its declared size only)."""
     folder.mkdir()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as bundle:
             members = [m for m in bundle.infolist() if not m.is_dir()]
-            if sum(m.file_size for m in members) > 4 * 1024**3:
-                raise UploadError(413, "the zip unpacks to more than 4 GB")
+            if len(members) > limits.max_files:
+                raise UploadError(
+                    413,
+                    f"the zip holds {len(members)} files, more than the limit of "
+                    f"{limits.max_files}",
+                )
+            if sum(m.file_size for m in members) > UNZIPPED_MAX_GB * 1024**3:
+                raise UploadError(413, f"the zip unpacks to more than {UNZIPPED_MAX_GB} GB")
             for index, member in enumerate(members):
                 with (
                     bundle.open(member) as source,
                     (folder / f"{index:05d}.dcm").open("wb") as sink,
                 ):
                     shutil.copyfileobj(source, sink)
-    except zipfile.BadZipFile as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+        # corrupt, truncated, an unsupported compression method, or encrypted
         raise UploadError(400, f"not a readable zip: {error}") from error

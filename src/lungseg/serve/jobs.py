@@ -5,11 +5,13 @@ seconds (a scan). Run on the event loop, they would stop the server from answeri
 anyone else, ``/healthz`` included. ``JobGate`` runs each job in a worker thread,
 at most ``running`` at once, lets at most ``queued`` more wait, and refuses the
 rest at once with 503 and ``Retry-After``. A job whose client has gone while it
-waited is never started.
+waited is never started; one whose client goes while it runs is stopped at its
+next check (between two chunks of slices).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -28,6 +30,7 @@ T = TypeVar("T")
 
 UPLOAD_PREFIX = "lungseg-upload-"
 RETRY_AFTER_S = 2
+WATCH_INTERVAL_S = 0.25
 
 
 class Busy(LungsegError):
@@ -54,11 +57,13 @@ class JobGate:
         self._admitted = 0  # running + waiting
 
     async def run(self, request: Request | None, job: Callable[..., T], *args: object) -> T:
-        """Run ``job(*args)`` in a worker thread once one of the ``running`` slots is free.
+        """Run ``job(*args, cancelled)`` in a worker thread once one of the ``running``
+        slots is free. ``cancelled`` (a ``threading.Event``) is set when ``request``'s
+        client disconnects; the job checks it as it goes and stops.
 
         Raises:
             Busy: too many jobs are running and waiting already.
-            ClientGone: ``request``'s client disconnected before its job was queued.
+            ClientGone: ``request``'s client disconnected before or while its job ran.
         """
         with self._lock:
             if self._admitted >= self.running + self.queued:
@@ -67,17 +72,35 @@ class JobGate:
                     f"try again in {RETRY_AFTER_S} s"
                 )
             self._admitted += 1
+        cancelled = threading.Event()
+        watcher = None
         try:
-            if request is not None and await request.is_disconnected():
-                raise ClientGone("the client disconnected before its job started")
-            return await run_in_threadpool(self._in_slot, job, *args)
+            if request is not None:
+                if await request.is_disconnected():
+                    raise ClientGone("the client disconnected before its job started")
+                watcher = asyncio.create_task(_watch(request, cancelled))
+            return await run_in_threadpool(self._in_slot, job, (*args, cancelled))
         finally:
+            if watcher is not None:
+                watcher.cancel()
             with self._lock:
                 self._admitted -= 1
 
-    def _in_slot(self, job: Callable[..., T], *args: object) -> T:
+    def _in_slot(self, job: Callable[..., T], args: tuple[object, ...]) -> T:
         with self._slots:
+            cancelled = args[-1]
+            if isinstance(cancelled, threading.Event) and cancelled.is_set():
+                raise ClientGone("the client disconnected while its job waited")
             return job(*args)
+
+
+async def _watch(request: Request, cancelled: threading.Event) -> None:
+    """Set ``cancelled`` once the client has gone (polled; the job itself runs in a thread)."""
+    while not cancelled.is_set():
+        if await request.is_disconnected():
+            cancelled.set()
+            return
+        await asyncio.sleep(WATCH_INTERVAL_S)
 
 
 def upload_folder() -> Path:
