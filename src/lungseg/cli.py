@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lungseg import __version__
 from lungseg.errors import LungsegError
@@ -119,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX infection model (default: the shipped one, if any)",
     )
     predict.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
+    predict.add_argument(
+        "--max-slices", type=int, default=1024, help="slices of one volume (default 1024)"
+    )
+    predict.add_argument(
+        "--max-voxels",
+        type=int,
+        default=512 * 512 * 1024,
+        help="voxels of one volume (default 512 x 512 x 1024)",
+    )
 
     serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
@@ -142,6 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="segmentations waiting per worker; beyond them the answer is 503 (default 16)",
     )
+    serve.add_argument(
+        "--max-slices", type=int, default=1024, help="slices of one volume (default 1024)"
+    )
+    serve.add_argument(
+        "--max-voxels",
+        type=int,
+        default=512 * 512 * 1024,
+        help="voxels of one volume (default 512 x 512 x 1024)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send a request head (default 10)",
+    )
+    serve.add_argument(
+        "--min-body-rate",
+        type=float,
+        default=1024.0,
+        help="bytes/s below which an upload is cut off (default 1024)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections per worker; more are closed at once (default 256)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="stage 2: score a model on a split, with a report"
@@ -161,9 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _slice_bar(path: Path) -> Callable[[int, int], None]:
+    """A progress bar on stderr for a scan's slices (none for a single slice)."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total <= 2:  # one slice, with or without infection
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc=path.name, unit="slice", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
 def _predict(args: argparse.Namespace) -> int:
     import json
 
+    from lungseg.imaging.readers import ReadLimits
     from lungseg.inference import Predictor
     from lungseg.inference.outputs import predict_files, sweep_partials, unique_stems
 
@@ -178,7 +235,11 @@ def _predict(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
-    for outcome in predict_files(predictor, args.inputs, args.out, stems):
+    limits = ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels)
+    outcomes = predict_files(
+        predictor, args.inputs, args.out, stems, limits=limits, progress=_slice_bar
+    )
+    for outcome in outcomes:
         path, prediction, written = outcome.path, outcome.prediction, outcome.written
         if outcome.error is not None or prediction is None:
             failed += 1
@@ -204,6 +265,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lungseg.serve.app import ServeSettings
+    from lungseg.serve.protocol import GuardedH11Protocol
 
     settings = ServeSettings(
         args.model,
@@ -213,8 +275,15 @@ def _serve(args: argparse.Namespace) -> int:
         not args.no_infection,
         args.max_jobs,
         args.max_queue,
+        args.max_slices,
+        args.max_voxels,
     )
     os.environ.update(settings.to_env())  # the workers build their app from these
+    os.environ.update(
+        LUNGSEG_HEADER_TIMEOUT_S=str(args.header_timeout),
+        LUNGSEG_MIN_BODY_RATE=str(args.min_body_rate),
+        LUNGSEG_MAX_CONNECTIONS=str(args.max_connections),
+    )
     print(
         f"lungseg: serving on http://{args.host}:{args.port}/ ({args.workers} worker(s)); Ctrl+C stops"
     )
@@ -225,6 +294,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="warning",
+        http=GuardedH11Protocol,  # header and body timeouts, a connection limit
+        timeout_keep_alive=5,
     )
     return 0
 

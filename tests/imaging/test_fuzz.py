@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from synthetic import ct_volume, display_slice, write_dicom_slice, write_nifti, write_png
 
 from lungseg.errors import ImageReadError
 from lungseg.imaging import read_image
@@ -62,3 +63,46 @@ def test_odd_sizes_modes_and_truncations(
         assert cut is not None  # only a truncated file may be refused
         return
     assert image.array.shape == (height, width)
+
+
+def _valid_files(folder: Path) -> dict[str, bytes]:
+    """One small valid file of each kind a user uploads, to be damaged byte by byte."""
+    hu, _ = ct_volume(slices=3, size=16, lung_free=0)
+    files = {
+        ".dcm": write_dicom_slice(folder / "a.dcm", hu[1]),
+        ".nii": write_nifti(folder / "a.nii", hu),
+        ".nii.gz": write_nifti(folder / "a.nii.gz", hu),
+        ".png": write_png(folder / "a.png", display_slice(hu[1])),
+    }
+    return {suffix: path.read_bytes() for suffix, path in files.items()}
+
+
+VALID: dict[str, bytes] = {}
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    suffix=st.sampled_from([".dcm", ".nii", ".nii.gz", ".png"]),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, 10**6)),
+)
+def test_damaged_valid_files_are_read_or_refused_never_a_bug(
+    tmp_path: Path, suffix: str, edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    """Header fields, sizes, tags and offsets set to odd values: the readers answer with
+    an image or ``ImageReadError``. Any other exception is a bug (no catch-all hides it)."""
+    if not VALID:
+        VALID.update(_valid_files(tmp_path))
+    data = bytearray(VALID[suffix])
+    for position, value in edits:
+        data[position % len(data)] = value
+    path = tmp_path / f"damaged{suffix}"
+    path.write_bytes(bytes(data if cut is None else data[: cut % len(data)]))
+    try:
+        image = read_image(path)
+    except ImageReadError as error:
+        assert str(path) in str(error)
+        return
+    assert image.array.ndim in (2, 3) and image.array.size > 0

@@ -244,3 +244,35 @@ def test_a_nifti_without_voxel_sizes_is_measured_in_voxels_with_a_note(
     assert result.unit == "px"
     assert result.measures["total"] == float((result.lung != 0).sum())
     assert any("no voxel size" in note for note in result.notes)
+
+
+def test_a_bug_on_one_input_is_one_line_and_the_batch_goes_on(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    hu, _ = ct_slice(64)
+    first, second = write_png(tmp_path / "a.png", display_slice(hu)), tmp_path / "b.png"
+    write_png(second, display_slice(hu))
+    original = Predictor.predict
+
+    def buggy(self: Predictor, path: Path, **options):  # type: ignore[no-untyped-def]
+        if Path(path).name == "a.png":
+            raise KeyError("a bug in the code, not a bad file")
+        return original(self, path, **options)
+
+    monkeypatch.setattr(Predictor, "predict", buggy)
+    out = tmp_path / "out"
+    code = main(["predict", str(first), str(second), "--out", str(out), "--model", str(model)])
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in captured.err.splitlines() if "failed" in line]
+    assert len(errors) == 1 and "unexpected error KeyError" in errors[0] and "a.png" in errors[0]
+    assert (out / "b_mask.png").exists()  # the next input was still segmented
+
+
+def test_predict_refuses_a_scan_over_the_slice_limit(tmp_path: Path, model: Path, capsys) -> None:
+    volume, _ = ct_volume(slices=6, size=32, lung_free=1)
+    path = write_nifti(tmp_path / "scan.nii.gz", volume)
+    args = ["predict", str(path), "--out", str(tmp_path / "out"), "--model", str(model)]
+    assert main([*args, "--max-slices", "5"]) == 1
+    assert "6 slices are more than the limit of 5" in capsys.readouterr().err
+    assert main([*args, "--max-slices", "6"]) == 0

@@ -23,8 +23,9 @@ import numpy as np
 import pydicom
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import io_orientation
+from nibabel.spatialimages import HeaderDataError, HeaderTypeError, ImageDataError
 from PIL import Image, ImageOps
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from lungseg.errors import ImageReadError, TooLargeError
@@ -97,7 +98,11 @@ DECODER_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
     zlib.error,
     InvalidDicomError,
+    BytesLengthException,
     ImageFileError,
+    HeaderDataError,
+    HeaderTypeError,
+    ImageDataError,
     NotImplementedError,
     RuntimeError,
     KeyError,
@@ -105,6 +110,7 @@ DECODER_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
     AttributeError,
     OverflowError,
+    SyntaxError,  # Pillow: "broken PNG file"
 )
 """What pydicom, nibabel and Pillow raise on corrupt or odd bytes. Caught only around
 their calls (``_decoding``); an error of lungseg's own code is a bug and propagates."""
@@ -437,12 +443,14 @@ def _dicom_values(ds: pydicom.Dataset) -> tuple[np.ndarray, Intensity | None]:
         pixels = ds.pixel_array
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    kind = _dicom_kind(ds)
-    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
+        kind = _dicom_kind(ds)
+        colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
+        inverted = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    if colour:
         grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         return np.round(grey), kind
     values = pixels.astype(np.float32) * slope + intercept
-    if kind is None and str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+    if kind is None and inverted:
         values = values.max() - values
     return values, kind
 
@@ -576,7 +584,8 @@ def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
             )
     else:
         step = float(first.get("SliceThickness", 1.0) or 1.0)
-    kinds = {_dicom_kind(ds) for _, ds in chosen}
+    with _decoding("unreadable DICOM header"):
+        kinds = {_dicom_kind(ds) for _, ds in chosen}
     kind = kinds.pop() if len(kinds) == 1 else None
     # HU slices go straight to int16: the scan never exists as float32 as a whole
     volume = np.empty((len(chosen), rows, cols), np.int16 if kind is Intensity.HU else np.float32)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,8 @@ from PIL import Image
 from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order
+from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
+from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
 from lungseg.visualize import overlay
 
@@ -199,14 +201,22 @@ class Outcome:
 
 
 def predict_files(
-    predictor: Predictor, paths: list[Path], out: Path, stems: list[str] | None = None
+    predictor: Predictor,
+    paths: list[Path],
+    out: Path,
+    stems: list[str] | None = None,
+    *,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    progress: Callable[[Path], Progress | None] | None = None,
 ) -> Iterator[Outcome]:
     """Segment each input and write its files (named ``stems``, by default ``unique_stems``),
     in input order.
 
     Writing (PNG and NIfTI compression, which releases the GIL) runs on a second
     thread while the next input is read and segmented. A bad input yields an
-    ``Outcome`` with ``error`` and the others go on.
+    ``Outcome`` with ``error`` and the others go on; so does an input that meets a
+    bug (its error says so, with the exception's type). ``progress(path)`` gives
+    the callback that follows that input's slices.
     """
     if stems is None:
         stems = unique_stems(paths)[0]
@@ -215,9 +225,16 @@ def predict_files(
         for path, stem in zip(paths, stems, strict=True):
             outcome = Outcome(path)
             try:
-                outcome.prediction = predictor.predict(path)
+                outcome.prediction = predictor.predict(
+                    path, limits=limits, progress=progress(path) if progress else None
+                )
             except LungsegError as error:
                 outcome.error = str(error)
+            except Exception as error:  # a bug: report it on this input's line, go on
+                outcome.error = (
+                    f"{path}: unexpected error {type(error).__name__}: {error} "
+                    "(a bug in lungseg: please report it with this line)"
+                )
             if pending is not None:
                 yield _finish(*pending)
                 pending = None
