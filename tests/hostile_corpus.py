@@ -161,14 +161,16 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
 
     zip_bomb = out / "zip_bomb.zip"
     with zipfile.ZipFile(zip_bomb, "w") as bundle:
-        info = zipfile.ZipInfo("a.dcm")
-        bundle.writestr(info, b"x")
+        bundle.writestr(zipfile.ZipInfo("a.dcm"), b"x")
+        bundle.writestr(zipfile.ZipInfo("b.dcm"), b"x")
     data = bytearray(zip_bomb.read_bytes())
-    # declare 5 GB uncompressed in the central directory (the local header says 1 byte)
-    central = data.rfind(b"PK\x01\x02")
-    data[central + 24 : central + 28] = struct.pack("<I", 0xFFFFFFF0)
+    # each central directory entry declares 4 GB unpacked (the local headers say 1 byte)
+    entry = data.find(b"PK\x01\x02")
+    while entry >= 0:
+        data[entry + 24 : entry + 28] = struct.pack("<I", 0xFFFFFFF0)
+        entry = data.find(b"PK\x01\x02", entry + 4)
     zip_bomb.write_bytes(bytes(data))
-    add("zip declaring 4 GB unpacked", "size", None, "refused", upload=zip_bomb)
+    add("zip declaring 8 GB unpacked", "size", None, "refused", upload=zip_bomb)
 
     if large:
         deflated = write_dicom_slice(out / "deflate_bomb.dcm", np.zeros((8, 8), np.int16))

@@ -136,3 +136,55 @@ def test_upload_folders_of_dead_servers_are_swept(tmp_path: Path) -> None:
     assert sweep_uploads(tmp_path) == [dead]
     assert not dead.exists() and alive.exists()
     assert [p.name for p in tmp_path.iterdir()] == [alive.name]
+
+
+def test_the_docs_work_offline(tmp_path: Path) -> None:
+    client = TestClient(
+        create_app(ServeSettings(), Predictor(dark_is_lung_onnx(tmp_path / "m.onnx")))
+    )
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "http" not in page.text  # no CDN: every asset from this server
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert client.get(asset).status_code == 200, asset
+    assert "/api/v1/segment" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_chunked_upload_is_cut_off_once_past_the_limit(tmp_path: Path) -> None:
+    app = create_app(
+        ServeSettings(max_slice_mb=1.0), Predictor(dark_is_lung_onnx(tmp_path / "m.onnx"))
+    )
+    pulled = 0
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+    async def receive() -> dict:  # 64 MB offered, with no Content-Length
+        nonlocal pulled
+        pulled += 1
+        if pulled == 1:
+            return {"type": "http.request", "body": head, "more_body": True}
+        return {"type": "http.request", "body": b"x" * (1 << 20), "more_body": pulled < 65}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/segment",
+        "raw_path": b"/api/v1/segment",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert b"larger than 1 MB" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert pulled < 5  # reading stopped just past the limit (1 MB + 1 MB of slack)

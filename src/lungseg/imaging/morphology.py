@@ -6,9 +6,45 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:
-    """Pixels per label ``0..count`` (``np.bincount``: several times faster than ``ndi.sum``)."""
-    return np.bincount(labels.ravel(), minlength=count + 1)
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``ndi.label`` into uint16 where the components fit (half the memory of int32 on
+    a scan), int32 where there are more than 65535 of them."""
+    labels = np.empty(mask.shape, np.uint16)
+    try:
+        count = int(ndi.label(mask, output=labels))
+    except RuntimeError:  # "insufficient bit-depth": more components than uint16 holds
+        labels, count = ndi.label(mask)
+    return labels, count
+
+
+def component_sizes(labels: np.ndarray, count: int, where: np.ndarray | None = None) -> np.ndarray:
+    """Pixels per label ``0..count`` (of the pixels ``where`` is true, if given).
+
+    ``np.bincount`` (several times faster than ``ndi.sum``), a plane at a time: it
+    converts its input to 8-byte integers, which for a whole scan would take eight
+    times the labels' memory.
+    """
+    sizes = np.zeros(count + 1, np.int64)
+    planes = labels.reshape(-1, *labels.shape[-2:]) if labels.ndim > 2 else [labels]
+    chosen = (
+        where.reshape(-1, *where.shape[-2:]) if where is not None and where.ndim > 2 else [where]
+    )
+    for index, plane in enumerate(planes):
+        selected = plane if where is None else plane[chosen[index]]
+        sizes += np.bincount(selected.ravel(), minlength=count + 1)
+    return sizes
+
+
+def lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``table[labels]``, a plane at a time: numpy turns an index array into 8-byte
+    integers first, which for a whole scan would take eight times its memory."""
+    if labels.ndim <= 2:
+        return table[labels]
+    out = np.empty(labels.shape, table.dtype)
+    flat_out = out.reshape(-1, *labels.shape[-2:])
+    for index, plane in enumerate(labels.reshape(-1, *labels.shape[-2:])):
+        flat_out[index] = table[plane]
+    return out
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -22,7 +58,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
         for index, plane in enumerate(mask):
             out[index] = fill_holes(plane)
         return out
-    background, count = ndi.label(~mask)
+    background, count = label(~mask)
     outside = np.zeros(count + 1, dtype=bool)
     outside[
         np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])

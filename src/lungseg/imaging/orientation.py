@@ -50,10 +50,11 @@ def to_display_order(data_xyz: np.ndarray, affine_ras: np.ndarray) -> tuple[np.n
 
 
 def from_display_order(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """The inverse view for writing NIfTI: ``(i, j, k)`` data and its RAS+ affine."""
+    """The inverse view for writing NIfTI: ``(i, j, k)`` data and its RAS+ affine. The
+    data is a view (Fortran-ordered, as NIfTI stores voxels): no copy of the volume."""
     if geometry.affine is None:
         raise ValueError("this image has no affine; it cannot be written as NIfTI")
-    return np.ascontiguousarray(np.transpose(array_zyx, (2, 1, 0))), geometry.affine
+    return np.transpose(array_zyx, (2, 1, 0)), geometry.affine
 
 
 # The 8 ways a slice photo can arrive: 4 quarter turns, each maybe mirrored.

@@ -35,15 +35,18 @@ def infection_labels(
 ) -> np.ndarray:
     """Class indices (0 none, 1 ground glass, 2 consolidation, 3 effusion) per plane, batched."""
     out = np.empty((len(planes), *planes[0].shape), np.uint8)
-    maps = model.class_maps(planes, [intensity] * len(planes), progress=progress)
+    maps = model.iter_class_maps(planes, [intensity] * len(planes), progress=progress)
     for index, labels in enumerate(maps):
         out[index] = labels
     return out
 
 
-def restrict_to_lung(infection: np.ndarray, lung: np.ndarray) -> np.ndarray:
-    """Ground glass and consolidation only inside the lung; effusion wherever predicted."""
-    out = infection.copy()
+def restrict_to_lung(
+    infection: np.ndarray, lung: np.ndarray, *, in_place: bool = False
+) -> np.ndarray:
+    """Ground glass and consolidation only inside the lung; effusion wherever predicted.
+    ``in_place`` changes ``infection`` itself (no copy of a scan's labels)."""
+    out = infection if in_place else infection.copy()
     for plane, lung_plane in zip(
         out.reshape(-1, *out.shape[-2:]), lung.reshape(-1, *lung.shape[-2:]), strict=True
     ):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,23 +120,28 @@ class SegmentationModel:
         progress: Progress | None = None,
     ) -> list[np.ndarray]:
         """The decision (argmax of the probabilities) of each slice, at the slice's own size.
+        ``progress(done, total)`` is called after each chunk (it may raise to stop)."""
+        return list(self.iter_class_maps(images, intensities, progress=progress))
 
-        Slices go through in chunks of ``CHUNK``, so memory holds one chunk's inputs and
-        probabilities, never a whole scan's. ``progress(done, total)`` is called after
-        each chunk (it may raise to stop the work).
-        """
-        maps: list[np.ndarray] = []
+    def iter_class_maps(
+        self,
+        images: list[np.ndarray],
+        intensities: list[Intensity],
+        *,
+        progress: Progress | None = None,
+    ) -> Iterator[np.ndarray]:
+        """``class_maps`` one slice at a time. Slices go through the model in chunks of
+        ``CHUNK``, so memory holds one chunk's inputs and probabilities, never a scan's."""
+        done = 0
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
             probabilities = self.probabilities(squares)
-            maps.extend(
-                from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
-                for p, placement in zip(probabilities, placements, strict=True)
-            )
+            for p, placement in zip(probabilities, placements, strict=True):
+                yield from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
+            done += len(placements)
             if progress is not None:
-                progress(len(maps), len(images))
-        return maps
+                progress(done, len(images))
 
     @property
     def classes(self) -> list[str]:
@@ -162,17 +167,25 @@ def raw_lung_labels(
     """The model's lung labels of 2D slices before post-processing, each at its own size:
     ``LUNG_RIGHT``/``LUNG_LEFT`` from a sided model, ``LUNG_SIDE_UNKNOWN`` from a
     one-class lung model. A slice of one value (blank) holds no lung."""
+    return list(_iter_raw_lung_labels(model, images, intensities, progress))
+
+
+def _iter_raw_lung_labels(
+    model: SegmentationModel,
+    images: list[np.ndarray],
+    intensities: list[Intensity],
+    progress: Progress | None,
+) -> Iterator[np.ndarray]:
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
     elif tuple(model.classes) == LUNG_CLASSES:
         table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
-    maps = model.class_maps(images, intensities, progress=progress)
-    return [
-        table[labels] if image.size and image.min() != image.max() else np.zeros_like(labels)
-        for labels, image in zip(maps, images, strict=True)
-    ]
+    maps = model.iter_class_maps(images, intensities, progress=progress)
+    for labels, image in zip(maps, images, strict=True):
+        blank = not image.size or image.min() == image.max()
+        yield np.zeros_like(labels) if blank else table[labels]
 
 
 def segment_slices(
@@ -228,13 +241,13 @@ def segment_image(
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
     stack = np.empty((len(planes), *planes[0].shape), np.uint8)
-    for index, labels in enumerate(raw_lung_labels(model, planes, intensities, progress=progress)):
+    for index, labels in enumerate(_iter_raw_lung_labels(model, planes, intensities, progress)):
         stack[index] = labels
     if postprocess:
-        body = np.ones(stack.shape, bool)
-        for index, (labels, plane) in enumerate(zip(stack, planes, strict=True)):
+        # nothing outside the body is lung: applied slice by slice, so no body volume
+        for labels, plane in zip(stack, planes, strict=True):
             region = body_for(labels, plane, image.intensity)
             if region is not None:
-                body[index] = region
-        stack = clean_lung_labels(stack, body)
+                labels[~region] = 0
+        stack = clean_lung_labels(stack, in_place=True)
     return stack if image.is_volume else stack[0]

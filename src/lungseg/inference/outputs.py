@@ -181,7 +181,10 @@ def volume_mask_nifti(prediction: Prediction, labels: np.ndarray | None = None) 
     data, affine = from_display_order(chosen, prediction.image.geometry)
     nifti = nib.Nifti1Image(data, affine)
     nifti.set_data_dtype(np.uint8)
-    return gzip.compress(nifti.to_bytes(), compresslevel=6)
+    buffer = io.BytesIO()  # compressed as it is written: no uncompressed copy of the scan
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as handle:
+        nifti.to_file_map(nifti.make_file_map({"image": handle, "header": handle}))
+    return buffer.getvalue()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
-from lungseg.imaging.morphology import component_sizes, fill_holes
+from lungseg.imaging.morphology import component_sizes, fill_holes, label, lookup
 
 MIN_COMPONENT_SHARE = 0.01
 """Components smaller than this share of the largest one are specks."""
@@ -50,13 +50,13 @@ def clean_lung_mask(
     mask = lung != 0
     if body is not None:
         mask &= body
-    labels, count = ndi.label(mask)
+    labels, count = label(mask)
     if count > 1:
         sizes = component_sizes(labels, count)
         sizes[0] = 0
         keep = sizes >= min_component_share * sizes.max()
         keep[0] = False
-        mask = keep[labels]
+        mask = lookup(keep, labels)
     return fill_holes(mask)
 
 
@@ -71,7 +71,7 @@ def split_left_right(lung: np.ndarray) -> np.ndarray:
     Returns:
         uint8 labels of ``lung``'s shape.
     """
-    box = bounding_box(lung != 0)  # the rule depends on the lung alone: work in its box
+    box = bounding_box(lung)  # the rule depends on the lung alone: work in its box
     out = np.zeros(lung.shape, dtype=np.uint8)
     if box is not None:
         out[box] = _split_left_right(lung[box] != 0)
@@ -81,7 +81,7 @@ def split_left_right(lung: np.ndarray) -> np.ndarray:
 def _split_left_right(mask: np.ndarray) -> np.ndarray:
     out = np.zeros(mask.shape, dtype=np.uint8)
     on_columns = np.flatnonzero(mask.any(axis=tuple(range(mask.ndim - 1))))
-    labels, count = ndi.label(mask)
+    labels, count = label(mask)
     sizes = component_sizes(labels, count)[1:]
     order = np.argsort(sizes)[::-1]
     if count >= 2 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
@@ -95,7 +95,7 @@ def _split_left_right(mask: np.ndarray) -> np.ndarray:
         right_centre, left_centre = sorted(centres[order[:2]])
         near_right = np.abs(centres - right_centre) <= np.abs(centres - left_centre)
         side = np.concatenate([[0], np.where(near_right, LUNG_RIGHT, LUNG_LEFT)]).astype(np.uint8)
-        return side[labels]
+        return lookup(side, labels)
     cut = _mediastinum_column(mask, int(on_columns[0]), int(on_columns[-1]))
     column_index = np.arange(mask.shape[-1])
     out[mask & (column_index < cut)] = LUNG_RIGHT
@@ -129,7 +129,9 @@ def lung_measures(labels: np.ndarray, spacing: tuple[float, ...] | None) -> dict
     return {name: value * scale for name, value in counts.items()}
 
 
-def clean_lung_labels(labels: np.ndarray, body: np.ndarray | None = None) -> np.ndarray:
+def clean_lung_labels(
+    labels: np.ndarray, body: np.ndarray | None = None, *, in_place: bool = False
+) -> np.ndarray:
     """Final lung labels (0, ``LUNG_RIGHT``, ``LUNG_LEFT``) from a model's raw labels.
 
     The lung (any non-zero label) is cleaned by ``clean_lung_mask``: in a volume
@@ -142,28 +144,37 @@ def clean_lung_labels(labels: np.ndarray, body: np.ndarray | None = None) -> np.
     Args:
         labels: ``(rows, cols)`` or ``(slices, rows, cols)`` raw labels.
         body: the patient's cross-section(s), or ``None``.
+        in_place: write the result into ``labels`` (no second array of a scan's size).
 
     Works inside the bounding box of the raw lung only (every step depends on the
     lung's own geometry, none on the image frame), which on a scan is a fraction
     of the voxels and of the memory.
     """
-    box = bounding_box(labels != 0)
-    out = np.zeros(labels.shape, dtype=np.uint8)
+    box = bounding_box(labels)
+    out = labels if in_place else np.zeros(labels.shape, dtype=np.uint8)
     if box is not None:
         out[box] = _clean_labels(labels[box], None if body is None else body[box])
     return out
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box holding every true pixel of ``mask`` (``None`` if there is none)."""
+    """The smallest box holding every non-zero pixel of ``mask`` (``None`` if there is
+    none); a volume is read a plane at a time, with no temporary of its size."""
+    if mask.ndim == 3:
+        planes = np.flatnonzero([plane.any() for plane in mask])
+        if not planes.size:
+            return None
+        footprint = np.zeros(mask.shape[1:], bool)
+        for plane in mask[planes[0] : planes[-1] + 1]:
+            footprint |= plane != 0
+        inner = bounding_box(footprint)
+        assert inner is not None
+        return (slice(int(planes[0]), int(planes[-1]) + 1), *inner)
     if not mask.any():
         return None
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _clean_labels(labels: np.ndarray, body: np.ndarray | None) -> np.ndarray:
@@ -213,10 +224,10 @@ def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
     at least ``MIXED_SIDE_SHARE``: then the lungs touch, and each side keeps its own
     pixels, its stray specks given to the other side.
     """
-    regions, count = ndi.label(mask)
-    sizes = np.bincount(regions[mask], minlength=count + 1)  # lung pixels only: fast
-    right = np.bincount(regions[sides == LUNG_RIGHT], minlength=count + 1)
-    left = np.bincount(regions[sides == LUNG_LEFT], minlength=count + 1)
+    regions, count = label(mask)
+    sizes = component_sizes(regions, count, mask)  # lung pixels only: fast
+    right = component_sizes(regions, count, sides == LUNG_RIGHT)
+    left = component_sizes(regions, count, sides == LUNG_LEFT)
     verdict = np.where(right >= left, LUNG_RIGHT, LUNG_LEFT).astype(np.uint8)
     verdict[0] = 0
     order = [int(i) for i in np.argsort(sizes)[::-1] if sizes[i] >= SUBSTANTIAL * sizes.max()]
@@ -226,20 +237,20 @@ def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
         verdict[first], verdict[second] = (
             (LUNG_RIGHT, LUNG_LEFT) if as_is else (LUNG_LEFT, LUNG_RIGHT)
         )
-        return verdict[regions]
+        return lookup(verdict, regions)
     if not order:
-        return verdict[regions]
+        return lookup(verdict, regions)
     lung = order[0]
     if min(right[lung], left[lung]) < MIXED_SIDE_SHARE * sizes[lung]:
-        return verdict[regions]
-    out = np.where(regions == lung, sides, verdict[regions]).astype(np.uint8)
+        return lookup(verdict, regions)
+    out = np.where(regions == lung, sides, lookup(verdict, regions)).astype(np.uint8)
     for side, other in ((LUNG_RIGHT, LUNG_LEFT), (LUNG_LEFT, LUNG_RIGHT)):
-        pieces, n = ndi.label(out == side)
+        pieces, n = label(out == side)
         piece_sizes = component_sizes(pieces, n)
         piece_sizes[0] = 0
         stray = piece_sizes < SUBSTANTIAL * piece_sizes.max()
         stray[0] = False
-        out[stray[pieces]] = other
+        out[lookup(stray, pieces)] = other
     return out
 
 
@@ -263,7 +274,7 @@ def reference_sides(lung: np.ndarray) -> np.ndarray:
     if np.isin(lung, (0, LUNG_RIGHT, LUNG_LEFT)).all():
         return lung.astype(np.uint8)
     mask = lung != 0
-    regions, count = ndi.label(mask)
+    regions, count = label(mask)
     if count:
         sizes = component_sizes(regions, count)[1:]
         substantial = sizes >= 0.1 * sizes.max()

@@ -154,7 +154,7 @@ class Predictor:
             labels = infection_labels(
                 self.infection_model, list(image.slices()), image.intensity, progress=step(count)
             )
-            prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung)
+            prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung, in_place=True)
             prediction.involvement = involvement(lung, prediction.infection)
             if image.is_volume:  # and slice by slice, for a viewer's slice slider
                 prediction.involvement["per_slice"] = [

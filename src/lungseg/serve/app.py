@@ -11,7 +11,6 @@ can therefore sit behind a load balancer.
 from __future__ import annotations
 
 import base64
-import io
 import os
 import shutil
 import threading
@@ -28,6 +27,9 @@ from fastapi import FastAPI, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from lungseg import __version__
 from lungseg.errors import ImageReadError, LungsegError, TooLargeError
@@ -48,6 +50,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DOCS_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "style-src 'self'",
+    "style-src 'self' 'unsafe-inline'",  # Swagger UI styles inline
 )
 SLICE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
 VOLUME_SUFFIXES = {".nii", ".nii.gz", ".zip"}
@@ -126,6 +132,78 @@ class ServeSettings:
         }
 
 
+class LimitsAndHeaders:
+    """ASGI middleware: refuses an upload whose declared size (``Content-Length``) is
+    over its endpoint's limit before reading it, stops reading a body (chunked, or
+    longer than declared) once past the limit, and adds the security headers.
+
+    A plain ASGI middleware, not Starlette's ``BaseHTTPMiddleware``: that one hides a
+    client's disconnect from the endpoint, which then could not stop its job.
+    """
+
+    def __init__(self, app: ASGIApp, limits_mb: dict[str, float]) -> None:
+        self.app = app
+        self.limits_mb = limits_mb
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope["path"])
+        limit_mb = self.limits_mb.get(path)
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                headers["Content-Security-Policy"] = (
+                    DOCS_SECURITY_POLICY if path == "/docs" else CONTENT_SECURITY_POLICY
+                )
+            await send(message)
+
+        if limit_mb is None:
+            await self.app(scope, receive, send_with_headers)
+            return
+        limit = int((limit_mb + MULTIPART_SLACK_MB) * 1024 * 1024)
+        declared = Headers(scope=scope).get("content-length", "")
+        too_large = JSONResponse({"error": f"upload larger than {limit_mb:g} MB"}, 413)
+        if declared.isdigit() and int(declared) > limit:
+            await too_large(scope, receive, send_with_headers)
+            return
+        received, exceeded = 0, False
+
+        async def counted_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def send_or_refuse(message: Message) -> None:
+            # the app may turn the interrupted read into its own error: answer 413 instead
+            if not exceeded:
+                await send_with_headers(message)
+            elif message["type"] == "http.response.start":
+                await too_large(scope, receive, send_with_headers)
+
+        try:
+            await self.app(scope, counted_receive, send_or_refuse)
+        except _BodyTooLarge:
+            if not started:
+                await too_large(scope, receive, send_with_headers)
+
+
+class _BodyTooLarge(Exception):
+    """A request body ran past its endpoint's limit while it was read."""
+
+
 class UploadError(LungsegError):
     """An upload the server refuses; carries the HTTP status to answer with."""
 
@@ -142,18 +220,20 @@ def _suffix(name: str) -> str:
     return suffix if suffix in SLICE_SUFFIXES | VOLUME_SUFFIXES else ""
 
 
-async def _read_upload(upload: UploadFile, limit_mb: float) -> bytes:
-    """The upload's bytes, refusing more than ``limit_mb`` without reading it all."""
+async def _receive_upload(upload: UploadFile, limit_mb: float, target: Path) -> Path:
+    """Write the upload to ``target`` as it is read, refusing more than ``limit_mb``
+    without reading the rest (the whole upload is never held in memory)."""
     limit = int(limit_mb * 1024 * 1024)
-    chunks, size = [], 0
-    while chunk := await upload.read(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise UploadError(413, f"upload larger than {limit_mb:g} MB")
-        chunks.append(chunk)
+    size = 0
+    with target.open("wb") as sink:
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise UploadError(413, f"upload larger than {limit_mb:g} MB")
+            sink.write(chunk)
     if size == 0:
         raise UploadError(400, "the uploaded file is empty")
-    return b"".join(chunks)
+    return target
 
 
 def _b64_png(array: np.ndarray) -> str:
@@ -207,34 +287,21 @@ def create_app(
         title="lungseg",
         version=__version__,
         description="Lung segmentation on chest CT slices and scans.",
+        docs_url=None,  # served below from packaged assets: no CDN, works offline
+        redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     gate = JobGate(settings.max_jobs, settings.max_queue)
     sweep_uploads()
 
-    limits_mb = {
-        "/api/v1/segment": settings.max_slice_mb,
-        "/api/v1/segment-volume": settings.max_volume_mb,
-    }
-
-    @app.middleware("http")
-    async def _limits_and_headers(request: Request, call_next: Callable[..., Any]) -> Response:
-        limit_mb = limits_mb.get(request.url.path)
-        declared = request.headers.get("content-length", "")
-        # refuse on the declared size, before the body is read (and spooled to disk)
-        too_large = (
-            limit_mb is not None
-            and declared.isdigit()
-            and int(declared) > (limit_mb + MULTIPART_SLACK_MB) * 1024 * 1024
-        )
-        if too_large:
-            return JSONResponse({"error": f"upload larger than {limit_mb:g} MB"}, status_code=413)
-        response: Response = await call_next(request)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger's assets load remotely
-            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        return response
+    app.add_middleware(
+        LimitsAndHeaders,
+        limits_mb={
+            "/api/v1/segment": settings.max_slice_mb,
+            "/api/v1/segment-volume": settings.max_volume_mb,
+        },
+    )
 
     @app.exception_handler(Busy)
     async def _busy(_request: Request, error: Busy) -> JSONResponse:
@@ -254,38 +321,115 @@ def create_app(
     async def _read_error(_request: Request, error: LungsegError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=400)
 
-    def decode(data: bytes, name: str, volume: bool, cancelled: threading.Event) -> Prediction:
-        """Segment uploaded bytes inside a private temporary folder, removed at once.
-        Stops (``ClientGone``) between two chunks of slices once ``cancelled`` is set."""
+    def segment_upload(
+        path: Path, name: str, volume: bool, cancelled: threading.Event
+    ) -> Prediction:
+        """Segment an upload written to ``path`` (in its private folder). Runs in a job
+        thread; stops (``ClientGone``) between two chunks of slices once ``cancelled``."""
 
         def progress(_done: int, _total: int) -> None:
             if cancelled.is_set():
                 raise ClientGone("the client disconnected; its job was stopped")
 
-        folder = upload_folder()
+        if volume and path.suffix == ".zip":
+            folder = path.with_name("series")
+            _unzip_series(path, folder, settings.limits)
+            path.unlink()
+            path = folder
         try:
-            target = folder / ("upload" + (_suffix(name) or ".bin"))
-            if volume and target.suffix == ".zip":
-                target = folder / "series"
-                _unzip_series(data, target, settings.limits)
-            else:
-                target.write_bytes(data)
-            try:
-                prediction = predictor.predict(target, limits=settings.limits, progress=progress)
-            except TooLargeError as error:
-                raise UploadError(413, f"{name}: {error.problem}") from error
-            except ImageReadError as error:  # name the user's file, not the private folder
-                raise UploadError(400, f"{name}: {error.problem}") from error
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            prediction = predictor.predict(path, limits=settings.limits, progress=progress)
+        except TooLargeError as error:
+            raise UploadError(413, f"{name}: {error.problem}") from error
+        except ImageReadError as error:  # name the user's file, not the private folder
+            raise UploadError(400, f"{name}: {error.problem}") from error
         if prediction.image.is_volume != volume:
             where = "/api/v1/segment-volume" if prediction.image.is_volume else "/api/v1/segment"
             raise UploadError(400, f"this is a {prediction.kind}; send it to {where}")
         return prediction
 
+    def slice_answer(
+        path: Path, name: str, format: str, started: float, cancelled: threading.Event
+    ) -> Response:
+        """The whole answer to a slice, built in the job thread (PNG and JSON encoding
+        included: nothing heavy runs on the event loop)."""
+        prediction = segment_upload(path, name, False, cancelled)
+        if format == "mask":
+            return Response(png_bytes(prediction.lung), media_type="image/png")
+        overlay = overlay_picture(prediction)
+        if format == "overlay":
+            return Response(png_bytes(overlay), media_type="image/png")
+        grey = to_display(prediction.image.array, prediction.image.intensity)
+        return JSONResponse(
+            _summary(prediction, name, started, predictor)
+            | {
+                "image_png": _b64_png(grey),
+                "mask_png": _b64_png(prediction.lung),
+                "overlay_png": _b64_png(overlay),
+                "infection_png": _b64_png(prediction.infection)
+                if prediction.infection is not None
+                else None,
+            }
+        )
+
+    def volume_answer(
+        path: Path, name: str, format: str, started: float, cancelled: threading.Event
+    ) -> Response:
+        """The whole answer to a scan, built in the job thread, a slice at a time."""
+        prediction = segment_upload(path, name, True, cancelled)
+        if prediction.image.geometry.affine is None:
+            raise UploadError(
+                400,
+                f"{name}: a stack of pictures without patient geometry, not a scan; "
+                "send a NIfTI volume or a zip of a DICOM series",
+            )
+        nifti = volume_mask_nifti(prediction)
+        if format == "nifti":
+            return Response(
+                nifti,
+                media_type="application/gzip",
+                headers={"Content-Disposition": "attachment; filename=mask.nii.gz"},
+            )
+        frames = []
+        for index, mask in enumerate(prediction.lung):
+            plane = to_display(prediction.image.array[index], prediction.image.intensity)
+            frame = {
+                "image_png": _b64_png(_shrink(plane, False)),
+                "mask_png": _b64_png(_shrink(mask, True)),
+            }
+            if prediction.infection is not None:
+                frame["infection_png"] = _b64_png(_shrink(prediction.infection[index], True))
+            frames.append(frame)
+        return JSONResponse(
+            _summary(prediction, name, started, predictor)
+            | {"mask_nifti": base64.b64encode(nifti).decode("ascii"), "slices": frames}
+        )
+
+    async def answer(
+        request: Request,
+        upload: UploadFile,
+        limit_mb: float,
+        job: Callable[..., Response],
+        format: str,
+        started: float,
+    ) -> Response:
+        """Receive the upload into a private folder, run ``job`` on it through the gate,
+        and remove the folder whatever happens."""
+        name = upload.filename or "upload"
+        folder = upload_folder()
+        try:
+            target = folder / ("upload" + (_suffix(name) or ".bin"))
+            path = await _receive_upload(upload, limit_mb, target)
+            return await gate.run(request, job, path, name, format, started)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:  # on the event loop: answers while jobs run
@@ -300,7 +444,7 @@ def create_app(
         request: Request,
         file: UploadFile,
         format: str = Query("json", pattern="^(json|overlay|mask)$"),
-    ) -> Response | dict[str, Any]:
+    ) -> Response:
         """Segment one slice (PNG, JPG, TIFF, BMP or DICOM file).
 
         ``format=json`` answers sizes, lung areas (right/left/total), timings, the
@@ -312,29 +456,14 @@ def create_app(
         name = file.filename or "upload"
         if _suffix(name) in VOLUME_SUFFIXES:
             raise UploadError(400, f"{name} is a volume; send it to /api/v1/segment-volume")
-        data = await _read_upload(file, settings.max_slice_mb)
-        prediction = await gate.run(request, decode, data, name, False)
-        if format == "mask":
-            return Response(png_bytes(prediction.lung), media_type="image/png")
-        overlay = overlay_picture(prediction)
-        if format == "overlay":
-            return Response(png_bytes(overlay), media_type="image/png")
-        grey = to_display(prediction.image.array, prediction.image.intensity)
-        return _summary(prediction, name, started, predictor) | {
-            "image_png": _b64_png(grey),
-            "mask_png": _b64_png(prediction.lung),
-            "overlay_png": _b64_png(overlay),
-            "infection_png": _b64_png(prediction.infection)
-            if prediction.infection is not None
-            else None,
-        }
+        return await answer(request, file, settings.max_slice_mb, slice_answer, format, started)
 
     @app.post("/api/v1/segment-volume", response_model=None)
     async def segment_volume(
         request: Request,
         file: UploadFile,
         format: str = Query("json", pattern="^(json|nifti)$"),
-    ) -> Response | dict[str, Any]:
+    ) -> Response:
         """Segment a scan: a NIfTI volume (.nii, .nii.gz) or a zip of one DICOM series.
 
         ``format=json`` answers the lung volumes in mL (right/left/total), the mask
@@ -345,35 +474,7 @@ def create_app(
         name = file.filename or "upload"
         if _suffix(name) not in VOLUME_SUFFIXES:
             raise UploadError(415, f"{name}: send a .nii, .nii.gz or a .zip of a DICOM series")
-        data = await _read_upload(file, settings.max_volume_mb)
-        prediction = await gate.run(request, decode, data, name, True)
-        if prediction.image.geometry.affine is None:
-            raise UploadError(
-                400,
-                f"{name}: a stack of pictures without patient geometry, not a scan; "
-                "send a NIfTI volume or a zip of a DICOM series",
-            )
-        nifti = volume_mask_nifti(prediction)
-        if format == "nifti":
-            return Response(
-                nifti,
-                media_type="application/gzip",
-                headers={"Content-Disposition": "attachment; filename=mask.nii.gz"},
-            )
-        grey = to_display(prediction.image.array, prediction.image.intensity)
-        frames = []
-        for index, (plane, mask) in enumerate(zip(grey, prediction.lung, strict=True)):
-            frame = {
-                "image_png": _b64_png(_shrink(plane, False)),
-                "mask_png": _b64_png(_shrink(mask, True)),
-            }
-            if prediction.infection is not None:
-                frame["infection_png"] = _b64_png(_shrink(prediction.infection[index], True))
-            frames.append(frame)
-        return _summary(prediction, name, started, predictor) | {
-            "mask_nifti": base64.b64encode(nifti).decode("ascii"),
-            "slices": frames,
-        }
+        return await answer(request, file, settings.max_volume_mb, volume_answer, format, started)
 
     return app
 
@@ -389,12 +490,12 @@ def _shrink(plane: np.ndarray, labels: bool) -> np.ndarray:
     return np.asarray(image.resize(size, method))
 
 
-def _unzip_series(data: bytes, folder: Path, limits: ReadLimits) -> None:
+def _unzip_series(archive: Path, folder: Path, limits: ReadLimits) -> None:
     """Unpack a zip of DICOM files flat into ``folder``, refusing zip bombs and odd paths
     (member names are never used; each member is read up to its declared size only)."""
     folder.mkdir()
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        with zipfile.ZipFile(archive) as bundle:
             members = [m for m in bundle.infolist() if not m.is_dir()]
             if len(members) > limits.max_files:
                 raise UploadError(
