@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,3 +141,31 @@ def test_the_limits_are_settings(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((100, 200), np.uint8)).save(path)
     _refused(path, "max_pixels", ReadLimits(max_pixels=100 * 199))
     assert read_image(path, limits=ReadLimits(max_pixels=100 * 200)).array.shape == (100, 200)
+
+
+def test_bytes_after_the_deflate_stream_do_not_hang_the_reader(tmp_path: Path) -> None:
+    """zlib keeps input past the stream's end as an unconsumed tail when the stream ends
+    on a 1 MB output boundary; counting it forever hung a server thread (found as a
+    flaky test: pydicom's random UIDs put some files on that boundary)."""
+    path = write_dicom_slice(tmp_path / "plain.dcm", np.zeros((8, 8), np.int16))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated = tmp_path / "deflated.dcm"
+    ds.save_as(deflated, enforce_file_format=True)
+    raw = deflated.read_bytes()
+    (group_length,) = struct.unpack("<I", raw[140:144])
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = packer.compress(b"\0" * (2 << 20)) + packer.flush() + b"\0\0"  # ends on 2 MB
+    deflated.write_bytes(raw[: 144 + group_length] + body)
+    outcome: list[object] = []
+    reader = threading.Thread(target=lambda: outcome.append(_outcome(deflated)), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome, "the reader did not return within 10 s"
+
+
+def _outcome(path: Path) -> object:
+    try:
+        return read_image(path)
+    except ImageReadError as error:
+        return error

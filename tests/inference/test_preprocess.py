@@ -5,7 +5,12 @@ import pytest
 
 from lungseg.errors import LungsegError
 from lungseg.imaging import Intensity
-from lungseg.inference.preprocess import Preprocessing, from_model_square, to_model_square
+from lungseg.inference.preprocess import (
+    Preprocessing,
+    decision_at_slice_size,
+    from_model_square,
+    to_model_square,
+)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (40, 90), (90, 40), (33, 17)])
@@ -47,3 +52,16 @@ def test_the_contract_round_trips_and_refuses_nonsense() -> None:
         Preprocessing(resample="bicubic")
     with pytest.raises(LungsegError, match="unknown pre-processing settings: flip"):
         Preprocessing.from_dict({"flip": True})
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 90), (333, 170)])
+def test_the_decision_at_slice_size_is_the_argmax_of_the_resized_probabilities(
+    shape: tuple[int, int],
+) -> None:
+    """One class at a time (bounded memory on huge slices), the same answer, ties included."""
+    _, placement = to_model_square(np.zeros(shape, np.float32), 64)
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((4, 64, 64)).astype(np.float32)
+    probabilities[2, :10] = probabilities[1, :10]  # ties go to the first class
+    expected = from_model_square(probabilities, placement).argmax(axis=0)
+    np.testing.assert_array_equal(decision_at_slice_size(probabilities, placement), expected)

@@ -400,8 +400,8 @@ def _check_inflated_size(path: Path, limits: ReadLimits) -> None:
         handle.seek(144 + group_length)
         limit = int(limits.max_inflated_mb * 1024 * 1024)
         inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
-        while chunk := handle.read(1 << 16):
-            while chunk:
+        while not inflater.eof and (chunk := handle.read(1 << 16)):
+            while chunk and not inflater.eof:  # past the stream's end, zlib keeps a tail
                 with _decoding("corrupt deflated DICOM"):
                     inflated += len(inflater.decompress(chunk, 1 << 20))
                 chunk = inflater.unconsumed_tail

@@ -14,7 +14,7 @@ from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_regions
 from lungseg.inference.postprocess import clean_lung_labels
-from lungseg.inference.preprocess import Preprocessing, from_model_square
+from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
 """The model trained by the project's own commands, shipped inside the package."""
@@ -138,7 +138,7 @@ class SegmentationModel:
             squares, placements = self.prepare(images[chunk], intensities[chunk])
             probabilities = self.probabilities(squares)
             for p, placement in zip(probabilities, placements, strict=True):
-                yield from_model_square(p, placement).argmax(axis=0).astype(np.uint8)
+                yield decision_at_slice_size(p, placement)
             done += len(placements)
             if progress is not None:
                 progress(done, len(images))

@@ -136,16 +136,31 @@ def to_model_square(
     return np.asarray(resized, dtype=dtype), placement
 
 
+def decision_at_slice_size(probabilities: np.ndarray, placement: Placement) -> np.ndarray:
+    """The argmax class of ``(classes, size, size)`` probabilities, each brought back to
+    the slice's ``(rows, cols)`` one class at a time (the same as ``from_model_square``
+    then argmax, ties to the first class, without holding every class at full size)."""
+    best = _to_slice(probabilities[0], placement)
+    decision = np.zeros(best.shape, np.uint8)
+    for index in range(1, probabilities.shape[0]):
+        plane = _to_slice(probabilities[index], placement)
+        better = plane > best
+        decision[better] = index
+        np.maximum(best, plane, out=best)
+    return decision
+
+
+def _to_slice(plane: np.ndarray, placement: Placement) -> np.ndarray:
+    square = plane.astype(np.float32)
+    if plane.shape[0] != placement.side:
+        resized = Image.fromarray(square).resize(
+            (placement.side, placement.side), Image.Resampling.BILINEAR
+        )
+        square = np.asarray(resized, dtype=np.float32)
+    top, left = placement.top, placement.left
+    return square[top : top + placement.rows, left : left + placement.cols].copy()
+
+
 def from_model_square(maps: np.ndarray, placement: Placement) -> np.ndarray:
     """Bring ``(channels, size, size)`` maps back to the slice's ``(channels, rows, cols)``."""
-    out = np.empty((maps.shape[0], placement.rows, placement.cols), dtype=np.float32)
-    for channel, plane in enumerate(maps):
-        square = plane.astype(np.float32)
-        if plane.shape[0] != placement.side:
-            resized = Image.fromarray(square).resize(
-                (placement.side, placement.side), Image.Resampling.BILINEAR
-            )
-            square = np.asarray(resized, dtype=np.float32)
-        top, left = placement.top, placement.left
-        out[channel] = square[top : top + placement.rows, left : left + placement.cols]
-    return out
+    return np.stack([_to_slice(plane, placement) for plane in maps])
