@@ -10,18 +10,25 @@ SCAN ?= $(DATA)/chest-ct-dicom/Lung_Dx-A0001
 
 .PHONY: run browser dataset train-data model infection-model evaluate test lint docs docs-model clean
 
+# Serving needs the core only (no torch, no browser tooling); everything else gets all.
+$(BIN)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
-	touch $@
+	touch $@ $(BIN)/.core
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
 # The main job: the web app and API with the shipped model, http://$(HOST):$(PORT)/
-run: $(BIN)/.installed
+run: $(BIN)/.core
 	$(BIN)/lungseg serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # Stage 1 on the real data: split, quality-checked training set with its report.

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from synthetic import write_finding_lungs_like
 
 from lungseg.cli import main
@@ -42,3 +44,41 @@ def test_installed_command_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0
     assert "dataset" in result.stdout
+
+
+def test_make_run_installs_the_core_only(tmp_path: Path) -> None:
+    """`make run` on a fresh machine: no torch, no Playwright (the dry run's commands)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    plan = subprocess.run(
+        [make, "-n", "run", f"VENV={tmp_path / 'venv'}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [line for line in plan.splitlines() if "pip install" in line and "-e" in line]
+    assert installs == [f"{tmp_path / 'venv'}/bin/python -m pip install --quiet -e ."]
+    assert "lungseg serve" in plan
+
+
+def test_serving_and_predicting_need_only_the_core(tmp_path: Path) -> None:
+    """What `make run` installs is enough: the app, a prediction and the CLI import no
+    training package (torch, MONAI, Lightning, OpenCV, ONNX)."""
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from lungseg.cli import build_parser
+from lungseg.serve.app import ServeSettings, create_app
+import numpy as np
+from PIL import Image
+Image.fromarray(np.full((64, 64), 90, np.uint8)).save({str(tmp_path / "a.png")!r})
+client = TestClient(create_app(ServeSettings()))
+assert client.post("/api/v1/segment", files={{"file": open({str(tmp_path / "a.png")!r}, "rb")}}).status_code == 200
+training = {{"torch", "monai", "pytorch_lightning", "cv2", "onnx", "tensorboard"}}
+print(sorted(training & {{name.split(".")[0] for name in sys.modules}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr

@@ -264,7 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from lungseg.serve.app import ServeSettings
+    from lungseg.serve.app import ACCESS_LOG_CONFIG, ServeSettings
     from lungseg.serve.protocol import GuardedH11Protocol
 
     settings = ServeSettings(
@@ -284,6 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
         LUNGSEG_MIN_BODY_RATE=str(args.min_body_rate),
         LUNGSEG_MAX_CONNECTIONS=str(args.max_connections),
     )
+    _check_address_free(args.host, args.port)
     print(
         f"lungseg: serving on http://{args.host}:{args.port}/ ({args.workers} worker(s)); Ctrl+C stops"
     )
@@ -296,8 +297,28 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         http=GuardedH11Protocol,  # header and body timeouts, a connection limit
         timeout_keep_alive=5,
+        log_config=ACCESS_LOG_CONFIG,  # one line per request (serve.app.ACCESS_LOGGER)
     )
     return 0
+
+
+def _check_address_free(host: str, port: int) -> None:
+    """Refuse, before claiming to serve, an address another program listens on."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise LungsegError(
+                    f"{host}:{port} is already in use (another server runs there): stop it "
+                    f"or choose another port (lungseg serve --port N, make run PORT=N)"
+                ) from None
+            raise LungsegError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from models import dark_is_lung_onnx
 from PIL import Image
 from synthetic import ct_slice, display_slice
 
+from lungseg.cli import main
 from lungseg.inference import Predictor
 from lungseg.serve.app import ServeSettings, create_app
 from lungseg.serve.jobs import UPLOAD_PREFIX, Busy, ClientGone, JobGate, sweep_uploads
@@ -188,3 +191,34 @@ def test_a_chunked_upload_is_cut_off_once_past_the_limit(tmp_path: Path) -> None
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
     assert b"larger than 1 MB" in b"".join(m.get("body", b"") for m in sent[1:])
     assert pulled < 5  # reading stopped just past the limit (1 MB + 1 MB of slack)
+
+
+def test_one_log_line_per_request_without_what_the_user_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = TestClient(
+        create_app(ServeSettings(), Predictor(dark_is_lung_onnx(tmp_path / "m.onnx")))
+    )
+    with caplog.at_level(logging.INFO, logger="lungseg.access"):
+        client.get("/healthz")
+        client.post("/api/v1/segment?format=mask", files={"file": ("patient-1234.png", _png())})
+        client.post("/api/v1/segment", files={"file": ("x.png", b"")})
+    lines = [r.getMessage() for r in caplog.records if r.name == "lungseg.access"]
+    assert len(lines) == 3
+    assert lines[0].startswith("GET /healthz 200 ")
+    assert lines[1].startswith("POST /api/v1/segment 200 ") and lines[1].endswith(" ms")
+    assert lines[2].startswith("POST /api/v1/segment 400 ")
+    assert not any("patient" in line or "format" in line for line in lines)
+
+
+def test_serve_refuses_an_address_in_use_before_claiming_to_serve(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"127.0.0.1:{port} is already in use" in captured.err
+    assert "serving on" not in captured.out

@@ -11,6 +11,8 @@ can therefore sit behind a load balancer.
 from __future__ import annotations
 
 import base64
+import copy
+import logging
 import os
 import shutil
 import threading
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import uvicorn.config
 from fastapi import FastAPI, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -132,6 +135,18 @@ class ServeSettings:
         }
 
 
+ACCESS_LOGGER = logging.getLogger("lungseg.access")
+"""One line per request: method, path (no query), status, milliseconds. Never a file
+name or any other part of what a user sent."""
+
+ACCESS_LOG_CONFIG: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+ACCESS_LOG_CONFIG["loggers"]["lungseg.access"] = {
+    "handlers": ["default"],
+    "level": "INFO",
+    "propagate": False,
+}
+
+
 class LimitsAndHeaders:
     """ASGI middleware: refuses an upload whose declared size (``Content-Length``) is
     over its endpoint's limit before reading it, stops reading a body (chunked, or
@@ -149,6 +164,26 @@ class LimitsAndHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = time.perf_counter()
+        status = [0]
+
+        async def logged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, logged_send)
+        finally:
+            ACCESS_LOGGER.info(
+                "%s %s %d %.0f ms",
+                scope["method"],
+                scope["path"],
+                status[0],
+                (time.perf_counter() - began) * 1000,
+            )
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope["path"])
         limit_mb = self.limits_mb.get(path)
         started = False
