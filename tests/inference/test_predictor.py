@@ -9,6 +9,7 @@ import pytest
 from models import dark_is_lung_onnx
 from PIL import Image
 from synthetic import (
+    LPS_AFFINE,
     ct_slice,
     ct_volume,
     display_slice,
@@ -276,3 +277,39 @@ def test_predict_refuses_a_scan_over_the_slice_limit(tmp_path: Path, model: Path
     assert main([*args, "--max-slices", "5"]) == 1
     assert "6 slices are more than the limit of 5" in capsys.readouterr().err
     assert main([*args, "--max-slices", "6"]) == 0
+
+
+@pytest.mark.parametrize("canonical", [True, False])
+def test_a_volume_mask_lies_on_the_input_grid(
+    tmp_path: Path, predictor: Predictor, canonical: bool
+) -> None:
+    """Voxels pair by index: the mask has the input's shape, voxel order, affine, qform
+    and sform, whatever order the NIfTI stores (RAS as nibabel's as_closest_canonical
+    writes it, or LPS)."""
+    volume, labels = ct_volume(slices=8, size=64, lung_free=1)
+    lps = nib.Nifti1Image(np.transpose(volume, (2, 1, 0)).astype(np.int16), LPS_AFFINE)
+    lps.set_qform(LPS_AFFINE, code=1)
+    lps.set_sform(LPS_AFFINE, code=2)
+    image = nib.as_closest_canonical(lps) if canonical else lps
+    path = tmp_path / "scan.nii.gz"
+    nib.save(image, path)
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(path), "--out", str(out), "--model", str(predictor.model.path)]) == 0
+    )
+    mask = nib.load(out / "scan_mask.nii.gz")
+    source = nib.load(path)
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(mask.affine, source.affine)
+    np.testing.assert_allclose(mask.get_qform(), source.get_qform())
+    np.testing.assert_allclose(mask.get_sform(), source.get_sform())
+    for code in ("qform_code", "sform_code"):
+        assert int(mask.header[code]) == int(source.header[code]), code
+    found = np.asarray(mask.dataobj) > 0
+    hu = np.asarray(source.dataobj)
+    assert hu[found].mean() < -700  # the mask's voxels are the input's lung voxels
+    truth_image = nib.Nifti1Image(np.transpose(labels, (2, 1, 0)).astype(np.uint8), LPS_AFFINE)
+    if canonical:
+        truth_image = nib.as_closest_canonical(truth_image)
+    truth = np.asarray(truth_image.dataobj) > 0
+    assert _dice(found, truth) > 0.9

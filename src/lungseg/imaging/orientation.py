@@ -10,6 +10,8 @@ affine is updated so that every voxel keeps its place in the patient.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from nibabel.orientations import (
     aff2axcodes,
@@ -55,6 +57,23 @@ def from_display_order(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.nd
     if geometry.affine is None:
         raise ValueError("this image has no affine; it cannot be written as NIfTI")
     return np.transpose(array_zyx, (2, 1, 0)), geometry.affine
+
+
+def to_source_grid(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Any]:
+    """A volume in display order put back on its NIfTI source's own grid: the source's
+    shape and voxel order (flips and permutations undone), and a copy of its header
+    (affine, qform and sform kept) set for uint8 labels without scaling."""
+    header = geometry.nifti_header.copy()
+    source = io_orientation(header.get_best_affine())
+    back = ornt_transform(axcodes2ornt(DISPLAY_AXCODES), source)
+    data = apply_orientation(np.transpose(array_zyx, (2, 1, 0)), back)
+    expected = tuple(int(n) for n in header.get_data_shape()[:3])
+    if data.shape != expected:
+        raise ValueError(f"mask of shape {data.shape} does not fit the source's {expected}")
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    return data, header
 
 
 # The 8 ways a slice photo can arrive: 4 quarter turns, each maybe mirrored.

@@ -14,7 +14,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -325,9 +325,11 @@ def _load_nifti(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
     if flat:
         data = data[:, :, np.newaxis]
     array, geometry = to_display_order(data, affine)
+    if not flat:  # masks are written back on this grid
+        geometry = replace(geometry, nifti_header=img.header.copy())
     notes = ["NIfTI reoriented to LPS (radiological view)"]
     if _no_voxel_size(img.header):
-        geometry = Geometry(None, geometry.affine, geometry.orientation)
+        geometry = replace(geometry, spacing=None)
         notes.append("the NIfTI header states no voxel size: sizes are in voxels, not mm or mL")
     if flat:
         array = array[0]

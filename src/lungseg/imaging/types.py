@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,11 +35,14 @@ class Geometry:
             ``"LPS"``: columns run to the patient's left, rows to posterior, slices
             to superior. That is the radiological view every reader returns for
             axial images. ``"unknown"`` for photos, which are taken as shown.
+        nifti_header: a NIfTI volume's own header (nibabel's), so that its masks are
+            written on its grid: its shape, voxel order, affine, qform and sform.
     """
 
     spacing: tuple[float, ...] | None = None
     affine: np.ndarray | None = field(default=None, compare=False)
     orientation: str = "unknown"
+    nifti_header: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
-from lungseg.imaging.orientation import from_display_order
+from lungseg.imaging.orientation import from_display_order, to_source_grid
 from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
@@ -176,11 +176,20 @@ def write_prediction(prediction: Prediction, out: Path, stem: str) -> list[Path]
 
 
 def volume_mask_nifti(prediction: Prediction, labels: np.ndarray | None = None) -> bytes:
-    """The volume's lung labels (or ``labels``) as a gzipped NIfTI with the input's affine."""
+    """The volume's lung labels (or ``labels``) as a gzipped NIfTI: on a NIfTI input's own
+    grid (shape, voxel order, affine, qform and sform: voxels pair with the input's by
+    index), with a DICOM series' affine in the radiological view."""
     chosen = prediction.lung if labels is None else labels
-    data, affine = from_display_order(chosen, prediction.image.geometry)
-    nifti = nib.Nifti1Image(data, affine)
-    nifti.set_data_dtype(np.uint8)
+    geometry = prediction.image.geometry
+    nifti: nib.Nifti1Image
+    if geometry.nifti_header is not None:  # a NIfTI input: its own shape, order and header
+        data, header = to_source_grid(chosen.astype(np.uint8, copy=False), geometry)
+        kind = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        nifti = kind(data, None, header=header)
+    else:  # a DICOM series: the radiological view, with its affine
+        data, affine = from_display_order(chosen, geometry)
+        nifti = nib.Nifti1Image(data, affine)
+        nifti.set_data_dtype(np.uint8)
     buffer = io.BytesIO()  # compressed as it is written: no uncompressed copy of the scan
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as handle:
         nifti.to_file_map(nifti.make_file_map({"image": handle, "header": handle}))
