@@ -23,7 +23,7 @@ from synthetic import (
 from lungseg.cli import main
 from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.errors import ImageReadError
-from lungseg.imaging import read_image
+from lungseg.imaging import read_image, read_mask
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
 from lungseg.inference import Predictor
 
@@ -313,3 +313,18 @@ def test_a_volume_mask_lies_on_the_input_grid(
         truth_image = nib.as_closest_canonical(truth_image)
     truth = np.asarray(truth_image.dataobj) > 0
     assert _dice(found, truth) > 0.9
+
+
+def test_mask_pngs_hold_the_labels_and_show_them_in_colour(tmp_path: Path, model: Path) -> None:
+    hu, _ = ct_slice(96)
+    photo = write_png(tmp_path / "photo.png", display_slice(hu))
+    out = tmp_path / "out"
+    assert main(["predict", str(photo), "--out", str(out), "--model", str(model)]) == 0
+    with Image.open(out / "photo_mask.png") as mask:
+        assert mask.mode == "P"  # a viewer shows colours, not near-black greys
+        labels = np.array(mask)
+        palette = mask.getpalette()
+    assert palette is not None
+    assert set(np.unique(labels)) == {0, 1, 2}  # the values are still the labels
+    assert tuple(palette[3:6]) == (230, 75, 60) and tuple(palette[6:9]) == (50, 130, 230)
+    np.testing.assert_array_equal(read_mask(out / "photo_mask.png").array, labels)

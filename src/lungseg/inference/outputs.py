@@ -27,7 +27,7 @@ from lungseg.imaging.orientation import from_display_order, to_source_grid
 from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
-from lungseg.visualize import overlay
+from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, overlay
 
 MONTAGE_SLICES = 8
 MONTAGE_TILE = 256
@@ -122,6 +122,32 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def label_png_bytes(labels: np.ndarray, colours: dict[int, tuple[int, int, int]]) -> bytes:
+    """A label mask as a palette PNG: the pixel values are the labels (0, 1, 2...), as
+    every tool reading masks expects, and viewers show them in ``colours`` (0 black)
+    instead of an all-black picture."""
+    palette = [0] * 768
+    for label, colour in colours.items():
+        palette[3 * label : 3 * label + 3] = colour
+    rows, cols = labels.shape
+    pixels = np.ascontiguousarray(labels, dtype=np.uint8).tobytes()
+    image = Image.frombytes("P", (cols, rows), pixels)
+    image.putpalette(palette)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def lung_png(labels: np.ndarray) -> bytes:
+    """The lung mask (0, 1 right, 2 left) as a palette PNG in the overlay's colours."""
+    return label_png_bytes(labels, LUNG_COLOURS)
+
+
+def infection_png(labels: np.ndarray) -> bytes:
+    """The infection mask (0, 1 ground glass, 2 consolidation, 3 effusion) as a palette PNG."""
+    return label_png_bytes(labels, INFECTION_COLOURS)
+
+
 def overlay_picture(prediction: Prediction, index: int | None = None) -> np.ndarray:
     """RGB overlay of a slice (or of slice ``index`` of a volume)."""
     image, lung, infection = prediction.image.array, prediction.lung, prediction.infection
@@ -153,12 +179,14 @@ def write_prediction(prediction: Prediction, out: Path, stem: str) -> list[Path]
     out.mkdir(parents=True, exist_ok=True)
     if not prediction.image.is_volume:
         written = [
-            _write_atomically(out / f"{stem}_mask.png", png_bytes(prediction.lung)),
+            _write_atomically(out / f"{stem}_mask.png", lung_png(prediction.lung)),
             _write_atomically(out / f"{stem}_overlay.png", png_bytes(overlay_picture(prediction))),
         ]
         if prediction.infection is not None:
             written.append(
-                _write_atomically(out / f"{stem}_infection.png", png_bytes(prediction.infection))
+                _write_atomically(
+                    out / f"{stem}_infection.png", infection_png(prediction.infection)
+                )
             )
         return written
     written = []

@@ -39,7 +39,13 @@ from lungseg.errors import ImageReadError, LungsegError, TooLargeError
 from lungseg.imaging import to_display
 from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
 from lungseg.inference import Prediction, Predictor
-from lungseg.inference.outputs import overlay_picture, png_bytes, volume_mask_nifti
+from lungseg.inference.outputs import (
+    infection_png,
+    lung_png,
+    overlay_picture,
+    png_bytes,
+    volume_mask_nifti,
+)
 from lungseg.serve.jobs import (
     RETRY_AFTER_S,
     Busy,
@@ -272,7 +278,11 @@ async def _receive_upload(upload: UploadFile, limit_mb: float, target: Path) -> 
 
 
 def _b64_png(array: np.ndarray) -> str:
-    return base64.b64encode(png_bytes(array)).decode("ascii")
+    return _b64(png_bytes(array))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _model_info(predictor: Predictor) -> dict[str, Any]:
@@ -389,7 +399,7 @@ def create_app(
         included: nothing heavy runs on the event loop)."""
         prediction = segment_upload(path, name, False, cancelled)
         if format == "mask":
-            return Response(png_bytes(prediction.lung), media_type="image/png")
+            return Response(lung_png(prediction.lung), media_type="image/png")
         overlay = overlay_picture(prediction)
         if format == "overlay":
             return Response(png_bytes(overlay), media_type="image/png")
@@ -398,9 +408,9 @@ def create_app(
             _summary(prediction, name, started, predictor)
             | {
                 "image_png": _b64_png(grey),
-                "mask_png": _b64_png(prediction.lung),
+                "mask_png": _b64(lung_png(prediction.lung)),
                 "overlay_png": _b64_png(overlay),
-                "infection_png": _b64_png(prediction.infection)
+                "infection_png": _b64(infection_png(prediction.infection))
                 if prediction.infection is not None
                 else None,
             }
@@ -429,10 +439,12 @@ def create_app(
             plane = to_display(prediction.image.array[index], prediction.image.intensity)
             frame = {
                 "image_png": _b64_png(_shrink(plane, False)),
-                "mask_png": _b64_png(_shrink(mask, True)),
+                "mask_png": _b64(lung_png(_shrink(mask, True))),
             }
             if prediction.infection is not None:
-                frame["infection_png"] = _b64_png(_shrink(prediction.infection[index], True))
+                frame["infection_png"] = _b64(
+                    infection_png(_shrink(prediction.infection[index], True))
+                )
             frames.append(frame)
         return JSONResponse(
             _summary(prediction, name, started, predictor)

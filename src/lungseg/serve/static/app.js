@@ -38,10 +38,20 @@ function decodePng(b64) {
   });
 }
 
+// Masks come as palette PNGs (pixel values are the labels, shown in colour); a canvas
+// gives their colours, so the label is found from the colour (a grey PNG: its value).
+const LABEL_OF_COLOUR = new Map([
+  ["230,75,60", 1], ["50,130,230", 2], ["60,200,90", 3], // lungs: right, left, unknown side
+  ["250,210,40", 1], ["245,130,30", 2], ["170,80,200", 3], // ground glass, consolidation, effusion
+]);
+
 async function labelsOf(b64) {
   const data = await decodePng(b64);
   const labels = new Uint8Array(data.width * data.height);
-  for (let i = 0; i < labels.length; i++) labels[i] = data.data[i * 4]; // grey PNG: label in R
+  for (let i = 0; i < labels.length; i++) {
+    const r = data.data[i * 4], g = data.data[i * 4 + 1], b = data.data[i * 4 + 2];
+    labels[i] = r === g && g === b ? r : LABEL_OF_COLOUR.get(`${r},${g},${b}`) || 0;
+  }
   return labels;
 }
 
