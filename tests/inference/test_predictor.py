@@ -25,7 +25,7 @@ from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.errors import ImageReadError
 from lungseg.imaging import read_image, read_mask
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
-from lungseg.inference import Predictor
+from lungseg.inference import Predictor, save_prediction
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -328,3 +328,29 @@ def test_mask_pngs_hold_the_labels_and_show_them_in_colour(tmp_path: Path, model
     assert set(np.unique(labels)) == {0, 1, 2}  # the values are still the labels
     assert tuple(palette[3:6]) == (230, 75, 60) and tuple(palette[6:9]) == (50, 130, 230)
     np.testing.assert_array_equal(read_mask(out / "photo_mask.png").array, labels)
+
+
+def test_the_python_api_takes_arrays_and_nibabel_images(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    hu, _ = ct_slice(96)
+    from_file = predictor.predict(write_tiff_hu(tmp_path / "hu.tif", hu))
+    from_array = predictor.predict(hu, spacing=(0.7, 0.7))
+    np.testing.assert_array_equal(from_array.lung, from_file.lung)
+    assert from_array.unit == "mm2"
+    assert from_array.measures["total"] == pytest.approx(from_file.measures["total"] * 0.49)
+    assert predictor.predict(display_slice(hu)).lung.any()  # 8-bit values: display
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    image = nib.Nifti1Image(np.transpose(volume, (2, 1, 0)).astype(np.int16), LPS_AFFINE)
+    in_memory = predictor.predict(image)
+    on_disk = predictor.predict(write_nifti(tmp_path / "scan.nii.gz", volume))
+    np.testing.assert_array_equal(in_memory.lung, on_disk.lung)
+    assert in_memory.unit == "mL"
+    written = save_prediction(in_memory, tmp_path / "out", "scan")
+    names = {p.name for p in written}
+    assert {"scan_mask.nii.gz", "scan_overlay.png"} <= names and all(p.is_file() for p in written)
+    assert read_image(tmp_path / "out" / "scan_mask.nii.gz").array.shape == volume.shape
+    with pytest.raises(ImageReadError, match="2D or 3D"):
+        predictor.predict(np.zeros((2, 2, 2, 2)))
+    with pytest.raises(ImageReadError, match="spacing"):
+        predictor.predict(hu, spacing=(1.0, 1.0, 1.0))

@@ -155,23 +155,69 @@ def read_image(
     """
     path = Path(path)
     with _errors_named(path):
-        raw = _load(path, limits=limits)
-        notes = list(raw.notes)
-        values = raw.values
-        if intensity is Intensity.HU:
-            array, kind = hu_from_float(values), Intensity.HU
-            notes.append("HU forced by caller")
-        elif intensity is Intensity.DISPLAY:
-            array, kind = display_from_values(values), Intensity.DISPLAY
-            notes.append("display forced by caller")
-        elif raw.intensity is Intensity.HU:
-            array, kind = hu_from_float(values), Intensity.HU
-        elif raw.intensity is Intensity.DISPLAY:
-            array, kind = display_from_values(values), Intensity.DISPLAY
+        return _finish(_load(path, limits=limits), path, intensity)
+
+
+def image_from_array(
+    array: np.ndarray,
+    *,
+    spacing: tuple[float, ...] | None = None,
+    intensity: Intensity | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    name: str = "array",
+) -> CTImage:
+    """A CT slice ``(rows, cols)`` or volume ``(slices, rows, cols)`` given as an array,
+    taken as shown (no orientation is known), with its pixel ``spacing`` in mm if given.
+    Values are classified as files' are (``intensity`` overrides).
+
+    Raises:
+        ImageReadError: not 2D or 3D, not numeric, or over ``limits``.
+    """
+    path = Path(f"<{name}>")
+    with _errors_named(path):
+        values = np.asarray(array)
+        if values.ndim not in (2, 3) or values.dtype.kind not in "iufb" or not values.size:
+            raise ValueError(
+                f"expected a 2D or 3D numeric array, got {values.dtype} {values.shape}"
+            )
+        if values.ndim == 2:
+            limits.check_slice(*values.shape)
         else:
-            array, kind, note = classify_values(values)
-            notes.append(note)
-        return CTImage(array, raw.geometry, kind, path, tuple(notes))
+            limits.check_volume(*values.shape)
+        if spacing is not None and len(spacing) != values.ndim:
+            raise ValueError(f"spacing {spacing} does not match a {values.ndim}D array")
+        geometry = Geometry(spacing=tuple(float(v) for v in spacing) if spacing else None)
+        raw = _Raw(
+            values.astype(np.float32) if values.dtype.kind == "b" else values, geometry, None
+        )
+        return _finish(raw, path, intensity)
+
+
+def image_from_nifti(img: nib.Nifti1Image, *, limits: ReadLimits = DEFAULT_LIMITS) -> CTImage:
+    """A nibabel NIfTI image already in memory, read as a NIfTI file is."""
+    path = Path(str(img.get_filename() or "<nibabel image>"))
+    with _errors_named(path):
+        return _finish(_nifti_raw(img, limits, for_mask=False), path, None)
+
+
+def _finish(raw: _Raw, path: Path, intensity: Intensity | None) -> CTImage:
+    """What the values mean (stated, forced or classified), as int16 HU or uint8 display."""
+    notes = list(raw.notes)
+    values = raw.values
+    if intensity is Intensity.HU:
+        array, kind = hu_from_float(values), Intensity.HU
+        notes.append("HU forced by caller")
+    elif intensity is Intensity.DISPLAY:
+        array, kind = display_from_values(values), Intensity.DISPLAY
+        notes.append("display forced by caller")
+    elif raw.intensity is Intensity.HU:
+        array, kind = hu_from_float(values), Intensity.HU
+    elif raw.intensity is Intensity.DISPLAY:
+        array, kind = display_from_values(values), Intensity.DISPLAY
+    else:
+        array, kind, note = classify_values(values)
+        notes.append(note)
+    return CTImage(array, raw.geometry, kind, path, tuple(notes))
 
 
 def read_mask(
@@ -319,6 +365,22 @@ def _load_nifti(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
             f"truncated: the header declares {offset + declared} bytes, the file holds "
             f"{path.stat().st_size}"
         )
+    return _nifti_raw(img, limits, for_mask=for_mask)
+
+
+def _nifti_raw(img: nib.Nifti1Image, limits: ReadLimits, *, for_mask: bool) -> _Raw:
+    """A NIfTI image's voxels in the radiological view, its header kept for writing masks."""
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ValueError("not a NIfTI image")
+    shape = tuple(int(n) for n in img.shape)
+    affine = img.affine
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{len(img.shape)}D volume of shape {img.shape}: give one 3D volume")
+    if min(shape) < 1:
+        raise ValueError(f"the header declares an empty volume of shape {shape}")
+    _check_nifti_size(shape, affine, limits)
     with _decoding("cannot read the NIfTI voxels (corrupt or truncated)"):
         data = _nifti_values(img, for_mask=for_mask).reshape(shape)
     flat = len(shape) == 2
@@ -357,7 +419,7 @@ def _check_nifti_size(shape: tuple[int, ...], affine: np.ndarray, limits: ReadLi
 def _nifti_values(img: nib.Nifti1Image, *, for_mask: bool) -> np.ndarray:
     """The voxels as stored where that is exact (integers without scaling: no float
     copy of a whole scan), else float32 with the header's scaling applied."""
-    if for_mask:
+    if for_mask or isinstance(img.dataobj, np.ndarray):  # a mask, or an image in memory
         return np.asanyarray(img.dataobj)
     proxy: Any = img.dataobj  # nibabel's ArrayProxy
     slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lungseg.inference.outputs import write_prediction as save_prediction
 from lungseg.inference.predictor import Prediction, Predictor
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["Prediction", "Predictor", "save_prediction"]

@@ -174,8 +174,12 @@ def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def write_prediction(prediction: Prediction, out: Path, stem: str) -> list[Path]:
-    """Write a prediction's files into ``out``; returns their paths."""
+def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list[Path]:
+    """Write a prediction's files into ``out`` (``lungseg.inference.save_prediction``):
+    a slice's ``<stem>_mask.png`` and ``<stem>_overlay.png``, a scan's
+    ``<stem>_mask.nii.gz`` and a montage, the infection mask where there is one. Each
+    file is written whole or not at all. Returns their paths."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not prediction.image.is_volume:
         written = [

@@ -2,7 +2,9 @@
 
     from lungseg.inference import Predictor
     predictor = Predictor()                      # the shipped model, loaded once
-    result = predictor.predict("slice.png")      # or a DICOM file/folder, a NIfTI volume
+    result = predictor.predict("slice.png")      # or a DICOM file/folder, a NIfTI volume,
+                                                 # a numpy array (spacing=...), a nibabel image
+    save_prediction(result, "out/", "slice")     # the mask, overlay (and infection) files
     result.lung                                  # 0 background, 1 right lung, 2 left lung
     result.measures                              # right/left/total in mm² (slice) or mL (volume)
 
@@ -18,10 +20,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
-from lungseg.imaging import CTImage, read_image
-from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
+from lungseg.imaging import CTImage, Intensity, read_image
+from lungseg.imaging.readers import (
+    DEFAULT_LIMITS,
+    ReadLimits,
+    image_from_array,
+    image_from_nifti,
+)
 from lungseg.inference.infection import infection_labels, involvement, restrict_to_lung
 from lungseg.inference.model import (
     SHIPPED_INFECTION_MODEL,
@@ -102,18 +110,35 @@ class Predictor:
 
     def predict(
         self,
-        path: str | Path,
+        source: str | Path | np.ndarray | nib.Nifti1Image,
         *,
+        spacing: tuple[float, ...] | None = None,
+        intensity: Intensity | None = None,
         limits: ReadLimits = DEFAULT_LIMITS,
         progress: Progress | None = None,
     ) -> Prediction:
-        """Read a file or DICOM folder and segment it.
+        """Read and segment a file or DICOM folder, a numpy array or a nibabel image.
+
+        Args:
+            source: a path; a ``(rows, cols)`` slice or ``(slices, rows, cols)`` volume
+                array, taken as shown (HU or display values, classified as files'
+                are); or a nibabel NIfTI image in memory.
+            spacing: an array's pixel size in mm, ``(row, col)`` or ``(slice, row, col)``
+                (areas in mm², volumes in mL; without it, pixels).
+            intensity: force what an array's values mean.
+            limits: the largest input accepted.
+            progress: called with (slices done, slices in all) as work goes on.
 
         Raises:
             ImageReadError: the input cannot be read (``TooLargeError``: over ``limits``).
         """
         started = time.perf_counter()
-        image = read_image(path, limits=limits)
+        if isinstance(source, np.ndarray):
+            image = image_from_array(source, spacing=spacing, intensity=intensity, limits=limits)
+        elif isinstance(source, nib.Nifti1Image | nib.Nifti2Image):
+            image = image_from_nifti(source, limits=limits)
+        else:
+            image = read_image(source, limits=limits)
         return self.segment(image, started=started, progress=progress)
 
     def segment(
