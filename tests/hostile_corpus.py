@@ -170,7 +170,7 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
         data[entry + 24 : entry + 28] = struct.pack("<I", 0xFFFFFFF0)
         entry = data.find(b"PK\x01\x02", entry + 4)
     zip_bomb.write_bytes(bytes(data))
-    add("zip declaring 8 GB unpacked", "size", None, "refused", upload=zip_bomb)
+    add("zip declaring 8 GB unpacked", "size", zip_bomb, "refused")
 
     if large:
         deflated = write_dicom_slice(out / "deflate_bomb.dcm", np.zeros((8, 8), np.int16))
@@ -229,13 +229,12 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
     add(
         "zip of PNG pictures sent as a scan",
         "decoder",
-        None,
+        _zip_folder(pictures, out / "pictures.zip"),
         "refused",
-        upload=_zip_folder(pictures, out / "pictures.zip"),
     )
     broken_zip = out / "broken.zip"
     broken_zip.write_bytes(b"PK\x03\x04 a zip cut short")
-    add("broken zip", "decoder", None, "refused", upload=broken_zip)
+    add("broken zip", "decoder", broken_zip, "refused")
 
     # --- names ------------------------------------------------------------------
     slice_png = write_png(out / "slice.png", display_slice(hu))
@@ -248,9 +247,8 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
     add(
         "zip of a series with ../ member names",
         "name",
-        None,
+        _zip_folder(traversal, out / "traversal.zip", names),
         "ok",
-        upload=_zip_folder(traversal, out / "traversal.zip", names),
     )
 
     # --- odd but valid -------------------------------------------------------------

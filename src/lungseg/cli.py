@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="segment the lungs in slices and scans",
-        description="Inputs: PNG/JPG/TIFF slices, DICOM files, DICOM series folders, NIfTI volumes. "
+        description="Inputs: PNG/JPG/TIFF slices (or a folder of them), DICOM files, DICOM series "
+        "(a folder or a .zip), NIfTI volumes. "
         "Writes <stem>_mask.png and <stem>_overlay.png per slice, <stem>_mask.nii.gz and "
         "<stem>_overlay.png per volume. Mask labels: 0 background, 1 right lung, 2 left lung.",
     )
@@ -222,7 +223,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     from lungseg.imaging.readers import ReadLimits
     from lungseg.inference import Predictor
-    from lungseg.inference.outputs import predict_files, sweep_partials, unique_stems
+    from lungseg.inference.outputs import (
+        expand_inputs,
+        predict_files,
+        sweep_partials,
+        unique_stems,
+    )
 
     predictor = Predictor(
         args.model, infection_model=args.infection_model, infection=not args.no_infection
@@ -231,14 +237,13 @@ def _predict(args: argparse.Namespace) -> int:
         print(
             f"lungseg: removed a half-written file of an interrupted run: {stale}", file=sys.stderr
         )
-    stems, notes = unique_stems(args.inputs)
+    inputs = expand_inputs(args.inputs)  # a folder of pictures: each picture a slice
+    stems, notes = unique_stems(inputs)
     for note in notes:
         print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
     limits = ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels)
-    outcomes = predict_files(
-        predictor, args.inputs, args.out, stems, limits=limits, progress=_slice_bar
-    )
+    outcomes = predict_files(predictor, inputs, args.out, stems, limits=limits, progress=_slice_bar)
     for outcome in outcomes:
         path, prediction, written = outcome.path, outcome.prediction, outcome.written
         if outcome.error is not None or prediction is None:

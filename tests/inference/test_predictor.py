@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -354,3 +355,32 @@ def test_the_python_api_takes_arrays_and_nibabel_images(
         predictor.predict(np.zeros((2, 2, 2, 2)))
     with pytest.raises(ImageReadError, match="spacing"):
         predictor.predict(hu, spacing=(1.0, 1.0, 1.0))
+
+
+def test_the_cli_reads_a_folder_of_pictures_and_a_zipped_series(
+    tmp_path: Path, model: Path, capsys
+) -> None:
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for index in range(3):
+        write_png(pictures / f"slice{index}.png", display_slice(ct_slice(64, seed=index)[0]))
+    (pictures / "README.txt").write_text("exported slices")
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    series = tmp_path / "series"
+    write_dicom_series(series, volume)
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted(series.iterdir()):
+            bundle.write(file, f"nested/{file.name}")
+    out = tmp_path / "out"
+    args = [str(pictures), str(archive), "--out", str(out), "--model", str(model), "--json"]
+    assert main(["predict", *args]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["kind"] for r in records] == ["slice", "slice", "slice", "volume"]
+    assert sorted(p.name for p in out.glob("*_mask.*")) == [
+        "series_mask.nii.gz",
+        "slice0_mask.png",
+        "slice1_mask.png",
+        "slice2_mask.png",
+    ]
+    assert records[3]["unit"] == "mL" and records[3]["lung_total"] > 0

@@ -9,8 +9,11 @@ naming the file and the problem.
 from __future__ import annotations
 
 import gzip
+import shutil
 import struct
+import tempfile
 import warnings
+import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +51,8 @@ class ReadLimits:
         max_slices: slices of a volume, frames of a DICOM or pages of a TIFF.
         max_voxels: voxels of a whole volume.
         max_inflated_mb: a compressed container (deflated DICOM) once inflated.
-        max_files: files looked at in a DICOM folder.
+        max_files: files looked at in a DICOM folder or zip.
+        max_unzipped_gb: a zip of a DICOM series, unpacked (declared sizes).
     """
 
     max_pixels: int = 2**26
@@ -56,6 +60,7 @@ class ReadLimits:
     max_voxels: int = 512 * 512 * 1024
     max_inflated_mb: float = 1024.0
     max_files: int = 8192
+    max_unzipped_gb: float = 4.0
 
     def check_slice(self, rows: int, cols: int, samples: int = 1) -> None:
         if rows * cols * samples > self.max_pixels:
@@ -296,6 +301,8 @@ def _load(path: Path, *, limits: ReadLimits, for_mask: bool = False) -> _Raw:
     if path.stat().st_size == 0:
         raise ValueError("file is empty")
     kind = _sniff(path)
+    if kind == "zip":
+        return _load_zip(path, limits)
     if kind == "nifti":
         return _load_nifti(path, limits, for_mask=for_mask)
     if kind == "dicom":
@@ -321,6 +328,8 @@ def _sniff(path: Path) -> str:
         return "nifti"
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
+    if head.startswith(b"PK\x03\x04") or name.endswith(".zip"):
+        return "zip"
     magics = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF8", b"RIFF")
     if head.startswith(magics):
         return "raster"
@@ -666,6 +675,44 @@ def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
     array, geometry = to_display_order(np.transpose(volume, (2, 1, 0)), affine)
     notes.append(f"DICOM series of {len(chosen)} slices in radiological view")
     return _Raw(array, geometry, kind, tuple(notes))
+
+
+def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:
+    """A zip of one DICOM series: unpacked flat into a private temporary folder (member
+    names are never used as paths; each member is read up to its declared size only),
+    read as a series, then removed."""
+    with tempfile.TemporaryDirectory(prefix="lungseg-zip-") as scratch:
+        folder = Path(scratch)
+        try:
+            with zipfile.ZipFile(archive) as bundle:
+                members = [m for m in bundle.infolist() if not m.is_dir()]
+                if len(members) > limits.max_files:
+                    raise _TooLarge(
+                        f"the zip holds {len(members)} files, more than the limit of "
+                        f"{limits.max_files}",
+                        "max_files",
+                    )
+                if sum(m.file_size for m in members) > limits.max_unzipped_gb * 1024**3:
+                    raise _TooLarge(
+                        f"the zip unpacks to more than {limits.max_unzipped_gb:g} GB",
+                        "max_unzipped_gb",
+                    )
+                for index, member in enumerate(members):
+                    with (
+                        bundle.open(member) as source,
+                        (folder / f"{index:05d}.dcm").open("wb") as sink,
+                    ):
+                        shutil.copyfileobj(source, sink)
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            NotImplementedError,
+            RuntimeError,
+        ) as error:
+            # corrupt, truncated, an unsupported compression method, or encrypted
+            raise ValueError(f"not a readable zip: {error}") from error
+        return _load_dicom_series(folder, limits)
 
 
 # --- PNG / JPEG / TIFF / BMP ----------------------------------------------------

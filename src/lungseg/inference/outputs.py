@@ -24,7 +24,7 @@ from PIL import Image
 from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order, to_source_grid
-from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
+from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
 from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, overlay
@@ -242,6 +242,29 @@ class Outcome:
     prediction: Prediction | None = None
     written: list[Path] = field(default_factory=list)
     error: str | None = None
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """The inputs as the CLI takes them: a folder of 2D pictures (PNG, JPG, TIFF, BMP and
+    no DICOM file) stands for its pictures, each a slice; any other folder is a DICOM
+    series; files (a ``.zip`` of a series included) are read as they are."""
+    expanded: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            pictures = [p for p in files if p.suffix.lower() in RASTER_SUFFIXES]
+            if pictures and not any(_looks_dicom(p) for p in files):
+                expanded.extend(pictures)
+                continue
+        expanded.append(path)
+    return expanded
+
+
+def _looks_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    with path.open("rb") as handle:
+        return handle.read(132)[128:132] == b"DICM"
 
 
 def predict_files(

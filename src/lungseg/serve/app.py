@@ -17,8 +17,6 @@ import os
 import shutil
 import threading
 import time
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +65,6 @@ DOCS_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
 SLICE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
 VOLUME_SUFFIXES = {".nii", ".nii.gz", ".zip"}
 VIEWER_SIDE = 256  # volume slices are sent to the page at this size
-UNZIPPED_MAX_GB = 4
 MULTIPART_SLACK_MB = 1.0  # form fields and boundaries around the file in a request body
 
 
@@ -376,11 +373,6 @@ def create_app(
             if cancelled.is_set():
                 raise ClientGone("the client disconnected; its job was stopped")
 
-        if volume and path.suffix == ".zip":
-            folder = path.with_name("series")
-            _unzip_series(path, folder, settings.limits)
-            path.unlink()
-            path = folder
         try:
             prediction = predictor.predict(path, limits=settings.limits, progress=progress)
         except TooLargeError as error:
@@ -535,29 +527,3 @@ def _shrink(plane: np.ndarray, labels: bool) -> np.ndarray:
     size = (max(1, round(plane.shape[1] * scale)), max(1, round(plane.shape[0] * scale)))
     method = Image.Resampling.NEAREST if labels else Image.Resampling.BILINEAR
     return np.asarray(image.resize(size, method))
-
-
-def _unzip_series(archive: Path, folder: Path, limits: ReadLimits) -> None:
-    """Unpack a zip of DICOM files flat into ``folder``, refusing zip bombs and odd paths
-    (member names are never used; each member is read up to its declared size only)."""
-    folder.mkdir()
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            members = [m for m in bundle.infolist() if not m.is_dir()]
-            if len(members) > limits.max_files:
-                raise UploadError(
-                    413,
-                    f"the zip holds {len(members)} files, more than the limit of "
-                    f"{limits.max_files}",
-                )
-            if sum(m.file_size for m in members) > UNZIPPED_MAX_GB * 1024**3:
-                raise UploadError(413, f"the zip unpacks to more than {UNZIPPED_MAX_GB} GB")
-            for index, member in enumerate(members):
-                with (
-                    bundle.open(member) as source,
-                    (folder / f"{index:05d}.dcm").open("wb") as sink,
-                ):
-                    shutil.copyfileobj(source, sink)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
-        # corrupt, truncated, an unsupported compression method, or encrypted
-        raise UploadError(400, f"not a readable zip: {error}") from error
