@@ -5,8 +5,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
 from synthetic import (
     LPS_AFFINE,
     ct_slice,
@@ -252,3 +255,20 @@ def test_colour_and_fractional_masks_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ImageReadError, match="not integer labels"):
         read_mask(tmp_path / "prob.nii")
+
+
+def test_compressed_dicom_as_pacs_exports_it(tmp_path: Path) -> None:
+    """JPEG 2000 (lossless) and JPEG Lossless (process 14) decode with the core install."""
+    hu, _ = ct_slice(64)
+    plain = write_dicom_slice(tmp_path / "plain.dcm", hu)
+    ds = pydicom.dcmread(plain)
+    ds.compress(JPEG2000Lossless)  # encoded by pylibjpeg-openjpeg
+    ds.save_as(tmp_path / "j2k.dcm")
+    image = read_image(tmp_path / "j2k.dcm")
+    assert image.intensity is Intensity.HU
+    np.testing.assert_array_equal(image.array, read_image(plain).array)
+    # pydicom cannot encode JPEG Lossless; its own sample file (process 14, SV1) is decoded
+    sample = get_testdata_file("SC_rgb_jpeg_gdcm.dcm", download=False)
+    assert sample is not None, "pydicom's bundled test file is missing"
+    assert str(pydicom.dcmread(sample).file_meta.TransferSyntaxUID) == JPEGLosslessSV1
+    assert read_image(sample).array.shape == (100, 100)
