@@ -261,6 +261,8 @@ def _predict(args: argparse.Namespace) -> int:
                 f"(right {m['right']:.1f}, left {m['left']:.1f}), {prediction.seconds:.2f} s -> "
                 + ", ".join(p.name for p in written)
             )
+            for note in prediction.notes:  # how it was read: series chosen, values guessed...
+                print(f"  note: {note}")
     return 1 if failed else 0
 
 

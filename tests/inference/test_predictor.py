@@ -384,3 +384,18 @@ def test_the_cli_reads_a_folder_of_pictures_and_a_zipped_series(
         "slice2_mask.png",
     ]
     assert records[3]["unit"] == "mL" and records[3]["lung_total"] > 0
+
+
+def test_the_notes_reach_the_cli_line_and_the_json(tmp_path: Path, model: Path, capsys) -> None:
+    """A folder holding two series gives the larger one, and says so (it was silent)."""
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    folder = tmp_path / "two_series"
+    write_dicom_series(folder / "a", volume)
+    write_dicom_series(folder / "b", volume[:4])
+    args = [str(folder), "--out", str(tmp_path / "out"), "--model", str(model)]
+    assert main(["predict", *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("  note: 2 series in the folder") for line in lines), lines
+    assert main(["predict", *args, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert any(note.startswith("2 series in the folder") for note in record["notes"])

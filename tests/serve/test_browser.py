@@ -86,6 +86,8 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             after = page.evaluate("document.getElementById('overlay').toDataURL()")
             assert before != after  # the slider changed the drawing
             assert page.locator("#download-mask").get_attribute("href").startswith("data:image/png")
+            notes = page.locator("#notes li").all_inner_texts()  # how the file was read
+            assert notes and all(notes), notes
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
 

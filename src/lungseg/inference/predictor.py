@@ -81,6 +81,7 @@ class Prediction:
             "unit": self.unit,
             **{f"lung_{k}": round(v, 2) for k, v in self.measures.items()},
             **({"involvement": self.involvement} if self.involvement is not None else {}),
+            "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
 

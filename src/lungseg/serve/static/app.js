@@ -115,6 +115,11 @@ function showMeasures(data) {
   $("left").textContent = fmt(lung.left);
   $("total").textContent = fmt(lung.total);
   $("time").textContent = `${data.timings_ms.total} ms`;
+  $("notes").replaceChildren(...(data.notes || []).map((note) => {
+    const item = document.createElement("li");
+    item.textContent = note; // how the file was read: series chosen, values guessed, sides...
+    return item;
+  }));
   const inv = data.involvement;
   for (const id of ["involvement-row", "severity-row", "infection-control", "infection-legend"]) $(id).hidden = !inv;
   if (inv) {
