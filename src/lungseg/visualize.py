@@ -65,3 +65,57 @@ def overlay(
         if outline:
             rgb[region_outline(region)] = colour
     return rgb
+
+
+LEGEND_NAMES = {
+    "lung": ((LUNG_COLOURS[LUNG_RIGHT], "right lung"), (LUNG_COLOURS[LUNG_LEFT], "left lung")),
+    "infection": (
+        (INFECTION_COLOURS[GROUND_GLASS], "ground glass"),
+        (INFECTION_COLOURS[CONSOLIDATION], "consolidation"),
+        (INFECTION_COLOURS[PLEURAL_EFFUSION], "effusion"),
+    ),
+}
+
+
+def annotate(
+    rgb: np.ndarray,
+    lung: np.ndarray,
+    *,
+    infection: bool = False,
+    caption: str | None = None,
+    legend: bool = True,
+) -> np.ndarray:
+    """An overlay with what a reader needs to read it: "R" and "L" on the patient's
+    right and left lung (at each lung's centre, so they are right on a mirrored photo
+    too), a colour legend in the bottom-left corner, and an optional caption (a slice
+    number) in the top-left. Returns a new array; ``rgb`` is left as it is."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows, cols = lung.shape
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    size = max(9, min(rows, cols) // 22)
+    font = ImageFont.load_default(size=size)
+    outlined = {
+        "fill": (255, 255, 255),
+        "stroke_width": max(1, size // 8),
+        "stroke_fill": (0, 0, 0),
+    }
+    for label, letter in ((LUNG_RIGHT, "R"), (LUNG_LEFT, "L")):
+        where = np.nonzero(lung == label)
+        if where[0].size:
+            centre = (float(where[1].mean()), float(where[0].mean()))
+            draw.text(centre, letter, font=font, anchor="mm", **outlined)
+    if caption:
+        draw.text((size // 2, size // 2), caption, font=font, **outlined)
+    if legend:
+        entries = list(LEGEND_NAMES["lung"]) + (
+            list(LEGEND_NAMES["infection"]) if infection else []
+        )
+        line = size + size // 3
+        top = rows - line * len(entries) - size // 3
+        for number, (colour, name) in enumerate(entries):
+            y = top + number * line
+            draw.rectangle((size // 2, y, size // 2 + size - 1, y + size - 1), fill=colour)
+            draw.text((size // 2 + size + size // 3, y), name, font=font, **outlined)
+    return np.asarray(image)

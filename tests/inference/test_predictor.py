@@ -399,3 +399,28 @@ def test_the_notes_reach_the_cli_line_and_the_json(tmp_path: Path, model: Path, 
     assert main(["predict", *args, "--json"]) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])
     assert any(note.startswith("2 series in the folder") for note in record["notes"])
+
+
+def test_overlays_say_which_lung_is_which_and_what_the_colours_mean(
+    tmp_path: Path, model: Path
+) -> None:
+    hu, _ = ct_slice(256)
+    photo = write_png(tmp_path / "photo.png", display_slice(hu))
+    mirrored = write_png(tmp_path / "mirrored.png", display_slice(hu)[:, ::-1].copy())
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(photo), str(mirrored), "--out", str(out), "--model", str(model)]) == 0
+    )
+    for stem in ("photo", "mirrored"):
+        picture = np.array(Image.open(out / f"{stem}_overlay.png"))
+        lung = np.array(Image.open(out / f"{stem}_mask.png"))
+        assert picture.shape == (*hu.shape, 3)
+        spread = picture.max(axis=2).astype(int) - picture.min(axis=2)
+        white = (picture.min(axis=2) >= 200) & (spread < 30)  # text over a dark tinted lung
+        for label in (LUNG_RIGHT, LUNG_LEFT):  # "R" and "L" written on each lung's centre
+            rows, cols = np.nonzero(lung == label)
+            r, c = int(rows.mean()), int(cols.mean())
+            assert white[r - 8 : r + 8, c - 8 : c + 8].any(), (stem, label)
+        corner = picture[-110:, :25].reshape(-1, 3)  # the legend's colour squares
+        for colour in ((230, 75, 60), (50, 130, 230)):
+            assert np.all(corner == colour, axis=1).any(), colour

@@ -27,7 +27,7 @@ from lungseg.imaging.orientation import from_display_order, to_source_grid
 from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
-from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, overlay
+from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay
 
 MONTAGE_SLICES = 8
 MONTAGE_TILE = 256
@@ -157,16 +157,36 @@ def overlay_picture(prediction: Prediction, index: int | None = None) -> np.ndar
     return overlay(to_display(image, prediction.image.intensity), lung, infection)
 
 
+def annotated_overlay(prediction: Prediction) -> np.ndarray:
+    """A slice's overlay as written to files: R/L on the lungs and a colour legend."""
+    return annotate(
+        overlay_picture(prediction), prediction.lung, infection=prediction.infection is not None
+    )
+
+
 def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
     """Overlays of ``count`` slices spread over the lungs (over the whole scan if none found)."""
     with_lung = np.flatnonzero(prediction.lung.any(axis=(1, 2)))
     pool = with_lung if with_lung.size else np.arange(prediction.lung.shape[0])
     picks = pool[np.linspace(0, pool.size - 1, min(count, pool.size)).round().astype(int)]
     tiles = []
-    for index in picks:
+    total = prediction.lung.shape[0]
+    for number, index in enumerate(picks):
         tile = Image.fromarray(overlay_picture(prediction, int(index)))
+        size = (MONTAGE_TILE, MONTAGE_TILE)
+        small = np.asarray(tile.resize(size, Image.Resampling.BILINEAR))
+        lung = np.asarray(
+            Image.fromarray(prediction.lung[int(index)]).resize(size, Image.Resampling.NEAREST)
+        )
+        caption = f"slice {int(index) + 1}/{total}"  # numbered from the feet (radiological view)
         tiles.append(
-            np.asarray(tile.resize((MONTAGE_TILE, MONTAGE_TILE), Image.Resampling.BILINEAR))
+            annotate(
+                small,
+                lung,
+                infection=prediction.infection is not None,
+                caption=caption,
+                legend=number == 0,
+            )
         )
     while len(tiles) % 4:
         tiles.append(np.zeros_like(tiles[0]))
@@ -184,7 +204,9 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
     if not prediction.image.is_volume:
         written = [
             _write_atomically(out / f"{stem}_mask.png", lung_png(prediction.lung)),
-            _write_atomically(out / f"{stem}_overlay.png", png_bytes(overlay_picture(prediction))),
+            _write_atomically(
+                out / f"{stem}_overlay.png", png_bytes(annotated_overlay(prediction))
+            ),
         ]
         if prediction.infection is not None:
             written.append(

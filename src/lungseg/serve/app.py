@@ -38,9 +38,9 @@ from lungseg.imaging import to_display
 from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
 from lungseg.inference import Prediction, Predictor
 from lungseg.inference.outputs import (
+    annotated_overlay,
     infection_png,
     lung_png,
-    overlay_picture,
     png_bytes,
     volume_mask_nifti,
 )
@@ -392,7 +392,7 @@ def create_app(
         prediction = segment_upload(path, name, False, cancelled)
         if format == "mask":
             return Response(lung_png(prediction.lung), media_type="image/png")
-        overlay = overlay_picture(prediction)
+        overlay = annotated_overlay(prediction)  # R/L and a legend: a picture to keep
         if format == "overlay":
             return Response(png_bytes(overlay), media_type="image/png")
         grey = to_display(prediction.image.array, prediction.image.intensity)
