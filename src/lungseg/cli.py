@@ -12,6 +12,19 @@ from lungseg import __version__
 from lungseg.errors import LungsegError
 
 
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """The reading limits a user may change (``imaging.readers.ReadLimits``)."""
+    parser.add_argument(
+        "--max-slices", type=int, default=1024, help="slices of one volume (default 1024)"
+    )
+    parser.add_argument(
+        "--max-voxels",
+        type=int,
+        default=512 * 512 * 1024,
+        help="voxels of one volume (default 512 x 512 x 1024)",
+    )
+
+
 def _fractions(text: str) -> tuple[float, float, float]:
     try:
         parts = tuple(float(p) for p in text.split(","))
@@ -121,15 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX infection model (default: the shipped one, if any)",
     )
     predict.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
-    predict.add_argument(
-        "--max-slices", type=int, default=1024, help="slices of one volume (default 1024)"
-    )
-    predict.add_argument(
-        "--max-voxels",
-        type=int,
-        default=512 * 512 * 1024,
-        help="voxels of one volume (default 512 x 512 x 1024)",
-    )
+    _add_limit_flags(predict)
 
     serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
@@ -153,15 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="segmentations waiting per worker; beyond them the answer is 503 (default 16)",
     )
-    serve.add_argument(
-        "--max-slices", type=int, default=1024, help="slices of one volume (default 1024)"
-    )
-    serve.add_argument(
-        "--max-voxels",
-        type=int,
-        default=512 * 512 * 1024,
-        help="voxels of one volume (default 512 x 512 x 1024)",
-    )
+    _add_limit_flags(serve)
     serve.add_argument(
         "--header-timeout",
         type=float,

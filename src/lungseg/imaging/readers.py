@@ -353,22 +353,10 @@ def _is_nifti_header(head: bytes) -> bool:
 
 def _load_nifti(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
     with _decoding("not a readable NIfTI header"):
-        img = nib.load(str(path))
-        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-            raise ValueError("not a NIfTI image")
-        shape = tuple(int(n) for n in img.shape)
-        affine = img.affine
-        dtype = img.header.get_data_dtype()
-        proxy: Any = img.dataobj  # nibabel's ArrayProxy
-        offset = int(proxy.offset)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) not in (2, 3):
-        raise ValueError(f"{len(img.shape)}D volume of shape {img.shape}: give one 3D volume")
-    if min(shape) < 1:
-        raise ValueError(f"the header declares an empty volume of shape {shape}")
-    _check_nifti_size(shape, affine, limits)
-    declared = int(np.prod(shape)) * dtype.itemsize
+        img: Any = nib.load(str(path))
+        offset = int(getattr(img.dataobj, "offset", 0))  # nibabel's ArrayProxy
+    shape = _checked_nifti_shape(img, limits)
+    declared = int(np.prod(shape)) * img.header.get_data_dtype().itemsize
     if not path.name.lower().endswith(".gz") and path.stat().st_size < offset + declared:
         raise ValueError(
             f"truncated: the header declares {offset + declared} bytes, the file holds "
@@ -377,19 +365,25 @@ def _load_nifti(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
     return _nifti_raw(img, limits, for_mask=for_mask)
 
 
-def _nifti_raw(img: nib.Nifti1Image, limits: ReadLimits, *, for_mask: bool) -> _Raw:
-    """A NIfTI image's voxels in the radiological view, its header kept for writing masks."""
+def _checked_nifti_shape(img: Any, limits: ReadLimits) -> tuple[int, ...]:
+    """The declared 2D or 3D shape (a trailing 4th axis of 1 dropped), within ``limits``."""
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ValueError("not a NIfTI image")
     shape = tuple(int(n) for n in img.shape)
-    affine = img.affine
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) not in (2, 3):
         raise ValueError(f"{len(img.shape)}D volume of shape {img.shape}: give one 3D volume")
     if min(shape) < 1:
         raise ValueError(f"the header declares an empty volume of shape {shape}")
-    _check_nifti_size(shape, affine, limits)
+    _check_nifti_size(shape, img.affine, limits)
+    return shape
+
+
+def _nifti_raw(img: nib.Nifti1Image, limits: ReadLimits, *, for_mask: bool) -> _Raw:
+    """A NIfTI image's voxels in the radiological view, its header kept for writing masks."""
+    shape = _checked_nifti_shape(img, limits)
+    affine = img.affine
     with _decoding("cannot read the NIfTI voxels (corrupt or truncated)"):
         data = _nifti_values(img, for_mask=for_mask).reshape(shape)
     flat = len(shape) == 2
