@@ -424,3 +424,19 @@ def test_overlays_say_which_lung_is_which_and_what_the_colours_mean(
         corner = picture[-110:, :25].reshape(-1, 3)  # the legend's colour squares
         for colour in ((230, 75, 60), (50, 130, 230)):
             assert np.all(corner == colour, axis=1).any(), colour
+
+
+def test_a_volume_reports_its_lung_area_per_slice_and_lesions_in_ml(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    prediction = predictor.predict(write_nifti(tmp_path / "scan.nii.gz", volume))
+    assert prediction.per_slice is not None and len(prediction.per_slice) == 6
+    pixel_mm2 = 0.8 * 0.8  # synthetic.LPS_AFFINE
+    for plane, area in zip(prediction.lung, prediction.per_slice, strict=True):
+        assert area["total"] == pytest.approx((plane != 0).sum() * pixel_mm2, abs=0.1)
+    total_ml = sum(a["total"] for a in prediction.per_slice) * 5.0 / 1000  # 5 mm slices
+    assert total_ml == pytest.approx(prediction.measures["total"], rel=1e-3)
+    assert prediction.record()["lung_per_slice"] == prediction.per_slice
+    if prediction.involvement is not None:
+        assert "ground_glass_ml" in prediction.involvement

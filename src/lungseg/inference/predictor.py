@@ -51,6 +51,8 @@ class Prediction:
         image: the input as read (pixels in display order, geometry, intensity).
         lung: uint8 labels of ``image.array``'s shape: 0 background, 1 right, 2 left lung.
         measures: ``right``, ``left`` and ``total`` lung size in ``unit``.
+        per_slice: for a volume, each slice's ``right``/``left``/``total`` lung area
+            in mm² (pixels without spacing), in the array's slice order.
         unit: ``mm2`` for a slice with spacing, ``mL`` for a volume with spacing, ``px`` without.
         seconds: time spent reading and segmenting.
     """
@@ -63,6 +65,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     infection: np.ndarray | None = None  # 0 none, 1 ground glass, 2 consolidation, 3 effusion
     involvement: dict[str, object] | None = None  # see inference.infection.involvement
+    per_slice: list[dict[str, float]] | None = None  # a volume's lung area per slice
 
     @property
     def kind(self) -> str:
@@ -81,6 +84,7 @@ class Prediction:
             "unit": self.unit,
             **{f"lung_{k}": round(v, 2) for k, v in self.measures.items()},
             **({"involvement": self.involvement} if self.involvement is not None else {}),
+            **({"lung_per_slice": self.per_slice} if self.per_slice is not None else {}),
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
@@ -176,12 +180,23 @@ class Predictor:
         measures = lung_measures(lung, spacing)
         unit = "px" if spacing is None else ("mL" if image.is_volume else "mm2")
         prediction = Prediction(image, lung, measures, unit, 0.0, notes)
+        if image.is_volume:
+            in_plane = spacing[1:] if spacing else None
+            prediction.per_slice = [
+                {k: round(v, 1) for k, v in lung_measures(plane, in_plane).items()}
+                for plane in lung
+            ]
         if self.infection_model is not None:
             labels = infection_labels(
                 self.infection_model, list(image.slices()), image.intensity, progress=step(count)
             )
             prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung, in_place=True)
             prediction.involvement = involvement(lung, prediction.infection)
+            if image.is_volume and spacing is not None:  # lesion volumes in mL
+                voxel_ml = float(np.prod(spacing)) / 1000.0
+                for name in ("ground_glass", "consolidation", "effusion"):
+                    pixels = float(prediction.involvement[f"{name}_px"])  # type: ignore[arg-type]
+                    prediction.involvement[f"{name}_ml"] = round(pixels * voxel_ml, 2)
             if image.is_volume:  # and slice by slice, for a viewer's slice slider
                 prediction.involvement["per_slice"] = [
                     involvement(plane, lesions)["share"]

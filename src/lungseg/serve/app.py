@@ -306,6 +306,7 @@ def _summary(
         "lung": {
             "unit": prediction.unit,
             **{k: round(v, 2) for k, v in prediction.measures.items()},
+            **({"per_slice": prediction.per_slice} if prediction.per_slice is not None else {}),
         },
         "notes": prediction.notes,
         "timings_ms": {
