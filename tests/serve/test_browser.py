@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from conftest import SHARED_DATA
-from synthetic import ct_slice, display_slice, write_png
+from synthetic import ct_slice, ct_volume, display_slice, write_nifti, write_png
 
 from lungseg.serve.app import create_app
 
@@ -100,10 +100,25 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
                 assert "%" in page.locator("#involvement").inner_text()
                 page.screenshot(path=str(ARTIFACTS / "viewer_covid.png"), full_page=True)
 
+            volume, _ = ct_volume(slices=6, size=96, lung_free=1)
+            scan = write_nifti(tmp_path / "scan.nii.gz", volume)
+            page.set_input_files("#file", str(scan))
+            page.locator("#file:disabled").wait_for(state="attached", timeout=5_000)  # busy
+            assert page.locator("#result").is_hidden()  # not the previous slice's result
+            page.locator("#status").filter(has_text=re.compile(r"^scan\.nii\.gz: ")).wait_for(
+                timeout=30_000
+            )
+            assert page.locator("#file").is_enabled()
+            assert page.locator("#slice-control").is_visible()
+            assert page.locator("#download-overlay").is_hidden()  # no stale slice overlay
+            assert page.locator("#download-mask").get_attribute("download") == "scan_mask.nii.gz"
+
             bad = tmp_path / "notes.png"
             bad.write_text("not an image")
             page.set_input_files("#file", str(bad))
             page.wait_for_selector("#error:not([hidden])", timeout=10_000)
-            assert "notes.png" in page.locator("#error").inner_text()
+            error = page.locator("#error").inner_text()
+            assert error.count("notes.png") == 1, error  # named once, not twice
+            assert page.locator("#result").is_hidden()  # the scan's result is gone
         finally:
             browser.close()

@@ -129,8 +129,14 @@ function showMeasures(data) {
   }
 }
 
+let busy = false;
+
 async function upload(file) {
+  if (busy) return; // one at a time: the input is disabled meanwhile
+  busy = true;
+  $("file").disabled = true;
   showError("");
+  $("result").hidden = true; // never the previous file's result beside this one's name
   $("status").textContent = `Segmenting ${file.name}…`;
   const volume = VOLUME.test(file.name);
   const body = new FormData();
@@ -163,7 +169,11 @@ async function upload(file) {
     $("status").textContent = `${file.name}: ${data.size.join(" × ")} ${data.kind}, done.`;
   } catch (err) {
     $("status").textContent = "";
-    showError(`${file.name}: ${err.message}`);
+    // the server's messages name the file already; others get its name once
+    showError(err.message.startsWith(file.name) ? err.message : `${file.name}: ${err.message}`);
+  } finally {
+    busy = false;
+    $("file").disabled = false;
   }
 }
 
