@@ -8,6 +8,7 @@ from it).
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -88,6 +89,14 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             assert page.locator("#download-mask").get_attribute("href").startswith("data:image/png")
             notes = page.locator("#notes li").all_inner_texts()  # how the file was read
             assert notes and all(notes), notes
+            with page.expect_download() as download:
+                page.click("#download-numbers")
+            assert download.value.suggested_filename.endswith("_numbers.json")
+            numbers = json.loads(Path(download.value.path()).read_text())
+            assert numbers["lung"]["total"] > 0 and "mask_png" not in numbers  # numbers only
+            assert page.locator("#download-infection").is_visible()  # the infection mask
+            icon = page.locator("link[rel=icon]").get_attribute("href")
+            assert icon and page.request.get(server + icon.lstrip("/")).ok
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
 
@@ -111,6 +120,7 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             assert page.locator("#file").is_enabled()
             assert page.locator("#slice-control").is_visible()
             assert page.locator("#download-overlay").is_hidden()  # no stale slice overlay
+            assert page.locator("#download-infection").is_hidden()  # no stale slice mask
             assert page.locator("#download-mask").get_attribute("download") == "scan_mask.nii.gz"
 
             bad = tmp_path / "notes.png"

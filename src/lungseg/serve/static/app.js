@@ -160,6 +160,18 @@ async function upload(file) {
       $("download-overlay").download = stem + "_overlay.png";
       $("download-overlay").hidden = false;
     }
+    const stem = file.name.replace(VOLUME, "").replace(/\.[^.]+$/, "");
+    $("download-infection").hidden = !data.infection_png;
+    if (data.infection_png) {
+      $("download-infection").href = "data:image/png;base64," + data.infection_png;
+      $("download-infection").download = stem + "_infection.png";
+    }
+    // the numbers without the pictures: what a spreadsheet or a report needs
+    const numbers = Object.fromEntries(Object.entries(data).filter(([key]) => !/_png$|_nifti$|^slices$/.test(key)));
+    const blob = new Blob([JSON.stringify(numbers, null, 2)], { type: "application/json" });
+    if ($("download-numbers").href.startsWith("blob:")) URL.revokeObjectURL($("download-numbers").href);
+    $("download-numbers").href = URL.createObjectURL(blob);
+    $("download-numbers").download = stem + "_numbers.json";
     $("slice").max = String(frames.length - 1);
     $("slice").value = String(Math.floor(frames.length / 2));
     $("slice-control").hidden = frames.length < 2;
