@@ -119,6 +119,13 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             )
             assert page.locator("#file").is_enabled()
             assert page.locator("#slice-control").is_visible()
+            middle = int(page.locator("#slice").input_value())
+            page.keyboard.press("PageUp")  # PACS-like: keys and the mouse wheel move the slice
+            assert int(page.locator("#slice").input_value()) == middle + 1
+            page.hover("#overlay")
+            page.mouse.wheel(0, -100)
+            page.wait_for_timeout(100)
+            assert int(page.locator("#slice").input_value()) == middle
             assert page.locator("#download-overlay").is_hidden()  # no stale slice overlay
             assert page.locator("#download-infection").is_hidden()  # no stale slice mask
             assert page.locator("#download-mask").get_attribute("download") == "scan_mask.nii.gz"

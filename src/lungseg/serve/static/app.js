@@ -200,6 +200,21 @@ function init() {
     if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
   });
   for (const id of ["opacity", "slice"]) $(id).addEventListener("input", draw);
+  // move through a scan as in a PACS viewer: the mouse wheel over the pictures, PageUp/PageDown
+  const step = (by) => {
+    if (frames.length < 2) return false;
+    const slice = $("slice");
+    slice.value = String(Math.min(frames.length - 1, Math.max(0, Number(slice.value) + by)));
+    draw();
+    return true;
+  };
+  for (const id of ["original", "overlay"]) {
+    $(id).addEventListener("wheel", (e) => { if (step(Math.sign(e.deltaY))) e.preventDefault(); }, { passive: false });
+  }
+  document.addEventListener("keydown", (e) => {
+    const by = { PageUp: 1, PageDown: -1 }[e.key];
+    if (by && step(by)) e.preventDefault();
+  });
   $("infection").addEventListener("change", draw);
   for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", draw);
   loadModel();
