@@ -119,7 +119,9 @@ def _largest_scan(folder: Path) -> Path:
 
 def _serve(port: int) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "lungseg", "serve", "--port", str(port)], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "lungseg", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # its access log; a failure shows as the HTTP status
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ VALID: dict[str, bytes] = {}
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("LUNGSEG_FUZZ_EXAMPLES", "150")),  # more for a long hunt
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     suffix=st.sampled_from([".dcm", ".nii", ".nii.gz", ".png"]),

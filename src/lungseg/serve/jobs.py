@@ -79,19 +79,20 @@ class JobGate:
                 if await request.is_disconnected():
                     raise ClientGone("the client disconnected before its job started")
                 watcher = asyncio.create_task(_watch(request, cancelled))
-            return await run_in_threadpool(self._in_slot, job, (*args, cancelled))
+            return await run_in_threadpool(self._in_slot, job, args, cancelled)
         finally:
             if watcher is not None:
                 watcher.cancel()
             with self._lock:
                 self._admitted -= 1
 
-    def _in_slot(self, job: Callable[..., T], args: tuple[object, ...]) -> T:
+    def _in_slot(
+        self, job: Callable[..., T], args: tuple[object, ...], cancelled: threading.Event
+    ) -> T:
         with self._slots:
-            cancelled = args[-1]
-            if isinstance(cancelled, threading.Event) and cancelled.is_set():
+            if cancelled.is_set():
                 raise ClientGone("the client disconnected while its job waited")
-            return job(*args)
+            return job(*args, cancelled)
 
 
 async def _watch(request: Request, cancelled: threading.Event) -> None:
