@@ -242,7 +242,8 @@ def _cli(cases: list[Case], out: Path) -> int:
         good = ("error" in record) == (case.expect_from_cli == "refused")
         missed += not good
         said = (
-            record.get("error") or f"{record['kind']} lungs {record['lung_total']} {record['unit']}"
+            record.get("error")
+            or f"{record['kind']} lungs {record['lung']['total']} {record['lung']['unit']}"
         )
         print(
             f"  {case.name[:44]:44} {case.expect_from_cli:8} {str(said)[:90]}{'' if good else '  <-- NOT HANDLED'}"

@@ -89,15 +89,23 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 def write_dicom_series(
     folder: Path, hu_zyx: np.ndarray, spacing: tuple[float, float, float] = (5.0, 0.8, 0.8)
 ) -> list[Path]:
-    """Write a standard axial DICOM series (stored values = HU + 1024), file names shuffled."""
+    """Write a standard axial DICOM series (stored values = HU + 1024), file names shuffled,
+    instance numbers from the head down (as many scanners number them)."""
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid = generate_uid()
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     order = np.random.default_rng(1).permutation(hu_zyx.shape[0])
     paths = []
     for index, name in zip(range(hu_zyx.shape[0]), order, strict=True):
         path = folder / f"img{name:03d}.dcm"
         write_dicom_slice(
-            path, hu_zyx[index], z=index * spacing[0], pixel=spacing[1:], series_uid=series_uid
+            path,
+            hu_zyx[index],
+            z=index * spacing[0],
+            pixel=spacing[1:],
+            series_uid=series_uid,
+            study_uid=study_uid,
+            frame_uid=frame_uid,
+            instance=hu_zyx.shape[0] - index,
         )
         paths.append(path)
     return paths
@@ -111,6 +119,9 @@ def write_dicom_slice(
     pixel: tuple[float, float] = (0.8, 0.8),
     series_uid: str | None = None,
     orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    study_uid: str | None = None,
+    frame_uid: str | None = None,
+    instance: int = 1,
 ) -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -120,6 +131,20 @@ def write_dicom_slice(
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.FrameOfReferenceUID = frame_uid or generate_uid()
+    ds.InstanceNumber = instance
+    ds.SeriesNumber = 1
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "SYNTHETIC-1"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyDate = "20260101"
+    ds.StudyTime = "120000"
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.Manufacturer = "lungseg tests"
     ds.Modality = "CT"
     ds.Rows, ds.Columns = hu.shape
     ds.PixelSpacing = [pixel[0], pixel[1]]

@@ -216,8 +216,6 @@ def _slice_bar(path: Path) -> Callable[[int, int], None]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import json
-
     from lungseg.imaging.readers import ReadLimits
     from lungseg.inference import Predictor
     from lungseg.inference.outputs import (
@@ -226,6 +224,7 @@ def _predict(args: argparse.Namespace) -> int:
         sweep_partials,
         unique_stems,
     )
+    from lungseg.inference.result import Failure, describe
 
     predictor = Predictor(
         args.model, infection_model=args.infection_model, infection=not args.no_infection
@@ -247,10 +246,16 @@ def _predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"lungseg: failed: {outcome.error}", file=sys.stderr)
             if args.json:
-                print(json.dumps({"file": str(path), "error": outcome.error}))
+                print(Failure(file=str(path), error=str(outcome.error)).model_dump_json())
             continue
         if args.json:
-            print(json.dumps(prediction.record() | {"outputs": [str(p) for p in written]}))
+            summary = describe(
+                prediction,
+                model=predictor.model_info(),
+                file=str(path),
+                outputs=[str(p) for p in written],
+            )
+            print(summary.model_dump_json())
         else:
             m, unit = prediction.measures, prediction.unit
             print(

@@ -103,9 +103,12 @@ def test_predict_and_api_carry_infection(tmp_path: Path, predictor: Predictor, c
         str(predictor.model.path),
     ]
     assert main([*plain, "--no-infection", "--json"]) == 0
-    assert "involvement" not in json.loads(capsys.readouterr().out)
+    without = json.loads(capsys.readouterr().out)
+    assert without["involvement"] is None and without["lung"]["total"] > 0
     client = TestClient(create_app(ServeSettings(), predictor))
     data = client.post("/api/v1/segment", files={"file": ("s.png", path.read_bytes())}).json()
+    # one shape: the API's answer is the CLI's record plus pictures
+    assert set(record) - {"outputs"} <= set(data)
     assert data["involvement"]["severity"]["total"] == 10
     infection = np.array(Image.open(io.BytesIO(base64.b64decode(data["infection_png"]))))
     assert set(np.unique(infection)) == {0, GROUND_GLASS}

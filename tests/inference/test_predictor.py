@@ -27,6 +27,7 @@ from lungseg.errors import ImageReadError
 from lungseg.imaging import read_image, read_mask
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
 from lungseg.inference import Predictor, save_prediction
+from lungseg.inference.result import describe
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,7 +133,7 @@ def test_predict_command_writes_every_output_and_goes_on_after_a_bad_file(
     assert read_image(out / "scan_mask.nii.gz").array.shape == volume.shape
     assert (out / "series_mask.nii.gz").exists() and (out / "series_overlay.png").exists()
     assert not list(out.glob(".*partial*"))
-    assert records[3]["unit"] == "mL" and records[3]["lung_total"] > 0
+    assert records[3]["lung"]["unit"] == "mL" and records[3]["lung"]["total"] > 0
 
 
 def test_a_sided_model_labels_a_photo_by_its_own_sides(tmp_path: Path) -> None:
@@ -383,7 +384,7 @@ def test_the_cli_reads_a_folder_of_pictures_and_a_zipped_series(
         "slice1_mask.png",
         "slice2_mask.png",
     ]
-    assert records[3]["unit"] == "mL" and records[3]["lung_total"] > 0
+    assert records[3]["lung"]["unit"] == "mL" and records[3]["lung"]["total"] > 0
 
 
 def test_the_notes_reach_the_cli_line_and_the_json(tmp_path: Path, model: Path, capsys) -> None:
@@ -434,9 +435,16 @@ def test_a_volume_reports_its_lung_area_per_slice_and_lesions_in_ml(
     assert prediction.per_slice is not None and len(prediction.per_slice) == 6
     pixel_mm2 = 0.8 * 0.8  # synthetic.LPS_AFFINE
     for plane, area in zip(prediction.lung, prediction.per_slice, strict=True):
-        assert area["total"] == pytest.approx((plane != 0).sum() * pixel_mm2, abs=0.1)
-    total_ml = sum(a["total"] for a in prediction.per_slice) * 5.0 / 1000  # 5 mm slices
+        assert area.total == pytest.approx((plane != 0).sum() * pixel_mm2, abs=0.1)
+    total_ml = sum(a.total for a in prediction.per_slice) * 5.0 / 1000  # 5 mm slices
     assert total_ml == pytest.approx(prediction.measures["total"], rel=1e-3)
-    assert prediction.record()["lung_per_slice"] == prediction.per_slice
+    # numbered head to feet (the array runs feet to head), z from the affine, 5 mm apart
+    assert [a.number for a in prediction.per_slice] == [6, 5, 4, 3, 2, 1]
+    z_mm = [a.z_mm for a in prediction.per_slice]
+    assert all(z is not None for z in z_mm)
+    assert np.diff(np.array(z_mm, dtype=float)) == pytest.approx([5.0] * 5)
+    assert all(a.instance is None for a in prediction.per_slice)  # NIfTI has none
+    summary = describe(prediction, model=predictor.model_info())
+    assert summary.lung.per_slice == prediction.per_slice
     if prediction.involvement is not None:
         assert "ground_glass_ml" in prediction.involvement

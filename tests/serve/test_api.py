@@ -27,6 +27,7 @@ from synthetic import (
 from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.inference import Predictor
 from lungseg.serve.app import ServeSettings, create_app
+from lungseg.serve.schemas import VolumeAnswer
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,23 @@ def test_health_model_page_and_schema(client: TestClient) -> None:
     assert client.get("/static/app.js").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/v1/segment", "/api/v1/segment-volume", "/healthz", "/api/v1/model"} <= set(paths)
+    # the response bodies are in the schema: a client generator sees the real fields
+    schema = client.get("/openapi.json").json()
+    for path, answer in (
+        ("/api/v1/segment", "SliceAnswer"),
+        ("/api/v1/segment-volume", "VolumeAnswer"),
+    ):
+        ok = paths[path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{answer}"}
+        fields = schema["components"]["schemas"][answer]["properties"]
+        assert {
+            "lung",
+            "notes",
+            "involvement",
+            "model",
+            "mask_png" if answer == "SliceAnswer" else "slices",
+        } <= set(fields)
+    assert "413" in paths["/api/v1/segment"]["post"]["responses"]
     assert client.get("/docs").status_code == 200
 
 
@@ -135,6 +153,15 @@ def test_segment_volume_nifti_and_dicom_zip(client: TestClient, tmp_path: Path) 
     )
     assert response.status_code == 200
     assert response.content[:2] == b"\x1f\x8b"
+    answer = client.post(
+        "/api/v1/segment-volume", files={"file": ("series.zip", buffer.getvalue())}
+    )
+    places = VolumeAnswer.model_validate(answer.json()).lung.per_slice
+    assert places is not None
+    # head to feet: number 1 is the top slice, which the series numbers instance 1 too
+    assert [(p.number, p.instance, p.z_mm) for p in places] == [
+        (6 - k, 6 - k, 5.0 * k) for k in range(6)
+    ]
 
 
 @pytest.mark.parametrize(

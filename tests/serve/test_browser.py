@@ -120,12 +120,31 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             assert page.locator("#file").is_enabled()
             assert page.locator("#slice-control").is_visible()
             middle = int(page.locator("#slice").input_value())
-            page.keyboard.press("PageUp")  # PACS-like: keys and the mouse wheel move the slice
-            assert int(page.locator("#slice").input_value()) == middle + 1
+            # numbered head to feet (the slider's left end is the head), with z in mm
+            label = page.locator("#slice-number").inner_text()
+            assert re.match(rf"^{middle + 1} / 6 · z -?\d+\.\d mm", label), label
+            page.keyboard.press("PageUp")  # PACS-like: PageUp and the wheel up go headwards
+            assert int(page.locator("#slice").input_value()) == middle - 1
+            assert page.locator("#slice-number").inner_text().startswith(f"{middle} / 6")
             page.hover("#overlay")
-            page.mouse.wheel(0, -100)
+            page.mouse.wheel(0, 100)  # down: towards the feet
             page.wait_for_timeout(100)
             assert int(page.locator("#slice").input_value()) == middle
+            # window presets: the mediastinal window draws the same slice differently
+            assert page.locator("#window-control").is_visible()
+            lung_window = page.evaluate("document.getElementById('original').toDataURL()")
+            page.check("input[name=window][value=mediastinal]")
+            assert page.evaluate("document.getElementById('original').toDataURL()") != lung_window
+            # zoom: the pictures grow inside their frames, which then scroll
+            fitted = page.locator("#original").bounding_box()["width"]
+            page.select_option("#zoom", "2")
+            assert page.locator("#original").bounding_box()["width"] == pytest.approx(
+                2 * fitted, rel=0.02
+            )
+            assert page.evaluate(
+                "document.querySelector('.view').scrollWidth > "
+                "document.querySelector('.view').clientWidth"
+            )
             assert page.locator("#download-overlay").is_hidden()  # no stale slice overlay
             assert page.locator("#download-infection").is_hidden()  # no stale slice mask
             assert page.locator("#download-mask").get_attribute("download") == "scan_mask.nii.gz"
@@ -137,5 +156,40 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             error = page.locator("#error").inner_text()
             assert error.count("notes.png") == 1, error  # named once, not twice
             assert page.locator("#result").is_hidden()  # the scan's result is gone
+        finally:
+            browser.close()
+
+
+def test_the_page_works_on_a_phone(server: str, tmp_path: Path) -> None:
+    """At 375 px wide: nothing sticks out sideways, every control is a touch target of
+    at least 24 x 24 px, and the slice slider is long enough to use."""
+    from playwright.sync_api import sync_playwright
+
+    volume, _ = ct_volume(slices=6, size=96, lung_free=1)
+    scan = write_nifti(tmp_path / "scan.nii.gz", volume)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(
+                viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True
+            )
+            page.goto(server)
+            page.set_input_files("#file", str(scan))
+            page.locator("#status").filter(has_text=re.compile(r"^scan\.nii\.gz: ")).wait_for(
+                timeout=30_000
+            )
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375
+            controls = page.locator(
+                ".controls label:visible, .controls select:visible, #slice:visible, .button:visible"
+            )
+            assert controls.count() >= 10
+            for index in range(controls.count()):
+                box = controls.nth(index).bounding_box()
+                name = controls.nth(index).inner_text() or controls.nth(index).get_attribute("id")
+                assert box and box["width"] >= 24 and box["height"] >= 24, (name, box)
+            slider = page.locator("#slice").bounding_box()
+            assert slider and slider["width"] >= 250, slider
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "viewer_phone.png"), full_page=True)
         finally:
             browser.close()

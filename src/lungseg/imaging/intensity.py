@@ -15,6 +15,9 @@ from lungseg.imaging.types import Intensity
 HU_WINDOW: tuple[float, float] = (-1250.0, 250.0)
 """Lung window in HU: values below map to 0, above to 1."""
 
+MEDIASTINAL_WINDOW: tuple[float, float] = (-135.0, 215.0)
+"""Mediastinal (soft-tissue) window in HU, W350 L40: a viewing preset, not the model's input."""
+
 CT_STORED_OFFSET = 1024
 """Offset of unsigned CT stored values (HU = stored - 1024, RescaleIntercept -1024)."""
 
@@ -38,11 +41,14 @@ def to_unit_range(
     raise ValueError(f"cannot map {intensity.value} values to intensities")
 
 
-def to_display(array: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """The image as 8-bit display values (HU through the lung window)."""
+def to_display(
+    array: np.ndarray, intensity: Intensity, window: tuple[float, float] = HU_WINDOW
+) -> np.ndarray:
+    """The image as 8-bit display values (HU through ``window``, the lung window by default;
+    8-bit pictures as they are)."""
     if intensity is Intensity.DISPLAY:
         return array.astype(np.uint8, copy=False)
-    return np.round(to_unit_range(array, intensity) * 255.0).astype(np.uint8)
+    return np.round(to_unit_range(array, intensity, window=window) * 255.0).astype(np.uint8)
 
 
 def hu_from_float(values: np.ndarray, *, offset: float = 0.0, nan: float = -1024.0) -> np.ndarray:

@@ -667,8 +667,34 @@ def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
     with _decoding("unreadable DICOM geometry"):
         affine = _dicom_affine(first, step, np.array(first.ImagePositionPatient, dtype=float))
     array, geometry = to_display_order(np.transpose(volume, (2, 1, 0)), affine)
+    datasets = tuple(ds for _, ds in chosen)
+    geometry = replace(
+        geometry,
+        dicom_headers=datasets,
+        stored_affine=affine,
+        instance_numbers=_instance_numbers(datasets, affine),
+    )
     notes.append(f"DICOM series of {len(chosen)} slices in radiological view")
     return _Raw(array, geometry, kind, tuple(notes))
+
+
+def _instance_numbers(
+    headers: tuple[pydicom.Dataset, ...], affine: np.ndarray
+) -> tuple[int | None, ...]:
+    """Each display slice's InstanceNumber (``()`` where the series' slices are not
+    the display's slices, as for a sagittal series)."""
+    stored = np.arange(len(headers)).reshape(1, 1, -1)
+    order, _ = to_display_order(stored, affine)
+    if order.shape != (len(headers), 1, 1):
+        return ()
+    numbers = []
+    for index in order[:, 0, 0]:
+        value = headers[int(index)].get("InstanceNumber")
+        try:
+            numbers.append(int(value) if value not in (None, "") else None)
+        except (TypeError, ValueError):
+            numbers.append(None)
+    return tuple(numbers)
 
 
 def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:

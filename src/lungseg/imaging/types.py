@@ -37,12 +37,29 @@ class Geometry:
             axial images. ``"unknown"`` for photos, which are taken as shown.
         nifti_header: a NIfTI volume's own header (nibabel's), so that its masks are
             written on its grid: its shape, voxel order, affine, qform and sform.
+        dicom_headers: a DICOM series' headers (pydicom datasets without pixel data)
+            in stored order (sorted by position along the slice normal), so that a
+            DICOM Segmentation can refer to each source image.
+        stored_affine: RAS+ affine of a DICOM series' stored grid ``(col, row, k)``
+            with ``k`` the index into ``dicom_headers``.
+        instance_numbers: a DICOM series' InstanceNumber of each slice, in the
+            array's (display) slice order; empty where unknown.
     """
 
     spacing: tuple[float, ...] | None = None
     affine: np.ndarray | None = field(default=None, compare=False)
     orientation: str = "unknown"
     nifti_header: Any = field(default=None, compare=False, repr=False)
+    dicom_headers: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    stored_affine: np.ndarray | None = field(default=None, compare=False, repr=False)
+    instance_numbers: tuple[int | None, ...] = field(default=(), compare=False, repr=False)
+
+    def slice_z(self, count: int) -> list[float] | None:
+        """Each display slice's position along the patient's feet-to-head axis (mm,
+        the affine's z), or ``None`` without an affine."""
+        if self.affine is None:
+            return None
+        return [float(self.affine[2, 2] * k + self.affine[2, 3]) for k in range(count)]
 
 
 @dataclass(frozen=True)

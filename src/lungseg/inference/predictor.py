@@ -23,6 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from lungseg import __version__
 from lungseg.imaging import CTImage, Intensity, read_image
 from lungseg.imaging.readers import (
     DEFAULT_LIMITS,
@@ -38,6 +39,7 @@ from lungseg.inference.model import (
     segment_image,
 )
 from lungseg.inference.postprocess import lung_measures, side_agreement, split_left_right
+from lungseg.inference.result import ModelInfo, SliceLung
 
 SIDE_AGREEMENT = 0.5
 """Below this share of lung pixels on the file's side, the model's sides are overruled."""
@@ -51,8 +53,9 @@ class Prediction:
         image: the input as read (pixels in display order, geometry, intensity).
         lung: uint8 labels of ``image.array``'s shape: 0 background, 1 right, 2 left lung.
         measures: ``right``, ``left`` and ``total`` lung size in ``unit``.
-        per_slice: for a volume, each slice's ``right``/``left``/``total`` lung area
-            in mm² (pixels without spacing), in the array's slice order.
+        per_slice: for a volume, each slice's place (number head to feet, DICOM
+            instance number, z) and ``right``/``left``/``total`` lung area in mm²
+            (pixels without spacing), in the array's slice order.
         unit: ``mm2`` for a slice with spacing, ``mL`` for a volume with spacing, ``px`` without.
         seconds: time spent reading and segmenting.
     """
@@ -65,29 +68,11 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     infection: np.ndarray | None = None  # 0 none, 1 ground glass, 2 consolidation, 3 effusion
     involvement: dict[str, object] | None = None  # see inference.infection.involvement
-    per_slice: list[dict[str, float]] | None = None  # a volume's lung area per slice
+    per_slice: list[SliceLung] | None = None  # a volume's slices: place and lung area
 
     @property
     def kind(self) -> str:
         return "volume" if self.image.is_volume else "slice"
-
-    def record(self) -> dict[str, object]:
-        """A JSON-ready summary (``lungseg predict --json``)."""
-        return {
-            "file": str(self.image.source),
-            "kind": self.kind,
-            "size": list(self.image.array.shape),
-            "spacing_mm": list(self.image.geometry.spacing)
-            if self.image.geometry.spacing
-            else None,
-            "intensity": self.image.intensity.value,
-            "unit": self.unit,
-            **{f"lung_{k}": round(v, 2) for k, v in self.measures.items()},
-            **({"involvement": self.involvement} if self.involvement is not None else {}),
-            **({"lung_per_slice": self.per_slice} if self.per_slice is not None else {}),
-            "notes": self.notes,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 class Predictor:
@@ -112,6 +97,16 @@ class Predictor:
             path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
             if infection_model is not None or path.is_file():
                 self.infection_model = SegmentationModel(path, threads=threads)
+
+    def model_info(self) -> ModelInfo:
+        """Which model answers: its card's name and date, the ONNX file's hash."""
+        card = self.model.card
+        return ModelInfo(
+            name=str(card.get("name", self.model.path.name)),
+            created=card.get("created"),
+            sha256=card.get("onnx", {}).get("sha256"),
+            lungseg_version=__version__,
+        )
 
     def predict(
         self,
@@ -182,9 +177,17 @@ class Predictor:
         prediction = Prediction(image, lung, measures, unit, 0.0, notes)
         if image.is_volume:
             in_plane = spacing[1:] if spacing else None
+            z_mm = image.geometry.slice_z(count)
+            instances = image.geometry.instance_numbers
             prediction.per_slice = [
-                {k: round(v, 1) for k, v in lung_measures(plane, in_plane).items()}
-                for plane in lung
+                SliceLung(
+                    index=index,
+                    number=count - index,  # the array runs feet to head
+                    instance=instances[index] if instances else None,
+                    z_mm=None if z_mm is None else round(z_mm[index], 2),
+                    **{k: round(v, 1) for k, v in lung_measures(plane, in_plane).items()},
+                )
+                for index, plane in enumerate(lung)
             ]
         if self.infection_model is not None:
             labels = infection_labels(

@@ -35,7 +35,9 @@ from swagger_ui_bundle import swagger_ui_path
 from lungseg import __version__
 from lungseg.errors import ImageReadError, LungsegError, TooLargeError
 from lungseg.imaging import to_display
+from lungseg.imaging.intensity import MEDIASTINAL_WINDOW
 from lungseg.imaging.readers import DEFAULT_LIMITS, ReadLimits
+from lungseg.imaging.types import Intensity
 from lungseg.inference import Prediction, Predictor
 from lungseg.inference.outputs import (
     annotated_overlay,
@@ -44,6 +46,7 @@ from lungseg.inference.outputs import (
     png_bytes,
     volume_mask_nifti,
 )
+from lungseg.inference.result import describe
 from lungseg.serve.jobs import (
     RETRY_AFTER_S,
     Busy,
@@ -52,6 +55,7 @@ from lungseg.serve.jobs import (
     sweep_uploads,
     upload_folder,
 )
+from lungseg.serve.schemas import ERRORS, Frame, SliceAnswer, VolumeAnswer
 
 STATIC = Path(__file__).resolve().parent / "static"
 CONTENT_SECURITY_POLICY = (
@@ -282,42 +286,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _model_info(predictor: Predictor) -> dict[str, Any]:
-    card = predictor.model.card
-    return {
-        "name": card.get("name", predictor.model.path.name),
-        "created": card.get("created"),
-        "sha256": card.get("onnx", {}).get("sha256"),
-        "lungseg_version": __version__,
-    }
-
-
-def _summary(
-    prediction: Prediction, name: str, started: float, predictor: Predictor
-) -> dict[str, Any]:
-    """The fields both endpoints answer: what was read, the lung measures, timings, model."""
-    geometry = prediction.image.geometry
-    return {
-        "file": name,
-        "kind": prediction.kind,
-        "size": list(prediction.image.array.shape),
-        "spacing_mm": list(geometry.spacing) if geometry.spacing else None,
-        "intensity": prediction.image.intensity.value,
-        "lung": {
-            "unit": prediction.unit,
-            **{k: round(v, 2) for k, v in prediction.measures.items()},
-            **({"per_slice": prediction.per_slice} if prediction.per_slice is not None else {}),
-        },
-        "notes": prediction.notes,
-        "timings_ms": {
-            "segment": round(prediction.seconds * 1000, 1),
-            "total": round((time.perf_counter() - started) * 1000, 1),
-        },
-        "model": _model_info(predictor),
-        "involvement": prediction.involvement,
-    }
-
-
 def create_app(
     settings: ServeSettings | None = None, predictor: Predictor | None = None
 ) -> FastAPI:
@@ -336,6 +304,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     gate = JobGate(settings.max_jobs, settings.max_queue)
+    model_info = predictor.model_info()
     sweep_uploads()
 
     app.add_middleware(
@@ -396,18 +365,23 @@ def create_app(
         overlay = annotated_overlay(prediction)  # R/L and a legend: a picture to keep
         if format == "overlay":
             return Response(png_bytes(overlay), media_type="image/png")
-        grey = to_display(prediction.image.array, prediction.image.intensity)
-        return JSONResponse(
-            _summary(prediction, name, started, predictor)
-            | {
-                "image_png": _b64_png(grey),
-                "mask_png": _b64(lung_png(prediction.lung)),
-                "overlay_png": _b64_png(overlay),
-                "infection_png": _b64(infection_png(prediction.infection))
-                if prediction.infection is not None
-                else None,
-            }
+        image = prediction.image
+        mediastinal = _mediastinal(image.array, image.intensity)
+        answer = SliceAnswer(
+            **_summary(prediction, name, started),
+            image_png=_b64_png(to_display(image.array, image.intensity)),
+            mediastinal_png=None if mediastinal is None else _b64_png(mediastinal),
+            mask_png=_b64(lung_png(prediction.lung)),
+            overlay_png=_b64_png(overlay),
+            infection_png=None
+            if prediction.infection is None
+            else _b64(infection_png(prediction.infection)),
         )
+        return _json(answer)
+
+    def _summary(prediction: Prediction, name: str, started: float) -> dict[str, Any]:
+        total_ms = (time.perf_counter() - started) * 1000
+        return dict(describe(prediction, model=model_info, file=name, total_ms=total_ms))
 
     def volume_answer(
         path: Path, name: str, format: str, started: float, cancelled: threading.Event
@@ -427,22 +401,28 @@ def create_app(
                 media_type="application/gzip",
                 headers={"Content-Disposition": "attachment; filename=mask.nii.gz"},
             )
-        frames = []
+        image, frames = prediction.image, []
         for index, mask in enumerate(prediction.lung):
-            plane = to_display(prediction.image.array[index], prediction.image.intensity)
-            frame = {
-                "image_png": _b64_png(_shrink(plane, False)),
-                "mask_png": _b64(lung_png(_shrink(mask, True))),
-            }
-            if prediction.infection is not None:
-                frame["infection_png"] = _b64(
-                    infection_png(_shrink(prediction.infection[index], True))
+            plane = image.array[index]
+            mediastinal = _mediastinal(plane, image.intensity)
+            frames.append(
+                Frame(
+                    image_png=_b64_png(_shrink(to_display(plane, image.intensity), False)),
+                    mediastinal_png=None
+                    if mediastinal is None
+                    else _b64_png(_shrink(mediastinal, False)),
+                    mask_png=_b64(lung_png(_shrink(mask, True))),
+                    infection_png=None
+                    if prediction.infection is None
+                    else _b64(infection_png(_shrink(prediction.infection[index], True))),
                 )
-            frames.append(frame)
-        return JSONResponse(
-            _summary(prediction, name, started, predictor)
-            | {"mask_nifti": base64.b64encode(nifti).decode("ascii"), "slices": frames}
+            )
+        answer = VolumeAnswer(
+            **_summary(prediction, name, started),
+            mask_nifti=_b64(nifti),
+            slices=frames,
         )
+        return _json(answer)
 
     async def answer(
         request: Request,
@@ -473,13 +453,24 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:  # on the event loop: answers while jobs run
-        return {"status": "ok", "model": str(_model_info(predictor)["name"])}
+        return {"status": "ok", "model": model_info.name}
 
     @app.get("/api/v1/model")
     def model_card() -> dict[str, Any]:
-        return predictor.model.card or _model_info(predictor)
+        return predictor.model.card or model_info.model_dump()
 
-    @app.post("/api/v1/segment", response_model=None)
+    @app.post(
+        "/api/v1/segment",
+        response_model=None,
+        responses={
+            200: {
+                "model": SliceAnswer,
+                "content": {"image/png": {}},
+                "description": "JSON, or a PNG with format=mask or overlay",
+            },
+            **ERRORS,
+        },
+    )
     async def segment(
         request: Request,
         file: UploadFile,
@@ -498,7 +489,18 @@ def create_app(
             raise UploadError(400, f"{name} is a volume; send it to /api/v1/segment-volume")
         return await answer(request, file, settings.max_slice_mb, slice_answer, format, started)
 
-    @app.post("/api/v1/segment-volume", response_model=None)
+    @app.post(
+        "/api/v1/segment-volume",
+        response_model=None,
+        responses={
+            200: {
+                "model": VolumeAnswer,
+                "content": {"application/gzip": {}},
+                "description": "JSON, or the mask .nii.gz with format=nifti",
+            },
+            **ERRORS,
+        },
+    )
     async def segment_volume(
         request: Request,
         file: UploadFile,
@@ -517,6 +519,18 @@ def create_app(
         return await answer(request, file, settings.max_volume_mb, volume_answer, format, started)
 
     return app
+
+
+def _json(answer: SliceAnswer | VolumeAnswer) -> Response:
+    """The answer as JSON (pydantic encodes it; no second pass through dicts)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def _mediastinal(plane: np.ndarray, intensity: Intensity) -> np.ndarray | None:
+    """The slice in the mediastinal window; ``None`` for 8-bit pictures (already windowed)."""
+    if intensity is not Intensity.HU:
+        return None
+    return to_display(plane, intensity, MEDIASTINAL_WINDOW)
 
 
 def _shrink(plane: np.ndarray, labels: bool) -> np.ndarray:

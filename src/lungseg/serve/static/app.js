@@ -5,7 +5,7 @@ const COLOURS = { 1: [230, 75, 60], 2: [50, 130, 230] }; // right, left lung
 const INFECTION = { 1: [250, 210, 40], 2: [245, 130, 30], 3: [170, 80, 200] }; // ground glass, consolidation, effusion
 const VOLUME = /\.(nii|nii\.gz|zip)$/i;
 const $ = (id) => document.getElementById(id);
-let frames = [];      // [{image: ImageData, mask: Uint8Array, width, height}]
+let frames = [];      // array order (feet first): [{image, mediastinal, mask, infection, width, height}]
 let result = null;
 
 async function loadModel() {
@@ -55,12 +55,16 @@ async function labelsOf(b64) {
   return labels;
 }
 
-async function toFrame(imageB64, maskB64, infectionB64) {
-  const image = await decodePng(imageB64);
-  const mask = await labelsOf(maskB64);
-  const infection = infectionB64 ? await labelsOf(infectionB64) : null;
-  return { image, mask, infection, width: image.width, height: image.height };
+async function toFrame(data) {
+  const image = await decodePng(data.image_png);
+  const mediastinal = data.mediastinal_png ? await decodePng(data.mediastinal_png) : null;
+  const mask = await labelsOf(data.mask_png);
+  const infection = data.infection_png ? await labelsOf(data.infection_png) : null;
+  return { image, mediastinal, mask, infection, width: image.width, height: image.height };
 }
+
+// The slider runs head to feet, as viewers number slices; frames run feet to head.
+const frameIndex = () => frames.length - 1 - (Number($("slice").value) || 0);
 
 function blend(out, i, colour, a) {
   for (let c = 0; c < 3; c++) out.data[i * 4 + c] = (1 - a) * out.data[i * 4 + c] + a * colour[c];
@@ -68,15 +72,17 @@ function blend(out, i, colour, a) {
 
 function draw() {
   if (!frames.length) return;
-  const index = Number($("slice").value) || 0;
+  const index = Math.max(0, frameIndex());
   const frame = frames[Math.min(index, frames.length - 1)];
+  const mediastinal = document.querySelector("input[name=window]:checked").value === "mediastinal";
+  const image = mediastinal && frame.mediastinal ? frame.mediastinal : frame.image;
   const alpha = Number($("opacity").value) / 100;
   const mode = document.querySelector("input[name=mode]:checked").value;
   for (const id of ["original", "overlay"]) {
     $(id).width = frame.width; $(id).height = frame.height;
   }
-  $("original").getContext("2d").putImageData(frame.image, 0, 0);
-  const out = new ImageData(new Uint8ClampedArray(frame.image.data), frame.width, frame.height);
+  $("original").getContext("2d").putImageData(image, 0, 0);
+  const out = new ImageData(new Uint8ClampedArray(image.data), frame.width, frame.height);
   if (mode !== "off") {
     const w = frame.width, h = frame.height, m = frame.mask;
     for (let y = 0; y < h; y++) {
@@ -99,12 +105,26 @@ function draw() {
     }
   }
   $("overlay").getContext("2d").putImageData(out, 0, 0);
-  $("slice-number").textContent = frames.length > 1 ? `${index + 1} / ${frames.length}` : "";
+  $("slice-number").textContent = frames.length > 1 ? sliceLabel(index) : "";
   const perSlice = result && result.involvement && result.involvement.per_slice;
   if (perSlice && perSlice[index]) {
     const s = perSlice[index], pct = (v) => `${(100 * v).toFixed(1)} %`;
     $("slice-number").textContent += ` · involved here: right ${pct(s.right)}, left ${pct(s.left)}`;
   }
+}
+
+function sliceLabel(index) {
+  // "12 / 64 · instance 53 · z -120.5 mm": numbered head to feet, with the file's own numbers
+  const place = result && result.lung.per_slice && result.lung.per_slice[index];
+  const parts = [`${frames.length - index} / ${frames.length}`];
+  if (place && place.instance !== null) parts.push(`instance ${place.instance}`);
+  if (place && place.z_mm !== null) parts.push(`z ${place.z_mm.toFixed(1)} mm`);
+  return parts.join(" · ");
+}
+
+function applyZoom() {
+  const zoom = Number($("zoom").value) || 1;
+  for (const id of ["original", "overlay"]) $(id).style.width = `${100 * zoom}%`;
 }
 
 function showMeasures(data) {
@@ -147,12 +167,12 @@ async function upload(file) {
     if (!response.ok) throw new Error(data.error || `the server answered ${response.status}`);
     result = data;
     if (volume) {
-      frames = await Promise.all(data.slices.map((s) => toFrame(s.image_png, s.mask_png, s.infection_png)));
+      frames = await Promise.all(data.slices.map(toFrame));
       $("download-mask").href = "data:application/gzip;base64," + data.mask_nifti;
       $("download-mask").download = file.name.replace(VOLUME, "") + "_mask.nii.gz";
       $("download-overlay").hidden = true;
     } else {
-      frames = [await toFrame(data.image_png, data.mask_png, data.infection_png)];
+      frames = [await toFrame(data)];
       const stem = file.name.replace(/\.[^.]+$/, "");
       $("download-mask").href = "data:image/png;base64," + data.mask_png;
       $("download-mask").download = stem + "_mask.png";
@@ -175,6 +195,7 @@ async function upload(file) {
     $("slice").max = String(frames.length - 1);
     $("slice").value = String(Math.floor(frames.length / 2));
     $("slice-control").hidden = frames.length < 2;
+    $("window-control").hidden = !frames[0].mediastinal; // 8-bit pictures: already windowed
     $("result").hidden = false;
     showMeasures(data);
     draw();
@@ -200,7 +221,8 @@ function init() {
     if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
   });
   for (const id of ["opacity", "slice"]) $(id).addEventListener("input", draw);
-  // move through a scan as in a PACS viewer: the mouse wheel over the pictures, PageUp/PageDown
+  // move through a scan as in a PACS viewer: the wheel (down: towards the feet), PageUp
+  // (towards the head) and PageDown
   const step = (by) => {
     if (frames.length < 2) return false;
     const slice = $("slice");
@@ -212,11 +234,25 @@ function init() {
     $(id).addEventListener("wheel", (e) => { if (step(Math.sign(e.deltaY))) e.preventDefault(); }, { passive: false });
   }
   document.addEventListener("keydown", (e) => {
-    const by = { PageUp: 1, PageDown: -1 }[e.key];
+    const by = { PageUp: -1, PageDown: 1 }[e.key];
     if (by && step(by)) e.preventDefault();
   });
   $("infection").addEventListener("change", draw);
-  for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", draw);
+  for (const radio of document.querySelectorAll("input[name=mode], input[name=window]")) {
+    radio.addEventListener("change", draw);
+  }
+  $("zoom").addEventListener("change", applyZoom);
+  // zoomed in, the two pictures scroll together
+  const views = [...document.querySelectorAll(".view")];
+  for (const view of views) {
+    view.addEventListener("scroll", () => {
+      for (const other of views) {
+        if (other !== view && (other.scrollLeft !== view.scrollLeft || other.scrollTop !== view.scrollTop)) {
+          other.scrollLeft = view.scrollLeft; other.scrollTop = view.scrollTop;
+        }
+      }
+    });
+  }
   loadModel();
 }
 

@@ -1,0 +1,137 @@
+"""The one description of a prediction: ``lungseg predict --json`` prints it, the web
+API answers it (with pictures added), and the OpenAPI schema at ``/docs`` shows it.
+
+    summary = describe(prediction, model=predictor.model_info())
+    summary.lung.total, summary.notes, summary.model_dump_json()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from lungseg.inference.predictor import Prediction
+
+
+class SliceLung(BaseModel):
+    """One slice of a volume: where it lies and its lung area."""
+
+    index: int = Field(description="position in the returned arrays (0 = feet end)")
+    number: int = Field(description="slice number head to feet (1 = top), as viewers count")
+    instance: int | None = Field(description="the DICOM InstanceNumber; null for NIfTI")
+    z_mm: float | None = Field(description="position along the feet-to-head axis in mm")
+    right: float = Field(description="right lung area (mm², px without spacing)")
+    left: float
+    total: float
+
+
+class Lung(BaseModel):
+    """Lung size: areas for a slice, volumes for a scan."""
+
+    unit: Literal["mm2", "mL", "px"]
+    right: float
+    left: float
+    total: float
+    per_slice: list[SliceLung] | None = Field(None, description="a volume's slices")
+
+
+class Shares(BaseModel):
+    """Share (0..1) of each lung covered by ground glass or consolidation."""
+
+    right: float
+    left: float
+    total: float
+
+
+class Severity(BaseModel):
+    """CT severity score 0-5 per lung (Pan et al. 2020, applied per lung), total 0-10."""
+
+    right: int
+    left: int
+    total: int
+
+
+class Involvement(BaseModel):
+    """COVID-19 findings inside the lungs (effusion: beside them)."""
+
+    share: Shares
+    severity: Severity
+    ground_glass_px: int
+    consolidation_px: int
+    effusion_px: int
+    ground_glass_ml: float | None = None
+    consolidation_ml: float | None = None
+    effusion_ml: float | None = None
+    per_slice: list[Shares] | None = Field(None, description="a volume's shares per slice")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    created: str | None = None
+    sha256: str | None = None
+    lungseg_version: str
+
+
+class Timings(BaseModel):
+    segment: float = Field(description="reading and segmenting, ms")
+    total: float = Field(description="from request (or input) to answer, ms")
+
+
+class Summary(BaseModel):
+    """What lungseg found in one input."""
+
+    file: str
+    kind: Literal["slice", "volume"]
+    size: list[int] = Field(description="array shape: (rows, cols) or (slices, rows, cols)")
+    spacing_mm: list[float] | None
+    intensity: str = Field(description="hu, or display for 8-bit pictures")
+    lung: Lung
+    involvement: Involvement | None = None
+    notes: list[str] = Field(description="how the input was read and anything guessed")
+    timings_ms: Timings
+    model: ModelInfo
+    outputs: list[str] | None = Field(None, description="files written (lungseg predict)")
+
+
+class Failure(BaseModel):
+    """An input that could not be segmented (``lungseg predict --json``), or an API error."""
+
+    file: str | None = None
+    error: str
+
+
+def describe(
+    prediction: Prediction,
+    *,
+    model: ModelInfo,
+    file: str | None = None,
+    total_ms: float | None = None,
+    outputs: list[str] | None = None,
+) -> Summary:
+    """The summary of a prediction; ``file`` names the input (by default its path)."""
+    image = prediction.image
+    geometry = image.geometry
+    segment_ms = round(prediction.seconds * 1000, 1)
+    return Summary(
+        file=str(image.source) if file is None else file,
+        kind="volume" if image.is_volume else "slice",
+        size=list(image.array.shape),
+        spacing_mm=list(geometry.spacing) if geometry.spacing else None,
+        intensity=image.intensity.value,
+        lung=Lung(
+            unit=prediction.unit,  # type: ignore[arg-type]
+            **{k: round(v, 2) for k, v in prediction.measures.items()},
+            per_slice=prediction.per_slice,
+        ),
+        involvement=None
+        if prediction.involvement is None
+        else Involvement.model_validate(prediction.involvement),
+        notes=prediction.notes,
+        timings_ms=Timings(
+            segment=segment_ms, total=segment_ms if total_ms is None else round(total_ms, 1)
+        ),
+        model=model,
+        outputs=outputs,
+    )
