@@ -87,7 +87,10 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 
 
 def write_dicom_series(
-    folder: Path, hu_zyx: np.ndarray, spacing: tuple[float, float, float] = (5.0, 0.8, 0.8)
+    folder: Path,
+    hu_zyx: np.ndarray,
+    spacing: tuple[float, float, float] = (5.0, 0.8, 0.8),
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
 ) -> list[Path]:
     """Write a standard axial DICOM series (stored values = HU + 1024), file names shuffled,
     instance numbers from the head down (as many scanners number them)."""
@@ -105,6 +108,7 @@ def write_dicom_series(
             series_uid=series_uid,
             study_uid=study_uid,
             frame_uid=frame_uid,
+            orientation=orientation,
             instance=hu_zyx.shape[0] - index,
         )
         paths.append(path)

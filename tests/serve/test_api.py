@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from models import dark_is_lung_onnx
@@ -153,6 +154,15 @@ def test_segment_volume_nifti_and_dicom_zip(client: TestClient, tmp_path: Path) 
     )
     assert response.status_code == 200
     assert response.content[:2] == b"\x1f\x8b"
+    seg = client.post(
+        "/api/v1/segment-volume?format=seg", files={"file": ("series.zip", buffer.getvalue())}
+    )
+    assert seg.status_code == 200 and seg.headers["content-type"] == "application/dicom"
+    assert pydicom.dcmread(io.BytesIO(seg.content)).Modality == "SEG"
+    refused = client.post(
+        "/api/v1/segment-volume?format=seg", files={"file": ("scan.nii.gz", nifti)}
+    )
+    assert refused.status_code == 400 and "DICOM series" in refused.json()["error"]
     answer = client.post(
         "/api/v1/segment-volume", files={"file": ("series.zip", buffer.getvalue())}
     )

@@ -64,9 +64,7 @@ def to_source_grid(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarra
     shape and voxel order (flips and permutations undone), and a copy of its header
     (affine, qform and sform kept) set for uint8 labels without scaling."""
     header = geometry.nifti_header.copy()
-    source = io_orientation(header.get_best_affine())
-    back = ornt_transform(axcodes2ornt(DISPLAY_AXCODES), source)
-    data = apply_orientation(np.transpose(array_zyx, (2, 1, 0)), back)
+    data = _back_to(array_zyx, header.get_best_affine())
     expected = tuple(int(n) for n in header.get_data_shape()[:3])
     if data.shape != expected:
         raise ValueError(f"mask of shape {data.shape} does not fit the source's {expected}")
@@ -74,6 +72,25 @@ def to_source_grid(array_zyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarra
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1.0, 0.0)
     return data, header
+
+
+def to_stored_order(array_zyx: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """A DICOM series' volume in display order put back in the order it is stored:
+    ``(k, row, col)`` with ``k`` the index into ``geometry.dicom_headers`` and each
+    plane as its file stores its pixels."""
+    if geometry.stored_affine is None or not geometry.dicom_headers:
+        raise ValueError("this image is not a DICOM series")
+    data = _back_to(array_zyx, geometry.stored_affine)
+    expected = len(geometry.dicom_headers)
+    if data.shape[2] != expected:
+        raise ValueError(f"mask of {data.shape[2]} planes does not fit the series' {expected}")
+    return np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+
+
+def _back_to(array_zyx: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Undo ``to_display_order`` for data whose source grid has ``affine``: ``(i, j, k)``."""
+    back = ornt_transform(axcodes2ornt(DISPLAY_AXCODES), io_orientation(affine))
+    return apply_orientation(np.transpose(array_zyx, (2, 1, 0)), back)
 
 
 # The 8 ways a slice photo can arrive: 4 quarter turns, each maybe mirrored.

@@ -1,10 +1,11 @@
 """Files a prediction is written as; each is written aside and renamed, never half-written.
 
-Slice: ``<stem>_mask.png`` (8-bit, the input's size: 0 background, 1 right lung,
-2 left lung) and ``<stem>_overlay.png`` (the image with the right lung in red and
-the left in blue, semi-transparent, outlined). Volume: ``<stem>_mask.nii.gz``
-(the input's geometry) and ``<stem>_overlay.png`` (a montage of representative
-slices).
+Slice: ``<stem>_mask.png`` (8-bit palette PNG, the input's size: 0 background,
+1 right lung, 2 left lung) and ``<stem>_overlay.png`` (the image with the right
+lung in red and the left in blue, semi-transparent, outlined). Volume:
+``<stem>_mask.nii.gz`` (the input's geometry), for a DICOM series also
+``<stem>_seg.dcm`` (a DICOM Segmentation over the series), and
+``<stem>_overlay.png`` (a montage of representative slices).
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from lungseg import __version__
 from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
-from lungseg.imaging.orientation import from_display_order, to_source_grid
+from lungseg.imaging.orientation import from_display_order, to_source_grid, to_stored_order
 from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
@@ -197,7 +201,8 @@ def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
 def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list[Path]:
     """Write a prediction's files into ``out`` (``lungseg.inference.save_prediction``):
     a slice's ``<stem>_mask.png`` and ``<stem>_overlay.png``, a scan's
-    ``<stem>_mask.nii.gz`` and a montage, the infection mask where there is one. Each
+    ``<stem>_mask.nii.gz`` (and ``<stem>_seg.dcm`` for a DICOM series) and a montage,
+    the infection mask where there is one. Each
     file is written whole or not at all. Returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,6 +228,9 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
         if prediction.infection is not None:
             infection = volume_mask_nifti(prediction, prediction.infection)
             written.append(_write_atomically(out / f"{stem}_infection.nii.gz", infection))
+        if prediction.image.geometry.dicom_headers:  # a DICOM series: a SEG over it too
+            seg = volume_mask_dicom_seg(prediction)
+            written.append(_write_atomically(out / f"{stem}_seg.dcm", seg))
     else:  # a multi-page photo: no geometry to keep
         written.append(_write_atomically(out / f"{stem}_mask.npy", _npy_bytes(prediction.lung)))
     written.append(_write_atomically(out / f"{stem}_overlay.png", png_bytes(montage(prediction))))
@@ -248,6 +256,66 @@ def volume_mask_nifti(prediction: Prediction, labels: np.ndarray | None = None) 
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as handle:
         nifti.to_file_map(nifti.make_file_map({"image": handle, "header": handle}))
     return buffer.getvalue()
+
+
+SEG_SEGMENTS = (  # (label value, name, SNOMED CT code)
+    (1, "Right lung", "3341006"),
+    (2, "Left lung", "44029006"),
+)
+
+
+def volume_mask_dicom_seg(prediction: Prediction) -> bytes:
+    """The lungs of a DICOM series as a DICOM Segmentation (highdicom): two segments,
+    right and left lung, each frame referring to its source image, so 3D Slicer and
+    OHIF show it over the series. Only for inputs read from a DICOM series."""
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+
+    geometry = prediction.image.geometry
+    labels = to_stored_order(prediction.lung.astype(np.uint8, copy=False), geometry)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="lungseg",
+        version=__version__,
+        family=Code("123109", "DCM", "Artificial Intelligence"),
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=Code("123037004", "SCT", "Anatomical Structure"),
+            segmented_property_type=Code(code, "SCT", name),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for number, name, code in SEG_SEGMENTS
+    ]
+    with warnings.catch_warnings():  # about the source's patient name format: not ours
+        warnings.filterwarnings("ignore", "The string .* is unlikely to represent", UserWarning)
+        seg = _segmentation(hd, geometry.dicom_headers, labels, descriptions)
+    buffer = io.BytesIO()
+    seg.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _segmentation(
+    hd: Any, sources: tuple[Any, ...], labels: np.ndarray, descriptions: list[Any]
+) -> Any:
+    return hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=9901,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="lungseg",
+        manufacturer_model_name="lungseg lung U-Net",
+        software_versions=__version__,
+        device_serial_number="none",
+        series_description="lungseg lungs",
+        omit_empty_frames=True,
+    )
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -44,6 +44,7 @@ from lungseg.inference.outputs import (
     infection_png,
     lung_png,
     png_bytes,
+    volume_mask_dicom_seg,
     volume_mask_nifti,
 )
 from lungseg.inference.result import describe
@@ -394,6 +395,14 @@ def create_app(
                 f"{name}: a stack of pictures without patient geometry, not a scan; "
                 "send a NIfTI volume or a zip of a DICOM series",
             )
+        if format == "seg":
+            if not prediction.image.geometry.dicom_headers:
+                raise UploadError(400, f"{name}: a DICOM Segmentation needs a DICOM series")
+            return Response(
+                volume_mask_dicom_seg(prediction),
+                media_type="application/dicom",
+                headers={"Content-Disposition": "attachment; filename=seg.dcm"},
+            )
         nifti = volume_mask_nifti(prediction)
         if format == "nifti":
             return Response(
@@ -495,8 +504,9 @@ def create_app(
         responses={
             200: {
                 "model": VolumeAnswer,
-                "content": {"application/gzip": {}},
-                "description": "JSON, or the mask .nii.gz with format=nifti",
+                "content": {"application/gzip": {}, "application/dicom": {}},
+                "description": "JSON; the mask .nii.gz with format=nifti; "
+                "a DICOM Segmentation with format=seg",
             },
             **ERRORS,
         },
@@ -504,13 +514,14 @@ def create_app(
     async def segment_volume(
         request: Request,
         file: UploadFile,
-        format: str = Query("json", pattern="^(json|nifti)$"),
+        format: str = Query("json", pattern="^(json|nifti|seg)$"),
     ) -> Response:
         """Segment a scan: a NIfTI volume (.nii, .nii.gz) or a zip of one DICOM series.
 
         ``format=json`` answers the lung volumes in mL (right/left/total), the mask
         as NIfTI in base64 and every slice (256 px) with its mask as PNGs for a
-        viewer; ``nifti`` answers the mask NIfTI (.nii.gz) alone.
+        viewer; ``nifti`` answers the mask NIfTI (.nii.gz) alone; ``seg`` (a DICOM
+        series only) a DICOM Segmentation of the lungs over the series.
         """
         started = time.perf_counter()
         name = file.filename or "upload"

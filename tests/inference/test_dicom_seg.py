@@ -1,0 +1,62 @@
+"""DICOM Segmentation outputs over a DICOM series, read back with highdicom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from models import dark_is_lung_onnx
+from synthetic import ct_volume, write_dicom_series
+
+from lungseg.inference import Predictor, save_prediction
+from lungseg.inference.outputs import volume_mask_dicom_seg
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    return Predictor(dark_is_lung_onnx(tmp_path_factory.mktemp("model") / "model.onnx"))
+
+
+@pytest.mark.parametrize(
+    "orientation",
+    [(1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, -1, 0), (0, 1, 0, 1, 0, 0)],
+    ids=["standard", "rows-and-columns-flipped", "transposed"],
+)
+def test_the_seg_frames_lie_on_their_source_images(
+    tmp_path: Path, predictor: Predictor, orientation: tuple[int, ...]
+) -> None:
+    """Each frame of the SEG refers to one source file and covers that file's own lungs,
+    in that file's own pixel order, whatever order the series is stored in."""
+    hu, lungs = ct_volume(slices=6, size=64, lung_free=1)
+    paths = write_dicom_series(tmp_path / "series", hu, orientation=orientation)
+    truth = {}  # each source file's lungs, in its stored pixel order
+    for index, path in enumerate(paths):  # the writer stores plane ``index`` as given
+        truth[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID] = lungs[index] > 0
+    prediction = predictor.predict(tmp_path / "series")
+    written = save_prediction(prediction, tmp_path / "out", "series")
+    assert tmp_path / "out" / "series_seg.dcm" in written
+
+    seg = hd.seg.segread(tmp_path / "out" / "series_seg.dcm")
+    assert [seg.get_segment_description(n).segment_label for n in (1, 2)] == [
+        "Right lung",
+        "Left lung",
+    ]
+    uids = list(truth)
+    labels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+    for uid, plane in zip(uids, labels, strict=True):
+        expected = truth[uid]
+        overlap = 2 * (expected & (plane > 0)).sum() / max(1, expected.sum() + (plane > 0).sum())
+        assert overlap > 0.9 or (not expected.any() and not plane.any()), uid
+    # the same right and left lung as the prediction (and its NIfTI mask), voxel for voxel
+    for label in (1, 2):
+        assert int((labels == label).sum()) == int((prediction.lung == label).sum())
+    assert labels.any()
+
+
+def test_no_seg_without_a_dicom_series(tmp_path: Path, predictor: Predictor) -> None:
+    hu, _ = ct_volume(slices=4, size=64, lung_free=1)
+    prediction = predictor.predict(hu, spacing=(5.0, 0.8, 0.8))
+    with pytest.raises(ValueError, match="not a DICOM series"):
+        volume_mask_dicom_seg(prediction)
