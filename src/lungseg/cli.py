@@ -334,18 +334,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     from lungseg.evaluation.evaluate import evaluate
     from lungseg.inference.model import SegmentationModel
 
-    if SegmentationModel(args.model).task == "infection":
+    model = SegmentationModel(args.model)
+    if "infection" in model.heads:
         from lungseg.evaluation.infection import evaluate_infection
 
-        summary = evaluate_infection(args.model, args.data, args.out, args.split)
-        scores = summary["infection"]
-        print(
-            f"infection on {summary['slices']} slices: Dice {scores['dice']:.4f}, sensitivity "
-            f"{scores['sensitivity']:.4f}, specificity {scores['specificity']:.4f}; per class "
-            + ", ".join(f"{k} {v:.4f}" for k, v in summary["per_class_dice"].items())
-        )
-        print(f"report: {Path(args.out) / 'infection_report.md'}")
-        return 0
+        out = Path(args.out) / "infection" if model.has_infection_head else Path(args.out)
+        summary = evaluate_infection(args.model, args.data, out, args.split)
+        for source, scores in summary["sources"].items():
+            print(
+                f"infection, {source}: {scores['slices']} slices, Dice "
+                f"{scores['infection']['dice']:.4f}, sensitivity "
+                f"{scores['infection']['sensitivity']:.4f}, lesions found "
+                f"{scores['lesion_sensitivity']:.4f}; per class "
+                + ", ".join(f"{k} {v:.4f}" for k, v in scores["per_class_dice"].items())
+            )
+        print(f"report: {out / 'infection_report.md'}")
+        if not model.has_infection_head:
+            return 0
 
     result = evaluate(
         args.model, args.data, args.split, args.out, variants=not args.no_variants, scan=args.scan

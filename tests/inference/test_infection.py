@@ -54,7 +54,17 @@ def test_empty_lung_has_no_involvement() -> None:
 
 @pytest.mark.parametrize(
     ("share", "score"),
-    [(0.0, 0), (0.01, 1), (0.05, 1), (0.06, 2), (0.25, 2), (0.3, 3), (0.6, 4), (0.8, 5)],
+    [
+        (0.0, 0),
+        (0.009, 0),
+        (0.01, 1),
+        (0.05, 1),
+        (0.06, 2),
+        (0.25, 2),
+        (0.3, 3),
+        (0.6, 4),
+        (0.8, 5),
+    ],
 )
 def test_severity_scale(share: float, score: int) -> None:
     assert severity_score(share) == score
@@ -127,3 +137,37 @@ def test_volume_involvement_overall_and_per_slice(tmp_path: Path, predictor: Pre
         1.0
     )  # the stand-in model calls all lung ground glass
     assert result.involvement["severity"]["total"] == 10
+    # all lung is ground glass here: every zone of each lung fully involved, and the
+    # involved mL are the lung volumes
+    assert result.involvement["zones"] == {
+        side: {"upper": 1.0, "middle": 1.0, "lower": 1.0} for side in ("right", "left")
+    }
+    assert result.involvement["involved_ml"]["total"] == pytest.approx(
+        result.measures["total"], rel=1e-3
+    )
+    assert "not a diagnosis" in result.involvement["trained_on"]
+
+
+def test_zones_split_each_lung_in_thirds_by_height() -> None:
+    from lungseg.inference.infection import zone_shares
+
+    lung = np.zeros((9, 8, 8), np.uint8)
+    lung[:, :, :4] = LUNG_RIGHT  # nine slices of right lung
+    lung[3:6, :, 4:] = LUNG_LEFT  # the left lung spans three slices
+    infection = np.zeros_like(lung)
+    infection[6:, :, :2] = GROUND_GLASS  # right lung: the top third (slices 6-8), half of it
+    infection[3, :, 4:] = CONSOLIDATION  # left lung: its lowest slice, all of it
+    zones = zone_shares(lung, infection)
+    assert zones["right"] == {"upper": 0.5, "middle": 0.0, "lower": 0.0}
+    assert zones["left"] == {"upper": 0.0, "middle": 0.0, "lower": 1.0}
+
+
+def test_a_lung_involved_below_the_floor_scores_zero() -> None:
+    lung = np.full((100, 100), LUNG_RIGHT, np.uint8)
+    lung[:, 50:] = LUNG_LEFT
+    infection = np.zeros_like(lung)
+    infection[:5, :5] = GROUND_GLASS  # 25 of 5000 px: 0.5 % of the right lung, a nodule's worth
+    infection[:, 50:60] = GROUND_GLASS  # 20 % of the left lung
+    result = involvement(lung, infection)
+    assert result["share"]["right"] == pytest.approx(0.005)
+    assert result["severity"] == {"right": 0, "left": 2, "total": 2}

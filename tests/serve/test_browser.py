@@ -107,6 +107,8 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
                     timeout=30_000
                 )
                 assert "%" in page.locator("#involvement").inner_text()
+                assert page.locator("#findings-head").inner_text() == "COVID-19 findings"
+                assert "not a diagnosis" in page.locator("#findings-note").inner_text()
                 page.screenshot(path=str(ARTIFACTS / "viewer_covid.png"), full_page=True)
 
             volume, _ = ct_volume(slices=6, size=96, lung_free=1)
@@ -130,6 +132,9 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             page.mouse.wheel(0, 100)  # down: towards the feet
             page.wait_for_timeout(100)
             assert int(page.locator("#slice").input_value()) == middle
+            # a scan's findings: involved mL and the thirds of each lung
+            assert " mL" in page.locator("#involved-ml").inner_text()
+            assert page.locator("#zones").inner_text().count(" / ") == 4
             # window presets: the mediastinal window draws the same slice differently
             assert page.locator("#window-control").is_visible()
             lung_window = page.evaluate("document.getElementById('original').toDataURL()")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,11 @@ def test_infection_model_trains_exports_and_evaluates(
         ]
     )
     assert code == 0
-    assert "infection on 1 slices" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert re.search(r"infection, medseg\S*: 1 slices, Dice \d\.\d{4}", printed), printed[-400:]
     summary = json.loads((tmp_path / "eval" / "infection_summary.json").read_text())
-    assert 0.0 <= summary["infection"]["dice"] <= 1.0
+    # scored as predict writes it: the shipped lung model's lungs hold the infection
+    assert summary["slices"] == 1 and summary["lesion_mm2"] == 10.0
     assert (tmp_path / "eval" / "infection_report.md").exists()
 
 
@@ -91,3 +94,97 @@ def test_binary_scores_on_hand_made_masks() -> None:
     assert scores["specificity"] == pytest.approx(79 / 80)
     empty = binary_scores(np.zeros((3, 3), bool), np.zeros((3, 3), bool))
     assert empty["dice"] == 1.0 and math.isnan(empty["sensitivity"])
+
+
+def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
+    """Typed pixels pick their class; a binary positive only "ground glass or
+    consolidation" (how it is split between the two is free); unknown pixels nothing."""
+    import torch
+
+    from lungseg.training.module import infection_loss
+    from lungseg.training.tasks import IS_INFECTION, UNKNOWN
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 4, 4)
+    target = torch.full((1, 4, 4), UNKNOWN)
+    target[0, :2] = IS_INFECTION
+    target[0, 2, :2] = 2  # typed consolidation
+    loss, _ = infection_loss(logits, target)
+    unknown_changed = logits.clone()
+    unknown_changed[0, :, 3] += torch.randn(4, 4) * 5  # row 3 is unknown
+    assert torch.isclose(infection_loss(unknown_changed, target)[0], loss)
+    # moving probability between ground glass and consolidation on a binary positive pixel
+    probabilities = torch.softmax(logits, dim=1)
+    swapped = probabilities.clone()
+    swapped[0, 1, 0, 0], swapped[0, 2, 0, 0] = probabilities[0, 2, 0, 0], probabilities[0, 1, 0, 0]
+    assert torch.isclose(infection_loss(swapped.log(), target)[0], loss, atol=1e-5)
+    # ...but not on a typed pixel
+    swapped = probabilities.clone()
+    swapped[0, 1, 2, 0], swapped[0, 2, 2, 0] = probabilities[0, 2, 2, 0], probabilities[0, 1, 2, 0]
+    assert not torch.isclose(infection_loss(swapped.log(), target)[0], loss, atol=1e-5)
+
+
+def test_one_network_gives_lungs_and_infection_in_one_pass(
+    medseg_dataset: Path, tmp_path: Path
+) -> None:
+    from synthetic import ct_slice, display_slice, write_png
+
+    from lungseg.inference import Predictor
+    from lungseg.training.tasks import IS_INFECTION, NOT_INFECTION, split_code
+
+    dataset = BuiltDataset(medseg_dataset)
+    task = get_task("lung+infection")
+    # never trained on the source's published infection test slices
+    assert {r["source_split"] for r in task.rows(dataset, "train", False)} == {"train"}
+    record = dataset.load(task.rows(dataset, "train", False)[0])
+    lung, target = split_code(task.labels(record))
+    assert set(np.unique(lung)) <= {0, 1, 2} and (lung > 0).any()
+    assert set(np.unique(target)) <= {0, 1, 2, 3}  # typed: not IS_/NOT_INFECTION
+    assert IS_INFECTION not in target and NOT_INFECTION not in target
+    config = TrainConfig(
+        task="lung+infection",
+        image_size=32,
+        channels=(4, 8, 16),
+        num_res_units=0,
+        batch_size=4,
+        max_epochs=2,
+        max_minutes=0,
+        num_workers=0,
+        augment=AugmentConfig(dihedral=1.0, affine=0.5, jpeg=0, gamma=0, noise=0),
+    )
+    result = train(config, medseg_dataset, tmp_path / "run")
+    assert result.onnx_max_difference < 1e-4
+    card = json.loads((tmp_path / "run" / "model_card.json").read_text())
+    assert card["output"]["heads"] == {"lung": [0, 3], "infection": [3, 7]}
+    metrics = (tmp_path / "run" / "metrics.csv").read_text()
+    assert "val_infection_dice" in metrics and "val_score" in metrics
+    predictor = Predictor(tmp_path / "run" / "model.onnx", infection_model=None)
+    assert predictor.infection_model is None and predictor.infection_head
+    # each head's probabilities sum to one: two softmaxes, not one over seven channels
+    square = np.full((1, 1, 32, 32), 0.3, np.float32)
+    probabilities = predictor.model.session.run(None, {predictor.model.input_name: square})[0]
+    np.testing.assert_allclose(probabilities[:, :3].sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probabilities[:, 3:].sum(axis=1), 1.0, atol=1e-5)
+    path = write_png(tmp_path / "s.png", display_slice(ct_slice(64)[0]))
+    prediction = predictor.predict(path)
+    assert prediction.infection is not None and prediction.involvement is not None
+    assert prediction.infection.shape == prediction.lung.shape
+    # evaluate scores both heads: the lungs' report and the infection's beside it
+    out = tmp_path / "eval"
+    args = ["--data", str(medseg_dataset), "--out", str(out), "--no-variants"]
+    assert main(["evaluate", "--model", str(tmp_path / "run" / "model.onnx"), *args]) == 0
+    assert (out / "report.md").exists() and (out / "infection" / "infection_report.md").exists()
+
+
+def test_lesions_found_and_false_positive_area() -> None:
+    from lungseg.evaluation.infection import _lesions_found
+
+    truth = np.zeros((40, 40), bool)
+    truth[2:8, 2:8] = True  # 36 px = 36 mm² at 1 mm pixels: counts
+    truth[20:30, 20:30] = True  # 100 px: counts, missed below
+    truth[35, 35] = True  # 1 px: below 10 mm², not counted
+    predicted = np.zeros_like(truth)
+    predicted[5, 5] = True  # one pixel touches the first lesion: found
+    assert _lesions_found(predicted, truth, 1.0) == {"lesions": 2, "lesions_found": 1}
+    assert _lesions_found(predicted, truth, 0.3) == {"lesions": 2, "lesions_found": 1}
+    assert _lesions_found(predicted, truth, 0.2) == {"lesions": 1, "lesions_found": 0}

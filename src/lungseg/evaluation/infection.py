@@ -1,11 +1,15 @@
-"""Infection metrics: what Inf-Net and the COVID-19 benchmark papers report.
+"""Infection metrics, scored on what ``lungseg predict`` writes.
 
-Per test slice: Dice of infection (ground glass and consolidation as one class),
-sensitivity and specificity of the same, and Dice of each class (ground glass,
-consolidation, pleural effusion) on the slices where the reference or the
-prediction has it. The model is scored on the whole slice, as those papers do;
-``lungseg predict`` additionally keeps ground glass and consolidation inside the
-lungs.
+Each test slice goes through the ``Predictor`` (lungs, then ground glass and
+consolidation kept inside the lungs), from the one network with an infection
+head or from a lung model plus a separate infection model. Per slice: Dice of
+infection (ground glass and consolidation as one class), its sensitivity and
+specificity, Dice of each class where the source types lesions (MedSeg: ground
+glass, consolidation, pleural effusion; on slices where the reference or the
+prediction has it), the lesions over ``LESION_MM2`` found (lesion-level
+sensitivity), and the infection area predicted on slices whose reference has
+none (false positives). Sources: MedSeg's own published test split and the
+covid19-ct-seg-clahe test patients, each reported on its own.
 """
 
 from __future__ import annotations
@@ -23,15 +27,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
-from lungseg.dataset.labels import CONSOLIDATION, GROUND_GLASS, PLEURAL_EFFUSION
+from lungseg.dataset.labels import (
+    CONSOLIDATION,
+    GROUND_GLASS,
+    INFECTION_UNTYPED,
+    PLEURAL_EFFUSION,
+)
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
 from lungseg.imaging import to_display
-from lungseg.inference.infection import infection_labels
-from lungseg.inference.model import SegmentationModel
+from lungseg.imaging.morphology import label
+from lungseg.inference.model import SHIPPED_MODEL, SegmentationModel
+from lungseg.inference.predictor import Predictor
 from lungseg.reporting import markdown_table
 from lungseg.training.tasks import get_task
 from lungseg.visualize import overlay
+
+LESION_MM2 = 10.0
+"""Lesions of at least this area count in the lesion-level sensitivity."""
+ASSUMED_FIELD_MM = 350.0
+"""Field of view assumed across a slice whose pixel size is not stored (8-bit exports)."""
 
 CLASSES = {
     "ground_glass": GROUND_GLASS,
@@ -53,41 +68,92 @@ def binary_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_infection(
-    model_path: str | Path, data: str | Path, out: str | Path, split: str = "test"
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    split: str = "test",
+    *,
+    lung_model: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score an infection model on a split (MedSeg's own test split by default); write a report."""
+    """Score infection as ``lungseg predict`` writes it on a split's slices with infection
+    labels; write a report. ``model_path`` is a network with an infection head, or an
+    infection model run beside ``lung_model`` (the shipped lung model by default)."""
     dataset = BuiltDataset(data)
-    rows = get_task("infection").rows(dataset, split, False)
+    rows = infection_rows(dataset, split)
     if not rows:
-        raise DatasetError(f"{data}: no slices with typed infection labels in the {split} split")
+        raise DatasetError(f"{data}: no slices with infection labels in the {split} split")
     model = SegmentationModel(model_path)
+    if model.has_infection_head:
+        predictor = Predictor(model_path)
+    else:
+        predictor = Predictor(lung_model or SHIPPED_MODEL, infection_model=model_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table: list[dict[str, Any]] = []
     pictures: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for row in tqdm(rows, desc=f"evaluating infection on {split}", unit="slice"):
         record = dataset.load(row)
-        predicted = infection_labels(model, [record.image], record.intensity)[0]
-        truth = record.infection
-        scores = binary_scores(
-            np.isin(predicted, (GROUND_GLASS, CONSOLIDATION)),
-            np.isin(truth, (GROUND_GLASS, CONSOLIDATION)),
-        )
+        prediction = predictor.predict(record.image, intensity=record.intensity)
+        assert prediction.infection is not None  # the predictor has an infection model
+        predicted, truth = prediction.infection, record.infection
+        lesion_truth = np.isin(truth, (GROUND_GLASS, CONSOLIDATION, INFECTION_UNTYPED))
+        lesion_predicted = np.isin(predicted, (GROUND_GLASS, CONSOLIDATION))
+        pixel_mm2 = _pixel_mm2(row, truth.shape)
         entry: dict[str, Any] = {
             "slice_id": row["slice_id"],
+            "source": row["source"],
             "infection_fraction": float(row["infection_fraction"]),
-            **scores,
+            **binary_scores(lesion_predicted, lesion_truth),
+            **_lesions_found(lesion_predicted, lesion_truth, pixel_mm2),
+            "false_positive_mm2": float(lesion_predicted.sum() * pixel_mm2)
+            if not lesion_truth.any()
+            else math.nan,
         }
+        typed = row["infection_labels"] == "typed"
         for name, value in CLASSES.items():
-            present = bool((truth == value).any() or (predicted == value).any())
+            present = typed and bool((truth == value).any() or (predicted == value).any())
             entry[f"dice_{name}"] = (
                 binary_scores(predicted == value, truth == value)["dice"] if present else math.nan
             )
         table.append(entry)
-        pictures[row["slice_id"]] = (to_display(record.image, record.intensity), predicted, truth)
+        shown = np.where(lesion_truth & (truth == INFECTION_UNTYPED), GROUND_GLASS, truth)
+        pictures[row["slice_id"]] = (
+            to_display(record.image, record.intensity),
+            predicted,
+            shown.astype(np.uint8),
+        )
     summary = _summarise(table, split, model)
     _write(out, table, summary, pictures)
     return summary
+
+
+def infection_rows(dataset: BuiltDataset, split: str) -> list[dict[str, str]]:
+    """A split's slices with infection labels: MedSeg's by its own published split (as
+    the infection task defines them), the others' (one-class labels) by the build's
+    patient split."""
+    typed = get_task("infection").rows(dataset, split, False)
+    binary = [r for r in dataset.select(split) if r["infection_labels"] == "binary"]
+    return typed + binary
+
+
+def _pixel_mm2(row: dict[str, str], shape: tuple[int, ...]) -> float:
+    try:
+        return float(row["spacing_row_mm"]) * float(row["spacing_col_mm"])
+    except (KeyError, ValueError):
+        return (ASSUMED_FIELD_MM / shape[-1]) ** 2
+
+
+def _lesions_found(predicted: np.ndarray, truth: np.ndarray, pixel_mm2: float) -> dict[str, float]:
+    """Reference lesions (connected regions) of at least ``LESION_MM2``, and how many of
+    them the prediction touches."""
+    labels, count = label(truth)
+    if count == 0:
+        return {"lesions": 0, "lesions_found": 0}
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    big = np.flatnonzero(sizes * pixel_mm2 >= LESION_MM2)
+    big = big[big > 0]
+    hit = np.unique(labels[predicted & (labels > 0)])
+    return {"lesions": int(big.size), "lesions_found": int(np.isin(big, hit).sum())}
 
 
 def _mean(values: list[float]) -> float:
@@ -96,17 +162,35 @@ def _mean(values: list[float]) -> float:
 
 
 def _summarise(table: list[dict[str, Any]], split: str, model: SegmentationModel) -> dict[str, Any]:
+    def scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        lesions = sum(r["lesions"] for r in rows)
+        negatives = [
+            r["false_positive_mm2"] for r in rows if math.isfinite(r["false_positive_mm2"])
+        ]
+        return {
+            "slices": len(rows),
+            "infection": {
+                k: _mean([r[k] for r in rows]) for k in ("dice", "sensitivity", "specificity")
+            },
+            "lesion_sensitivity": round(sum(r["lesions_found"] for r in rows) / lesions, 4)
+            if lesions
+            else math.nan,
+            "lesions": lesions,
+            "slices_without_infection": len(negatives),
+            "false_positive_mm2_mean": _mean(negatives),
+            "per_class_dice": {name: _mean([r[f"dice_{name}"] for r in rows]) for name in CLASSES},
+            "per_class_slices": {
+                name: sum(math.isfinite(r[f"dice_{name}"]) for r in rows) for name in CLASSES
+            },
+        }
+
+    sources = sorted({r["source"] for r in table})
     return {
         "split": split,
         "model": str(model.path),
-        "slices": len(table),
-        "infection": {
-            k: _mean([r[k] for r in table]) for k in ("dice", "sensitivity", "specificity")
-        },
-        "per_class_dice": {name: _mean([r[f"dice_{name}"] for r in table]) for name in CLASSES},
-        "per_class_slices": {
-            name: sum(math.isfinite(r[f"dice_{name}"]) for r in table) for name in CLASSES
-        },
+        "lesion_mm2": LESION_MM2,
+        **scores(table),
+        "sources": {name: scores([r for r in table if r["source"] == name]) for name in sources},
     }
 
 
@@ -137,25 +221,42 @@ def _write(
     fig.tight_layout()
     fig.savefig(out / "infection_best_worst.png", dpi=80)
     plt.close(fig)
+    header = [
+        "source",
+        "slices",
+        "Dice",
+        "sensitivity",
+        "specificity",
+        f"lesions ≥ {LESION_MM2:g} mm² found",
+        "false-positive mm² (slices without infection)",
+        *[f"Dice {n}" for n in CLASSES],
+    ]
+    body = []
+    for name, scores in [*summary["sources"].items(), ("all", summary)]:
+        body.append(
+            [
+                name,
+                scores["slices"],
+                scores["infection"]["dice"],
+                scores["infection"]["sensitivity"],
+                scores["infection"]["specificity"],
+                f"{scores['lesion_sensitivity']} (of {scores['lesions']})",
+                f"{scores['false_positive_mm2_mean']} (n={scores['slices_without_infection']})",
+                *[
+                    f"{scores['per_class_dice'][n]} (n={scores['per_class_slices'][n]})"
+                    for n in CLASSES
+                ],
+            ]
+        )
     lines = [
         f"# Infection on the {summary['split']} split",
         "",
-        f"Model `{summary['model']}`, {summary['slices']} slices. Infection = ground glass + consolidation.",
+        f"Model `{summary['model']}`. Scored as `lungseg predict` writes it: ground glass and "
+        "consolidation inside the predicted lungs. Infection = ground glass + consolidation; "
+        "per-class Dice only where the source types lesions (MedSeg). Pixel size from the "
+        f"source, or a {ASSUMED_FIELD_MM:g} mm field of view where it is not stored.",
         "",
-        markdown_table(
-            ["Dice", "sensitivity", "specificity", *[f"Dice {n}" for n in CLASSES]],
-            [
-                [
-                    summary["infection"]["dice"],
-                    summary["infection"]["sensitivity"],
-                    summary["infection"]["specificity"],
-                ]
-                + [
-                    f"{summary['per_class_dice'][n]} (n={summary['per_class_slices'][n]})"
-                    for n in CLASSES
-                ]
-            ],
-        ),
+        markdown_table(header, body),
         "",
         "![worst and best](infection_best_worst.png)",
         "",

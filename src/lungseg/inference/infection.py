@@ -7,6 +7,8 @@ Involvement is the share of each lung covered by ground glass or consolidation.
 The severity score applies the common CT severity scale (Pan et al., Radiology
 2020), defined per lobe, to each whole lung: 0 none, 1 below 5 %, 2 5-25 %,
 3 26-50 %, 4 51-75 %, 5 above 75 %; the total is the sum over both lungs (0-10).
+A lung involved below ``SEVERITY_FLOOR`` (1 %) scores 0: a few specks of noise, a
+nodule or a tumour are not COVID-19 involvement.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from lungseg.imaging import Intensity
 from lungseg.inference.model import Progress, SegmentationModel
 
 SEVERITY_BOUNDS = (0.05, 0.25, 0.50, 0.75)
+SEVERITY_FLOOR = 0.01
+"""A lung with less than this share involved scores 0 (see the module docstring)."""
+ZONES = ("upper", "middle", "lower")
 
 
 def infection_labels(
@@ -35,7 +40,8 @@ def infection_labels(
 ) -> np.ndarray:
     """Class indices (0 none, 1 ground glass, 2 consolidation, 3 effusion) per plane, batched."""
     out = np.empty((len(planes), *planes[0].shape), np.uint8)
-    maps = model.iter_class_maps(planes, [intensity] * len(planes), progress=progress)
+    head = "infection" if "infection" in model.heads else None
+    maps = model.iter_class_maps(planes, [intensity] * len(planes), progress=progress, head=head)
     for index, labels in enumerate(maps):
         out[index] = labels
     return out
@@ -55,8 +61,8 @@ def restrict_to_lung(
 
 
 def severity_score(share: float) -> int:
-    """0-5 from the share of a lung involved (see the module docstring)."""
-    if share <= 0:
+    """0-5 from the share of a lung involved (see the module docstring); 0 below the floor."""
+    if share < SEVERITY_FLOOR:
         return 0
     return 1 + sum(share > bound for bound in SEVERITY_BOUNDS)
 
@@ -85,3 +91,30 @@ def involvement(lung: np.ndarray, infection: np.ndarray) -> dict[str, object]:
         "consolidation_px": int(totals[CONSOLIDATION]),
         "effusion_px": int(totals[PLEURAL_EFFUSION]),
     }
+
+
+def zone_shares(lung: np.ndarray, infection: np.ndarray) -> dict[str, dict[str, float]]:
+    """A volume's involvement per lung and zone: each lung's slices from its lowest to
+    its highest split in thirds by height (``upper``, ``middle``, ``lower``), and the
+    share of that part of the lung with ground glass or consolidation."""
+    lung_px = np.zeros((lung.shape[0], 3), np.int64)
+    lesion_px = np.zeros((lung.shape[0], 3), np.int64)
+    for index, (lung_plane, infection_plane) in enumerate(zip(lung, infection, strict=True)):
+        lesion = np.isin(infection_plane, (GROUND_GLASS, CONSOLIDATION))
+        lung_px[index] = np.bincount(lung_plane.ravel(), minlength=3)[:3]
+        lesion_px[index] = np.bincount(lung_plane[lesion].ravel(), minlength=3)[:3]
+    zones: dict[str, dict[str, float]] = {}
+    for side, value in (("right", LUNG_RIGHT), ("left", LUNG_LEFT)):
+        present = np.flatnonzero(lung_px[:, value])
+        zones[side] = dict.fromkeys(ZONES, 0.0)
+        if present.size == 0:
+            continue
+        # the array runs feet to head: the upper third has the highest slice indices
+        edges = np.linspace(present[0], present[-1] + 1, 4)
+        for zone, low, high in zip(ZONES[::-1], edges[:-1], edges[1:], strict=True):
+            rows = slice(round(low), round(high))
+            area = int(lung_px[rows, value].sum())
+            zones[side][zone] = (
+                round(float(lesion_px[rows, value].sum() / area), 4) if area else 0.0
+            )
+    return zones

@@ -129,16 +129,34 @@ class SegmentationModel:
         intensities: list[Intensity],
         *,
         progress: Progress | None = None,
+        head: str | None = None,
     ) -> Iterator[np.ndarray]:
-        """``class_maps`` one slice at a time. Slices go through the model in chunks of
-        ``CHUNK``, so memory holds one chunk's inputs and probabilities, never a scan's."""
+        """``class_maps`` one slice at a time (of ``head``, by default the model's first)."""
+        name = head or next(iter(self.heads))
+        for maps in self.iter_head_maps(images, intensities, progress=progress):
+            yield maps[name]
+
+    def iter_head_maps(
+        self,
+        images: list[np.ndarray],
+        intensities: list[Intensity],
+        *,
+        progress: Progress | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Each head's decision per slice, at the slice's own size, from one model pass.
+        Slices go through the model in chunks of ``CHUNK``, so memory holds one chunk's
+        inputs and probabilities, never a scan's."""
         done = 0
+        heads = self.heads
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
             probabilities = self.probabilities(squares)
             for p, placement in zip(probabilities, placements, strict=True):
-                yield decision_at_slice_size(p, placement)
+                yield {
+                    name: decision_at_slice_size(p[a:b], placement)
+                    for name, (a, b) in heads.items()
+                }
             done += len(placements)
             if progress is not None:
                 progress(done, len(images))
@@ -148,13 +166,33 @@ class SegmentationModel:
         return list(self.card.get("output", {}).get("classes", LUNG_CLASSES))
 
     @property
+    def heads(self) -> dict[str, tuple[int, int]]:
+        """Output channels ``[start, stop)`` of each head (``lung``, ``infection``); a
+        model of one task has one head, all its channels."""
+        stated = self.card.get("output", {}).get("heads")
+        if isinstance(stated, dict) and stated:
+            return {str(k): (int(v[0]), int(v[1])) for k, v in stated.items()}
+        return {self.task: (0, len(self.classes))}
+
+    def head_classes(self, head: str) -> list[str]:
+        start, stop = self.heads[head]
+        return self.classes[start:stop]
+
+    @property
+    def has_infection_head(self) -> bool:
+        """A lung model that also finds COVID-19 infection in the same pass."""
+        return "infection" in self.heads and "lung" in self.heads
+
+    @property
     def task(self) -> str:
         return str(self.card.get("task", "lung"))
 
     @property
     def sided(self) -> bool:
         """Whether the model tells the right and left lung apart (by anatomy)."""
-        return tuple(self.classes) == SIDED_LUNG_CLASSES
+        return tuple(self.head_classes("lung") if "lung" in self.heads else self.classes) == (
+            SIDED_LUNG_CLASSES
+        )
 
 
 def raw_lung_labels(
@@ -175,17 +213,22 @@ def _iter_raw_lung_labels(
     images: list[np.ndarray],
     intensities: list[Intensity],
     progress: Progress | None,
+    infection: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
+    """Raw lung labels per slice; with ``infection`` (a ``(n, rows, cols)`` buffer) the
+    infection head's classes of the same pass are written into it."""
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
-    elif tuple(model.classes) == LUNG_CLASSES:
+    elif "lung" in model.heads and tuple(model.head_classes("lung")) == LUNG_CLASSES:
         table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
-    maps = model.iter_class_maps(images, intensities, progress=progress)
-    for labels, image in zip(maps, images, strict=True):
+    maps = model.iter_head_maps(images, intensities, progress=progress)
+    for index, (heads, image) in enumerate(zip(maps, images, strict=True)):
         blank = not image.size or image.min() == image.max()
-        yield np.zeros_like(labels) if blank else table[labels]
+        if infection is not None:
+            infection[index] = 0 if blank else heads["infection"]
+        yield np.zeros_like(heads["lung"]) if blank else table[heads["lung"]]
 
 
 def segment_slices(
@@ -235,13 +278,19 @@ def segment_image(
     *,
     postprocess: bool = True,
     progress: Progress | None = None,
+    infection: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lung labels (0, 1 right, 2 left) of a slice or a volume (slice by slice, then cleaned
-    in 3D: only what connects to the lungs stays), the shape of ``image.array``."""
+    in 3D: only what connects to the lungs stays), the shape of ``image.array``.
+
+    ``infection``: a uint8 buffer of the image's slices ``(n, rows, cols)`` that a model
+    with an infection head fills from the same pass (0 none, 1 ground glass, 2
+    consolidation, 3 effusion; not yet restricted to the lungs)."""
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
     stack = np.empty((len(planes), *planes[0].shape), np.uint8)
-    for index, labels in enumerate(_iter_raw_lung_labels(model, planes, intensities, progress)):
+    raw = _iter_raw_lung_labels(model, planes, intensities, progress, infection)
+    for index, labels in enumerate(raw):
         stack[index] = labels
     if postprocess:
         # nothing outside the body is lung: applied slice by slice, so no body volume

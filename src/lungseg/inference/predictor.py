@@ -31,7 +31,12 @@ from lungseg.imaging.readers import (
     image_from_array,
     image_from_nifti,
 )
-from lungseg.inference.infection import infection_labels, involvement, restrict_to_lung
+from lungseg.inference.infection import (
+    infection_labels,
+    involvement,
+    restrict_to_lung,
+    zone_shares,
+)
 from lungseg.inference.model import (
     SHIPPED_INFECTION_MODEL,
     Progress,
@@ -93,10 +98,21 @@ class Predictor:
     ) -> None:
         self.model = SegmentationModel(model, threads=threads)
         self.infection_model: SegmentationModel | None = None
-        if infection:
+        self.infection_head = infection and self.model.has_infection_head  # one pass for both
+        if infection and not self.infection_head:
             path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
             if infection_model is not None or path.is_file():
                 self.infection_model = SegmentationModel(path, threads=threads)
+
+    def _infection_description(self) -> str:
+        """What the infection findings come from, for the page and the JSON."""
+        model = self.model if self.infection_head else self.infection_model
+        card = model.card if model is not None else {}
+        trained = str(card.get("description", "a COVID-19 infection model"))
+        return (
+            f"{trained}. COVID-19 findings, not a diagnosis: other disease that looks alike "
+            "(a tumour, fibrosis, oedema) may be marked too."
+        )
 
     def model_info(self) -> ModelInfo:
         """Which model answers: its card's name and date, the ONNX file's hash."""
@@ -152,13 +168,16 @@ class Predictor:
         started = time.perf_counter() if started is None else started
         count = image.array.shape[0] if image.is_volume else 1
         passes = 1 if self.infection_model is None else 2
+        infection = (
+            np.zeros((count, *image.array.shape[-2:]), np.uint8) if self.infection_head else None
+        )
 
         def step(offset: int) -> Progress | None:
             if progress is None:
                 return None
             return lambda done, _total: progress(offset + done, passes * count)
 
-        lung = segment_image(self.model, image, progress=step(0))
+        lung = segment_image(self.model, image, progress=step(0), infection=infection)
         notes = list(image.notes)
         if image.array.size and image.array.min() == image.array.max():
             notes.append("the image holds one value only (blank): no lung to find")
@@ -189,17 +208,28 @@ class Predictor:
                 )
                 for index, plane in enumerate(lung)
             ]
-        if self.infection_model is not None:
-            labels = infection_labels(
+        if self.infection_model is not None:  # a second network
+            infection = infection_labels(
                 self.infection_model, list(image.slices()), image.intensity, progress=step(count)
             )
-            prediction.infection = restrict_to_lung(labels.reshape(lung.shape), lung, in_place=True)
+        if infection is not None:
+            prediction.infection = restrict_to_lung(
+                infection.reshape(lung.shape), lung, in_place=True
+            )
             prediction.involvement = involvement(lung, prediction.infection)
+            prediction.involvement["trained_on"] = self._infection_description()
             if image.is_volume and spacing is not None:  # lesion volumes in mL
                 voxel_ml = float(np.prod(spacing)) / 1000.0
                 for name in ("ground_glass", "consolidation", "effusion"):
                     pixels = float(prediction.involvement[f"{name}_px"])  # type: ignore[arg-type]
                     prediction.involvement[f"{name}_ml"] = round(pixels * voxel_ml, 2)
+                shares = prediction.involvement["share"]
+                prediction.involvement["involved_ml"] = {
+                    side: round(float(shares[side]) * measures[side], 2)  # type: ignore[index]
+                    for side in ("right", "left", "total")
+                }
+            if image.is_volume:
+                prediction.involvement["zones"] = zone_shares(lung, prediction.infection)
             if image.is_volume:  # and slice by slice, for a viewer's slice slider
                 prediction.involvement["per_slice"] = [
                     involvement(plane, lesions)["share"]

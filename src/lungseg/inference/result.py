@@ -38,7 +38,7 @@ class Lung(BaseModel):
 
 
 class Shares(BaseModel):
-    """Share (0..1) of each lung covered by ground glass or consolidation."""
+    """Share (0..1) of each lung covered by ground glass or consolidation (or mL)."""
 
     right: float
     left: float
@@ -53,8 +53,17 @@ class Severity(BaseModel):
     total: int
 
 
+class Zones(BaseModel):
+    """Share of each third of a lung, by height, with ground glass or consolidation."""
+
+    upper: float
+    middle: float
+    lower: float
+
+
 class Involvement(BaseModel):
-    """COVID-19 findings inside the lungs (effusion: beside them)."""
+    """COVID-19 findings inside the lungs (effusion: beside them). A lung involved below
+    1 % scores severity 0 (specks, a nodule or a tumour are not COVID-19 involvement)."""
 
     share: Shares
     severity: Severity
@@ -65,6 +74,11 @@ class Involvement(BaseModel):
     consolidation_ml: float | None = None
     effusion_ml: float | None = None
     per_slice: list[Shares] | None = Field(None, description="a volume's shares per slice")
+    involved_ml: Shares | None = Field(None, description="a volume's involved mL per lung")
+    zones: dict[str, Zones] | None = Field(
+        None, description="a volume's share per lung (right, left) and third by height"
+    )
+    trained_on: str = Field(description="what the findings come from and what they are not")
 
 
 class ModelInfo(BaseModel):

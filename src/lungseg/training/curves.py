@@ -42,6 +42,17 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path:
             if values:
                 epochs = sorted(values)
                 ax.plot(epochs, [values[e] for e in epochs], style, markersize=3, label=stage)
+            infection = series.get(f"{stage}_infection_dice", {}) if name == "dice" else {}
+            if infection:  # a two-head model: the infection head's soft Dice beside the lungs'
+                epochs = sorted(infection)
+                ax.plot(
+                    epochs,
+                    [infection[e] for e in epochs],
+                    style,
+                    markersize=3,
+                    alpha=0.6,
+                    label=f"{stage} infection",
+                )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

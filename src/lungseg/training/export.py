@@ -17,20 +17,32 @@ OUTPUT_NAME = "probabilities"
 
 
 class WithSoftmax(torch.nn.Module):
-    """The network with softmax on top: the exported model gives class probabilities."""
+    """The network with softmax on top: the exported model gives class probabilities
+    (a softmax per head where it has several)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(
+        self, model: torch.nn.Module, heads: dict[str, tuple[int, int]] | None = None
+    ) -> None:
         super().__init__()
         self.model = model
+        self.heads = sorted((heads or {}).values())
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(image), dim=1)
+        logits = self.model(image)
+        if not self.heads:
+            return torch.softmax(logits, dim=1)
+        return torch.cat([torch.softmax(logits[:, a:b], dim=1) for a, b in self.heads], dim=1)
 
 
-def export_onnx(model: torch.nn.Module, path: Path, size: int) -> Path:
+def export_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    size: int,
+    heads: dict[str, tuple[int, int]] | None = None,
+) -> Path:
     """Write ``model`` as ONNX: input ``image`` (batch, 1, size, size) in [0, 1], output
     ``probabilities`` (batch, classes, size, size). Written aside, then renamed."""
-    wrapped = WithSoftmax(model).eval()
+    wrapped = WithSoftmax(model, heads).eval()
     partial = path.with_name(path.name + ".partial")
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated but needs no extra package (onnxscript).
@@ -49,7 +61,12 @@ def export_onnx(model: torch.nn.Module, path: Path, size: int) -> Path:
     return path
 
 
-def onnx_max_difference(path: Path, model: torch.nn.Module, images: np.ndarray) -> float:
+def onnx_max_difference(
+    path: Path,
+    model: torch.nn.Module,
+    images: np.ndarray,
+    heads: dict[str, tuple[int, int]] | None = None,
+) -> float:
     """Largest absolute difference of probabilities between the ONNX file and ``model``.
 
     Args:
@@ -60,7 +77,8 @@ def onnx_max_difference(path: Path, model: torch.nn.Module, images: np.ndarray) 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, {INPUT_NAME: images.astype(np.float32)})[0]
     with torch.no_grad():
-        torch_out = WithSoftmax(model).eval()(torch.from_numpy(images.astype(np.float32))).numpy()
+        wrapped = WithSoftmax(model, heads).eval()
+        torch_out = wrapped(torch.from_numpy(images.astype(np.float32))).numpy()
     return float(np.abs(onnx_out - torch_out).max())
 
 

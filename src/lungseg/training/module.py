@@ -13,7 +13,12 @@ from torch.nn import functional
 from lungseg.evaluation.metrics import dice_iou
 from lungseg.training.config import TrainConfig
 from lungseg.training.model import create_model
-from lungseg.training.tasks import get_task
+from lungseg.training.tasks import (
+    IS_INFECTION,
+    LUNG_CODES,
+    UNKNOWN,
+    get_task,
+)
 
 
 def slice_metrics(
@@ -36,6 +41,35 @@ def slice_metrics(
     return {"dice": dice, "iou": iou, "accuracy": accuracy}
 
 
+def infection_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of the infection head (4 classes: none, ground glass, consolidation, effusion)
+    against targets that say only what their source knows (``training.tasks``).
+
+    A typed pixel takes the log-probability of its class; a binary one of "ground glass
+    or consolidation" (the two probabilities summed) or of "neither"; an unknown one
+    adds nothing. A soft Dice of "ground glass or consolidation" over the supervised
+    pixels is added against the imbalance (lesions are a few per cent of a slice).
+    Returns the loss and the soft Dice (for logging).
+    """
+    probabilities = torch.softmax(logits, dim=1)
+    lesion = probabilities[:, 1] + probabilities[:, 2]
+    typed = target <= 3
+    picked = torch.gather(probabilities, 1, target.clamp(max=3).unsqueeze(1))[:, 0]
+    likelihood = torch.where(
+        typed, picked, torch.where(target == IS_INFECTION, lesion, 1.0 - lesion)
+    )
+    known = target != UNKNOWN
+    if not bool(known.any()):
+        zero = logits.sum() * 0.0
+        return zero, zero.detach() + 1.0
+    nll = -torch.log(likelihood.clamp_min(1e-6))[known].mean()
+    truth = ((target == 1) | (target == 2) | (target == IS_INFECTION)).float()
+    weight = known.float()
+    overlap = (lesion * truth * weight).sum()
+    dice = (2.0 * overlap + 1.0) / ((lesion * weight).sum() + (truth * weight).sum() + 1.0)
+    return nll + (1.0 - dice), dice.detach()
+
+
 class LungSegModule(pl.LightningModule):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__()
@@ -43,6 +77,7 @@ class LungSegModule(pl.LightningModule):
         self.save_hyperparameters(asdict(config))
         self.model = create_model(config)
         self.foreground = get_task(config.task).foreground
+        self.heads = get_task(config.task).heads
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -51,13 +86,30 @@ class LungSegModule(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         image, label = batch
         logits = self(image)
-        loss = self.loss(logits, label)
         size = image.shape[0]
+        if self.heads is not None:  # lungs and infection: a loss per head
+            lung_label, target = label % LUNG_CODES, label // LUNG_CODES  # tasks.split_code
+            start, stop = self.heads["infection"]
+            extra, infection_dice = infection_loss(logits[:, start:stop], target[:, 0])
+            self.log(
+                f"{stage}_infection_dice",
+                infection_dice,
+                on_step=False,
+                on_epoch=True,
+                batch_size=size,
+                sync_dist=True,
+            )
+            start, stop = self.heads["lung"]
+            logits, label = logits[:, start:stop], lung_label
+        loss = self.loss(logits, label)
+        if self.heads is not None:
+            loss = loss + extra
         self.log(
             f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True
         )
         with torch.no_grad():
-            for name, values in slice_metrics(logits, label, self.foreground).items():
+            metrics = slice_metrics(logits, label, self.foreground)
+            for name, values in metrics.items():
                 self.log(
                     f"{stage}_{name}",
                     values.mean(),
@@ -67,6 +119,18 @@ class LungSegModule(pl.LightningModule):
                     batch_size=size,
                     sync_dist=True,
                 )
+            # what checkpoints and early stopping follow: the Dice, or both heads' mean
+            score = metrics["dice"].mean()
+            if self.heads is not None:
+                score = (score + infection_dice) / 2.0
+            self.log(
+                f"{stage}_score",
+                score,
+                on_step=False,
+                on_epoch=True,
+                batch_size=size,
+                sync_dist=True,
+            )
         return loss
 
     def training_step(

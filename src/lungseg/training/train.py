@@ -38,6 +38,10 @@ DESCRIPTIONS = {
     "lung": "lung segmentation on axial chest CT slices: the patient's right and left lung, "
     "told apart by anatomy, in any orientation and common 8-bit rendering",
     "infection": "COVID-19 infection on axial chest CT slices: ground glass, consolidation, pleural effusion",
+    "lung+infection": "lungs (the patient's right and left, told apart by anatomy) and COVID-19 "
+    "findings (ground glass, consolidation, pleural effusion) on axial chest CT slices in one "
+    "pass: two heads, trained on MedSeg's typed lesion labels and COVID-19-CT-Seg's one-class "
+    "infection labels",
 }
 
 
@@ -103,7 +107,11 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
 
     module = LungSegModule(config)
     best = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor="val_dice", mode="max", save_last=True
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor="val_score",
+        mode="max",
+        save_last=True,
     )
     trainer = pl.Trainer(
         default_root_dir=out,
@@ -115,7 +123,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         num_nodes=config.num_nodes,
         callbacks=[
             best,
-            EarlyStopping(monitor="val_dice", mode="max", patience=config.patience),
+            EarlyStopping(monitor="val_score", mode="max", patience=config.patience),
             LearningRateMonitor(logging_interval="epoch"),
         ],
         logger=[
@@ -139,14 +147,18 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         module.load_state_dict(state)
     model = module.model.cpu().eval()
     plot_curves(out / "metrics.csv", out / "curves.png")
-    onnx_path = export_onnx(model, out / "model.onnx", config.image_size)
+    onnx_path = export_onnx(
+        model, out / "model.onnx", config.image_size, get_task(config.task).heads
+    )
     check_set = SliceDataset(val_slices, preprocessing, rendered=True)
     check = np.stack([check_set.model_input(i)[0][None] for i in range(min(8, len(check_set)))])
-    difference = onnx_max_difference(onnx_path, model, check)
+    difference = onnx_max_difference(onnx_path, model, check, get_task(config.task).heads)
     minutes = (time.perf_counter() - started) / 60.0
 
-    val_dice = read_epochs(out / "metrics.csv").get("val_dice", {0: float("nan")})
-    best_epoch = max(val_dice, key=val_dice.__getitem__)
+    epochs = read_epochs(out / "metrics.csv")
+    scores = epochs.get("val_score") or epochs.get("val_dice", {0: float("nan")})
+    best_epoch = max(scores, key=scores.__getitem__)
+    val_dice = epochs.get("val_dice", {best_epoch: float("nan")})
     result = TrainResult(
         out, val_dice[best_epoch], best_epoch, trainer.current_epoch, minutes, difference
     )
@@ -209,6 +221,7 @@ def model_card(
             "shape": ["batch", len(task.classes), config.image_size, config.image_size],
             "classes": list(task.classes),
             "decision": "argmax",
+            **({"heads": {k: list(v) for k, v in task.heads.items()}} if task.heads else {}),
         },
         "training": {
             "dataset": str(dataset.folder),

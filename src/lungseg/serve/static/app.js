@@ -141,11 +141,22 @@ function showMeasures(data) {
     return item;
   }));
   const inv = data.involvement;
-  for (const id of ["involvement-row", "severity-row", "infection-control", "infection-legend"]) $(id).hidden = !inv;
+  for (const id of ["findings-head", "findings-note", "involvement-row", "severity-row", "infection-control", "infection-legend"]) $(id).hidden = !inv;
+  $("involved-ml-row").hidden = !(inv && inv.involved_ml);
+  $("zones-row").hidden = !(inv && inv.zones);
   if (inv) {
     const pct = (v) => `${(100 * v).toFixed(1)} %`;
     $("involvement").textContent = `right ${pct(inv.share.right)}, left ${pct(inv.share.left)}, both ${pct(inv.share.total)}`;
     $("severity").textContent = `right ${inv.severity.right}, left ${inv.severity.left}, total ${inv.severity.total} / 10`;
+    $("findings-note").textContent = inv.trained_on; // what the findings come from, and are not
+    if (inv.involved_ml) {
+      const ml = inv.involved_ml;
+      $("involved-ml").textContent = `right ${ml.right.toFixed(1)} mL, left ${ml.left.toFixed(1)} mL, both ${ml.total.toFixed(1)} mL`;
+    }
+    if (inv.zones) {
+      const third = (z) => [z.upper, z.middle, z.lower].map(pct).join(" / ");
+      $("zones").textContent = `right ${third(inv.zones.right)}; left ${third(inv.zones.left)}`;
+    }
   }
 }
 
