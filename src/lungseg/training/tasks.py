@@ -91,26 +91,17 @@ def split_code(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _infection_target(record: SliceRecord) -> np.ndarray:
+    """A slice's infection targets. MedSeg's published infection test slices
+    (``source_split`` test) give none: the lungs may learn from them (as the lung
+    model's do), the infection head never sees their lesion labels."""
     scheme = record.row.get("infection_labels", "none")
-    if scheme == "typed":
+    if scheme == "typed" and record.row.get("source_split") != "test":
         return record.infection.astype(np.uint8)
     if scheme == "binary":
         return np.where(record.infection == INFECTION_UNTYPED, IS_INFECTION, NOT_INFECTION).astype(
             np.uint8
         )
     return np.full(record.infection.shape, UNKNOWN, np.uint8)
-
-
-def _joint_rows(dataset: BuiltDataset, split: str, include_flagged: bool) -> list[dict[str, str]]:
-    """The lung task's rows, less (for training and validation) MedSeg's published
-    infection test slices (``source_split`` test), so that both heads are scored on
-    slices the network never saw."""
-    rows = dataset.select(split, include_flagged=include_flagged)
-    if split == "test":
-        return rows
-    return [
-        r for r in rows if not (r["infection_labels"] == "typed" and r["source_split"] == "test")
-    ]
 
 
 TASKS: dict[str, Task] = {
@@ -140,7 +131,7 @@ TASKS: dict[str, Task] = {
             "pleural_effusion",
         ),
         (LUNG_RIGHT, LUNG_LEFT),
-        _joint_rows,
+        _lung_rows,
         lambda r: joint_code(reference_sides(r.lung), _infection_target(r)),
         heads={"lung": (0, 3), "infection": (3, 7)},
     ),
