@@ -77,6 +77,11 @@ class TrainConfig:
         max_slices_per_patient: train and validate on at most this many slices of one patient, evenly
             spaced (neighbouring slices of a volume are near copies); 0 keeps all.
         augment: augmentation settings.
+        infection_weight: weight of the infection head's loss against the lungs' (a task
+            with both heads).
+        monitor: the validation figure that picks the checkpoint and stops early:
+            ``val_dice`` (the lungs, or the task's foreground) or ``val_score`` (for a
+            task with both heads, the mean of the lungs' and the infection's Dice).
     """
 
     task: str = "lung"
@@ -98,6 +103,8 @@ class TrainConfig:
     num_nodes: int = 1
     include_flagged: bool = False
     max_slices_per_patient: int = 50
+    infection_weight: float = 1.0
+    monitor: str = "val_dice"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:

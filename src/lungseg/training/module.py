@@ -103,7 +103,7 @@ class LungSegModule(pl.LightningModule):
             logits, label = logits[:, start:stop], lung_label
         loss = self.loss(logits, label)
         if self.heads is not None:
-            loss = loss + extra
+            loss = loss + self.config.infection_weight * extra
         self.log(
             f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True
         )

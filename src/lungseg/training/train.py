@@ -109,7 +109,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
-        monitor="val_score",
+        monitor=config.monitor,
         mode="max",
         save_last=True,
     )
@@ -123,7 +123,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         num_nodes=config.num_nodes,
         callbacks=[
             best,
-            EarlyStopping(monitor="val_score", mode="max", patience=config.patience),
+            EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience),
             LearningRateMonitor(logging_interval="epoch"),
         ],
         logger=[
@@ -156,7 +156,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     minutes = (time.perf_counter() - started) / 60.0
 
     epochs = read_epochs(out / "metrics.csv")
-    scores = epochs.get("val_score") or epochs.get("val_dice", {0: float("nan")})
+    scores = epochs.get(config.monitor) or epochs.get("val_dice", {0: float("nan")})
     best_epoch = max(scores, key=scores.__getitem__)
     val_dice = epochs.get("val_dice", {best_epoch: float("nan")})
     result = TrainResult(
