@@ -27,6 +27,21 @@ def medseg_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "dataset"
 
 
+def _tiny_config(task: str) -> TrainConfig:
+    """Seconds of training on 32 px slices."""
+    return TrainConfig(
+        task=task,
+        image_size=32,
+        channels=(4, 8, 16),
+        num_res_units=0,
+        batch_size=4,
+        max_epochs=2,
+        max_minutes=0,
+        num_workers=0,
+        augment=AugmentConfig(dihedral=1.0, affine=0.5, jpeg=0, gamma=0, noise=0),
+    )
+
+
 def test_infection_splits_follow_the_sources_own_test_split(medseg_dataset: Path) -> None:
     dataset = BuiltDataset(medseg_dataset)
     task = get_task("infection")
@@ -41,17 +56,7 @@ def test_infection_splits_follow_the_sources_own_test_split(medseg_dataset: Path
 def test_infection_model_trains_exports_and_evaluates(
     medseg_dataset: Path, tmp_path: Path, capsys
 ) -> None:
-    config = TrainConfig(
-        task="infection",
-        image_size=32,
-        channels=(4, 8, 16),
-        num_res_units=0,
-        batch_size=4,
-        max_epochs=2,
-        max_minutes=0,
-        num_workers=0,
-        augment=AugmentConfig(dihedral=1.0, affine=0.5, jpeg=0, gamma=0, noise=0),
-    )
+    config = _tiny_config("infection")
     result = train(config, medseg_dataset, tmp_path / "run")
     assert result.onnx_max_difference < 1e-4
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())
@@ -145,17 +150,7 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
         else:  # typed: each class, never the one-class targets
             assert set(np.unique(target)) <= {0, 1, 2, 3}
             assert IS_INFECTION not in target and NOT_INFECTION not in target
-    config = TrainConfig(
-        task="lung+infection",
-        image_size=32,
-        channels=(4, 8, 16),
-        num_res_units=0,
-        batch_size=4,
-        max_epochs=2,
-        max_minutes=0,
-        num_workers=0,
-        augment=AugmentConfig(dihedral=1.0, affine=0.5, jpeg=0, gamma=0, noise=0),
-    )
+    config = _tiny_config("lung+infection")
     result = train(config, medseg_dataset, tmp_path / "run")
     assert result.onnx_max_difference < 1e-4
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())

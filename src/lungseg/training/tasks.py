@@ -74,8 +74,8 @@ def _infection_rows(
 # each class; one that labels infection as one class (COVID-19-CT-Seg) supervises only
 # "ground glass or consolidation" against "neither"; a source without infection
 # labels supervises nothing there (it is not taken as free of infection).
-TYPED_BACKGROUND, IS_INFECTION, NOT_INFECTION, UNKNOWN = 0, 4, 5, 6
-"""Infection targets beside the typed classes 1 ground glass, 2 consolidation, 3 effusion."""
+IS_INFECTION, NOT_INFECTION, UNKNOWN = 4, 5, 6
+"""Infection targets beside the typed classes 0 none, 1 ground glass, 2 consolidation, 3 effusion."""
 LUNG_CODES = 3
 """Lung labels 0..2; the joint code of a pixel is ``lung + LUNG_CODES * infection target``."""
 
