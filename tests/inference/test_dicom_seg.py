@@ -60,3 +60,18 @@ def test_no_seg_without_a_dicom_series(tmp_path: Path, predictor: Predictor) -> 
     prediction = predictor.predict(hu, spacing=(5.0, 0.8, 0.8))
     with pytest.raises(ValueError, match="not a DICOM series"):
         volume_mask_dicom_seg(prediction)
+
+
+def test_a_series_highdicom_cannot_use_still_gets_its_other_files(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    hu, _ = ct_volume(slices=4, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "series", hu)
+    prediction = predictor.predict(tmp_path / "series")
+    for header in prediction.image.geometry.dicom_headers:
+        del header.StudyInstanceUID  # a header highdicom refuses
+    written = save_prediction(prediction, tmp_path / "out", "series")
+    names = {p.name for p in written}
+    assert "series_seg.dcm" not in names
+    assert {"series_mask.nii.gz", "series_overlay.png"} <= names
+    assert any("no DICOM Segmentation written" in note for note in prediction.notes)

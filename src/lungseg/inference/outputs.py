@@ -229,8 +229,13 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
             infection = volume_mask_nifti(prediction, prediction.infection)
             written.append(_write_atomically(out / f"{stem}_infection.nii.gz", infection))
         if prediction.image.geometry.dicom_headers:  # a DICOM series: a SEG over it too
-            seg = volume_mask_dicom_seg(prediction)
-            written.append(_write_atomically(out / f"{stem}_seg.dcm", seg))
+            try:
+                seg = volume_mask_dicom_seg(prediction)
+            except (ValueError, TypeError, AttributeError, KeyError) as error:
+                # headers highdicom cannot build on: the other files still come, with a note
+                prediction.notes.append(f"no DICOM Segmentation written: {error}")
+            else:
+                written.append(_write_atomically(out / f"{stem}_seg.dcm", seg))
     else:  # a multi-page photo: no geometry to keep
         written.append(_write_atomically(out / f"{stem}_mask.npy", _npy_bytes(prediction.lung)))
     written.append(_write_atomically(out / f"{stem}_overlay.png", png_bytes(montage(prediction))))
