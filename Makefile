@@ -67,6 +67,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Debian's Chromium for the browser test (needs root; skipped with a reason without it).
 browser:

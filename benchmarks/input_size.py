@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lungseg.core.metrics import slice_scores
 from lungseg.dataset.store import BuiltDataset
-from lungseg.evaluation.metrics import slice_scores
 from lungseg.inference.preprocess import from_model_square, to_model_square
 
 SIZES = (128, 192, 256, 384, 512)

@@ -14,13 +14,13 @@ import argparse
 
 import numpy as np
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.core.masks import reference_sides, side_agreement
 from lungseg.dataset.store import BuiltDataset
 from lungseg.evaluation.evaluate import SIDE_OK
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
 from lungseg.inference.model import SegmentationModel, postprocess_slice
-from lungseg.inference.postprocess import reference_sides, side_agreement
 from lungseg.inference.preprocess import from_model_square
 
 TO_LABELS = np.array([0, LUNG_RIGHT, LUNG_LEFT], np.uint8)

@@ -97,8 +97,8 @@ def test_real_qc_catches_the_wrong_masks_and_keeps_the_crops(built_real: Path) -
 def test_threshold_lungs_of_the_dicom_series_have_an_adult_volume(shared_data: Path) -> None:
     """Readers + body mask + post-processing on a real scan: dark voxels inside the body,
     cleaned and sided, hold an adult's lung volume (about 4 to 7 L), right lung larger."""
+    from lungseg.core.masks import clean_lung_mask, lung_measures, split_left_right
     from lungseg.imaging.body import body_mask, dense_tissue
-    from lungseg.inference.postprocess import clean_lung_mask, lung_measures, split_left_right
 
     scan = read_image(shared_data / "chest-ct-dicom" / "Lung_Dx-A0001")
     body = np.stack([body_mask(dense_tissue(plane, scan.intensity)) for plane in scan.array])
@@ -112,7 +112,7 @@ def test_threshold_lungs_of_the_dicom_series_have_an_adult_volume(shared_data: P
 def test_shipped_model_segments_real_slices_of_both_sets(shared_data: Path) -> None:
     """The model in the package, through the one inference path, on a held-out test slice of each
     set (the full test numbers come from `make evaluate`, see docs/training.md)."""
-    from lungseg.evaluation.metrics import slice_scores
+    from lungseg.core.metrics import slice_scores
     from lungseg.inference.model import SegmentationModel, segment_slices
 
     model = SegmentationModel()
@@ -152,7 +152,7 @@ def test_shipped_model_on_the_whole_dicom_series(shared_data: Path) -> None:
 def test_shipped_infection_model_finds_lesions_inside_the_lungs(shared_data: Path) -> None:
     """On MedSeg test slices (its own infnet test split) the shipped infection model finds
     ground glass or consolidation where the reference has much of it, only inside the lungs."""
-    from lungseg.dataset.labels import CONSOLIDATION, GROUND_GLASS
+    from lungseg.core.labels import CONSOLIDATION, GROUND_GLASS
     from lungseg.inference import Predictor
 
     predictor = Predictor()
@@ -175,10 +175,10 @@ def test_shipped_model_is_right_on_what_users_upload(shared_data: Path) -> None:
     min-max JPEG, a soft-tissue screenshot, a CLAHE export of the public notebooks) and a
     held-out covid19-ct-seg-clahe test patient's slice: the lungs are found each time, and
     a mirrored slice still gets the patient's right lung as right (sides from anatomy)."""
+    from lungseg.core.masks import reference_sides, side_agreement
+    from lungseg.core.metrics import slice_scores
     from lungseg.evaluation.evaluate import back_to_slice, variants_of
-    from lungseg.evaluation.metrics import slice_scores
     from lungseg.inference.model import SegmentationModel, segment_slices
-    from lungseg.inference.postprocess import reference_sides, side_agreement
 
     model = SegmentationModel()
     folder = shared_data / "finding-lungs-ct"

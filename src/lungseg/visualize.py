@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.dataset.labels import (
+from lungseg.core.labels import (
     CONSOLIDATION,
     GROUND_GLASS,
     INFECTION_UNTYPED,
@@ -13,7 +13,7 @@ from lungseg.dataset.labels import (
     LUNG_SIDE_UNKNOWN,
     PLEURAL_EFFUSION,
 )
-from lungseg.imaging.morphology import outline as region_outline
+from lungseg.core.morphology import outline as region_outline
 
 LUNG_COLOURS: dict[int, tuple[int, int, int]] = {
     LUNG_RIGHT: (230, 75, 60),  # right lung: red
@@ -119,3 +119,54 @@ def annotate(
             draw.rectangle((size // 2, y, size // 2 + size - 1, y + size - 1), fill=colour)
             draw.text((size // 2 + size + size // 3, y), name, font=font, **outlined)
     return np.asarray(image)
+
+
+def grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    """Equal-sized RGB tiles in rows of ``columns``, the last row filled with black."""
+    if not tiles:
+        raise ValueError("a grid needs at least one tile")
+    tiles = list(tiles)
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    return np.concatenate(rows, axis=0)
+
+
+def montage(
+    slices: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    captions: list[str],
+    *,
+    tile: int = 256,
+    columns: int = 4,
+) -> np.ndarray:
+    """Overlays of slices, each given as (display values, lung labels, infection labels
+    or None), ``tile`` pixels wide with R/L and its caption; the first carries the colour
+    legend. One grid for the scans ``lungseg predict`` writes and the reports' levels."""
+    from PIL import Image
+
+    tiles = []
+    size = (tile, tile)
+    for number, ((grey, lung, infection), caption) in enumerate(zip(slices, captions, strict=True)):
+        picture = overlay(grey, lung, infection)
+        small = np.asarray(Image.fromarray(picture).resize(size, Image.Resampling.BILINEAR))
+        labels = np.asarray(Image.fromarray(lung).resize(size, Image.Resampling.NEAREST))
+        tiles.append(
+            annotate(
+                small,
+                labels,
+                infection=infection is not None,
+                caption=caption,
+                legend=number == 0,
+            )
+        )
+    return grid(tiles, columns)
+
+
+def every_level(grey: np.ndarray, lung: np.ndarray, *, tile: int = 160) -> np.ndarray:
+    """Every slice of a volume with its lung labels, 8 to a row, numbered in stored order."""
+    count = grey.shape[0]
+    slices: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = [
+        (grey[i], lung[i], None) for i in range(count)
+    ]
+    captions = [f"slice {i + 1}/{count}" for i in range(count)]
+    return montage(slices, captions, tile=tile, columns=8)

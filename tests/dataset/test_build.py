@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from synthetic import write_covid_kaggle_like, write_finding_lungs_like, write_medseg_like
 
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.dataset import build as build_module
 from lungseg.dataset.build import BuildConfig, build_dataset
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.dataset.store import MANIFEST_COLUMNS, BuiltDataset
 from lungseg.errors import DatasetError
 

@@ -12,7 +12,7 @@ from synthetic import (
     write_nifti,
 )
 
-from lungseg.dataset.labels import (
+from lungseg.core.labels import (
     INFECTION_UNTYPED,
     LUNG_LEFT,
     LUNG_RIGHT,

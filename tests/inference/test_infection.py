@@ -13,7 +13,7 @@ from PIL import Image
 from synthetic import ct_slice, display_slice, write_png
 
 from lungseg.cli import main
-from lungseg.dataset.labels import (
+from lungseg.core.labels import (
     CONSOLIDATION,
     GROUND_GLASS,
     LUNG_LEFT,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from synthetic import ct_slice, ct_volume
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.core.masks import clean_lung_mask, lung_measures, split_left_right
 from lungseg.imaging import Intensity
 from lungseg.imaging.body import body_mask, dense_tissue
-from lungseg.inference.postprocess import clean_lung_mask, lung_measures, split_left_right
 
 
 def test_specks_holes_and_outside_body_are_cleaned() -> None:
@@ -77,7 +77,7 @@ def test_sided_labels_are_made_whole_and_gut_gas_below_the_lungs_goes() -> None:
     """Raw sided labels: a few wrong-side pixels inside a lung take the lung's side, holes
     are filled with the side around them, and in a volume a separate air pocket below the
     lungs (stomach gas) is dropped even though every slice alone would keep it."""
-    from lungseg.inference.postprocess import clean_lung_labels
+    from lungseg.core.masks import clean_lung_labels
 
     _, lungs = ct_slice(64)
     raw = lungs.copy()
@@ -97,7 +97,7 @@ def test_sided_labels_are_made_whole_and_gut_gas_below_the_lungs_goes() -> None:
 def test_two_lungs_take_opposite_sides_even_where_the_model_is_unsure_of_one() -> None:
     """The model calls most of both lungs 'right' (as on a mirrored photo where it hesitates):
     the clear lung decides, and the two separate lungs never share a side."""
-    from lungseg.inference.postprocess import clean_lung_labels
+    from lungseg.core.masks import clean_lung_labels
 
     _, lungs = ct_slice(64)
     raw = lungs.copy()

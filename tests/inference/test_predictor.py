@@ -22,7 +22,7 @@ from synthetic import (
 )
 
 from lungseg.cli import main
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.errors import ImageReadError
 from lungseg.imaging import read_image, read_mask
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral

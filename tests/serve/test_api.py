@@ -25,7 +25,7 @@ from synthetic import (
     write_tiff_hu,
 )
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.inference import Predictor
 from lungseg.serve.app import ServeSettings, create_app
 from lungseg.serve.schemas import VolumeAnswer

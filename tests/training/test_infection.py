@@ -12,9 +12,9 @@ from synthetic import write_medseg_like
 from lungseg.cli import main
 from lungseg.dataset.build import BuildConfig, build_dataset
 from lungseg.dataset.store import BuiltDataset
+from lungseg.dataset.tasks import get_task
 from lungseg.evaluation.infection import binary_scores
 from lungseg.training.config import AugmentConfig, TrainConfig
-from lungseg.training.tasks import get_task
 from lungseg.training.train import train
 
 
@@ -106,8 +106,8 @@ def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
     consolidation" (how it is split between the two is free); unknown pixels nothing."""
     import torch
 
+    from lungseg.core.tasks import IS_INFECTION, UNKNOWN
     from lungseg.training.module import infection_loss
-    from lungseg.training.tasks import IS_INFECTION, UNKNOWN
 
     torch.manual_seed(0)
     logits = torch.randn(1, 4, 4, 4)
@@ -134,8 +134,8 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
 ) -> None:
     from synthetic import ct_slice, display_slice, write_png
 
+    from lungseg.core.tasks import IS_INFECTION, NOT_INFECTION, UNKNOWN, split_code
     from lungseg.inference import Predictor
-    from lungseg.training.tasks import IS_INFECTION, NOT_INFECTION, UNKNOWN, split_code
 
     dataset = BuiltDataset(medseg_dataset)
     task = get_task("lung+infection")

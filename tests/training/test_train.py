@@ -219,7 +219,7 @@ def test_display_slices_get_renderings_on_top() -> None:
 
 def test_sides_survive_every_orientation_of_the_reference() -> None:
     """A one-label mask gets its sides in the upright view; turned, they move with it."""
-    from lungseg.inference.postprocess import reference_sides
+    from lungseg.core.masks import reference_sides
 
     _, labels = ct_slice(48)
     sides = reference_sides(np.where(labels > 0, 3, 0).astype(np.uint8))

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lungseg import __version__
-from lungseg.dataset.labels import InfectionLabels
+from lungseg.core.labels import InfectionLabels
 from lungseg.dataset.qc import QCConfig, check_slice
 from lungseg.dataset.sources import CaseFile, LoadedCase, load_case, open_source
 from lungseg.dataset.split import split_patients

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
 from scipy import ndimage as ndi
 
+from lungseg.core.masks import clean_lung_mask, split_left_right
+from lungseg.core.morphology import component_sizes
 from lungseg.errors import LungsegError
-from lungseg.imaging import CTImage, Intensity, read_image
+from lungseg.imaging import CTImage, Intensity, read_image, to_display
 from lungseg.imaging.body import body_mask, dense_tissue
-from lungseg.imaging.morphology import component_sizes
 from lungseg.imaging.orientation import from_display_order
-from lungseg.inference.postprocess import clean_lung_mask, split_left_right
+from lungseg.visualize import every_level
 
 LUNG_COMPONENT_SHARE = 0.1
 """3D dark components smaller than this share of the largest (gas in the gut) are not lung."""
@@ -76,8 +78,6 @@ def write_pseudo_labelled(scans: list[Path], out: Path) -> list[Path]:
     Layout: ``out/images/<name>.nii.gz``, ``out/masks/<name>.nii.gz`` and
     ``out/pseudo_labels_<name>.png`` (a montage to check the labels by eye).
     """
-    from lungseg.dataset.report import montage
-
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     pictures = []
@@ -90,7 +90,7 @@ def write_pseudo_labelled(scans: list[Path], out: Path) -> list[Path]:
         mask_xyz, _ = from_display_order(split_left_right(lungs), scan.geometry)
         nib.save(nib.Nifti1Image(image_xyz, affine), str(out / "images" / f"{name}.nii.gz"))
         nib.save(nib.Nifti1Image(mask_xyz, affine), str(out / "masks" / f"{name}.nii.gz"))
-        pictures.append(
-            montage(scan, lungs.astype(np.uint8) * 3, out / f"pseudo_labels_{name}.png")
-        )
+        levels = every_level(to_display(scan.array, scan.intensity), lungs.astype(np.uint8) * 3)
+        pictures.append(out / f"pseudo_labels_{name}.png")
+        Image.fromarray(levels).save(pictures[-1])
     return pictures

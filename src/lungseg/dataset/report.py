@@ -20,7 +20,7 @@ import numpy as np
 from lungseg.dataset.qc import ALL_CHECKS
 from lungseg.dataset.split import SPLITS
 from lungseg.dataset.store import BuiltDataset, SliceRecord
-from lungseg.imaging import CTImage, Intensity, to_display
+from lungseg.imaging import Intensity, to_display
 from lungseg.reporting import markdown_table
 from lungseg.visualize import overlay
 
@@ -142,23 +142,6 @@ def _lung_fractions(dataset: BuiltDataset, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def montage(scan: CTImage, lung: np.ndarray, path: Path, columns: int = 8) -> Path:
-    """Every slice of a volume with its lung labels, inferior (top left) to superior."""
-    grey = to_display(scan.array, scan.intensity)
-    count = grey.shape[0]
-    rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.1 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for index, ax in enumerate(axes.ravel()[:count]):
-        ax.imshow(overlay(grey[index], lung[index]))
-        ax.set_title(f"slice {index}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
 
 
 def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.dataset.labels import InfectionLabels, infection_labels, sided_lung_labels
+from lungseg.core.labels import InfectionLabels, infection_labels, sided_lung_labels
 from lungseg.errors import DatasetError, ImageReadError
 from lungseg.imaging import CTImage, read_image, read_mask
 

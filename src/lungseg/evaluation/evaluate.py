@@ -26,14 +26,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lungseg.core.masks import reference_sides, side_agreement
+from lungseg.core.metrics import slice_scores
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
-from lungseg.evaluation.metrics import slice_scores
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
 from lungseg.imaging.render import EVAL_JPEG_QUALITY, RENDERINGS, jpeg, render_hu
 from lungseg.inference.model import SegmentationModel, postprocess_slice, raw_lung_labels
-from lungseg.inference.postprocess import reference_sides, side_agreement
 
 SCORES = ("dice", "iou", "precision", "recall", "hd95")
 WORST_KEPT = 3

@@ -27,20 +27,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm import tqdm
 
-from lungseg.dataset.labels import (
+from lungseg.core.labels import (
     CONSOLIDATION,
     GROUND_GLASS,
     INFECTION_UNTYPED,
     PLEURAL_EFFUSION,
 )
+from lungseg.core.morphology import label
 from lungseg.dataset.store import BuiltDataset
+from lungseg.dataset.tasks import infection_rows
 from lungseg.errors import DatasetError
 from lungseg.imaging import to_display
-from lungseg.imaging.morphology import label
 from lungseg.inference.model import SHIPPED_MODEL, SegmentationModel
 from lungseg.inference.predictor import Predictor
 from lungseg.reporting import markdown_table
-from lungseg.training.tasks import get_task
 from lungseg.visualize import overlay
 
 LESION_MM2 = 10.0
@@ -125,15 +125,6 @@ def evaluate_infection(
     summary = _summarise(table, split, model)
     _write(out, table, summary, pictures)
     return summary
-
-
-def infection_rows(dataset: BuiltDataset, split: str) -> list[dict[str, str]]:
-    """A split's slices with infection labels: MedSeg's by its own published split (as
-    the infection task defines them), the others' (one-class labels) by the build's
-    patient split."""
-    typed = get_task("infection").rows(dataset, split, False)
-    binary = [r for r in dataset.select(split) if r["infection_labels"] == "binary"]
-    return typed + binary
 
 
 def _pixel_mm2(row: dict[str, str], shape: tuple[int, ...]) -> float:

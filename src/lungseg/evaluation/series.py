@@ -16,13 +16,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
+from lungseg.core.masks import lung_measures
+from lungseg.core.metrics import slice_scores
 from lungseg.dataset.pseudo import threshold_lungs
-from lungseg.dataset.report import montage
-from lungseg.evaluation.metrics import slice_scores
-from lungseg.imaging import read_image
+from lungseg.imaging import read_image, to_display
 from lungseg.inference.model import SegmentationModel, segment_image
-from lungseg.inference.postprocess import lung_measures
+from lungseg.visualize import every_level
 
 
 def check_series(model: SegmentationModel, scan_path: Path, out: Path) -> dict[str, Any]:
@@ -31,7 +32,8 @@ def check_series(model: SegmentationModel, scan_path: Path, out: Path) -> dict[s
     labels = segment_image(model, scan)  # 1 right, 2 left lung
     predicted = labels != 0
     reference = threshold_lungs(scan)
-    montage(scan, labels, out / "series_levels.png")
+    levels = every_level(to_display(scan.array, scan.intensity), labels)
+    Image.fromarray(levels).save(out / "series_levels.png")
     pixel_mm2 = float(np.prod(scan.geometry.spacing[-2:])) if scan.geometry.spacing else 1.0
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.plot(predicted.sum(axis=(1, 2)) * pixel_mm2 / 100.0, "-o", markersize=3, label="model")

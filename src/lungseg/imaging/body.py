@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from lungseg.core.morphology import component_sizes, fill_holes
 from lungseg.imaging.intensity import to_display
-from lungseg.imaging.morphology import component_sizes, fill_holes
 from lungseg.imaging.types import Intensity
 
 DENSE_HU = -400.0

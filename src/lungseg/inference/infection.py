@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.dataset.labels import (
+from lungseg.core.labels import (
     CONSOLIDATION,
     GROUND_GLASS,
     LUNG_LEFT,

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
+from lungseg.core.masks import clean_lung_labels
 from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_regions
-from lungseg.inference.postprocess import clean_lung_labels
 from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"

@@ -32,6 +32,7 @@ from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
 from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay
+from lungseg.visualize import montage as visual_montage
 
 MONTAGE_SLICES = 8
 MONTAGE_TILE = 256
@@ -169,33 +170,24 @@ def annotated_overlay(prediction: Prediction) -> np.ndarray:
 
 
 def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
-    """Overlays of ``count`` slices spread over the lungs (over the whole scan if none found)."""
+    """Overlays of ``count`` slices spread over the lungs (over the whole scan if none found),
+    numbered from the feet (the radiological view's stored order)."""
     with_lung = np.flatnonzero(prediction.lung.any(axis=(1, 2)))
     pool = with_lung if with_lung.size else np.arange(prediction.lung.shape[0])
     picks = pool[np.linspace(0, pool.size - 1, min(count, pool.size)).round().astype(int)]
-    tiles = []
+    image, infection = prediction.image, prediction.infection
+    slices = [
+        (
+            to_display(image.array[i], image.intensity),
+            prediction.lung[i],
+            None if infection is None else infection[i],
+        )
+        for i in picks.tolist()
+    ]
     total = prediction.lung.shape[0]
-    for number, index in enumerate(picks):
-        tile = Image.fromarray(overlay_picture(prediction, int(index)))
-        size = (MONTAGE_TILE, MONTAGE_TILE)
-        small = np.asarray(tile.resize(size, Image.Resampling.BILINEAR))
-        lung = np.asarray(
-            Image.fromarray(prediction.lung[int(index)]).resize(size, Image.Resampling.NEAREST)
-        )
-        caption = f"slice {int(index) + 1}/{total}"  # numbered from the feet (radiological view)
-        tiles.append(
-            annotate(
-                small,
-                lung,
-                infection=prediction.infection is not None,
-                caption=caption,
-                legend=number == 0,
-            )
-        )
-    while len(tiles) % 4:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.concatenate(tiles[i : i + 4], axis=1) for i in range(0, len(tiles), 4)]
-    return np.concatenate(rows, axis=0)
+    return visual_montage(
+        slices, [f"slice {i + 1}/{total}" for i in picks.tolist()], tile=MONTAGE_TILE
+    )
 
 
 def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list[Path]:

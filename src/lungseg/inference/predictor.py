@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from lungseg import __version__
+from lungseg.core.masks import lung_measures, side_agreement, split_left_right
 from lungseg.imaging import CTImage, Intensity, read_image
 from lungseg.imaging.readers import (
     DEFAULT_LIMITS,
@@ -43,7 +44,6 @@ from lungseg.inference.model import (
     SegmentationModel,
     segment_image,
 )
-from lungseg.inference.postprocess import lung_measures, side_agreement, split_left_right
 from lungseg.inference.result import ModelInfo, SliceLung
 
 SIDE_AGREEMENT = 0.5

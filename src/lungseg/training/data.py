@@ -16,13 +16,13 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from lungseg.dataset.store import BuiltDataset
+from lungseg.dataset.tasks import get_task
 from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import apply_dihedral
 from lungseg.imaging.render import RENDERINGS, render_hu
 from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter, prepare_pair
-from lungseg.training.tasks import get_task
 
 
 @dataclass(frozen=True)

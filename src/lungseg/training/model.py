@@ -7,16 +7,16 @@ from collections.abc import Callable
 import torch
 from monai.networks.nets import UNet
 
+from lungseg.core.tasks import task_spec
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
-from lungseg.training.tasks import get_task
 
 
 def _unet(config: TrainConfig) -> torch.nn.Module:
     return UNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=len(get_task(config.task).classes),
+        out_channels=len(task_spec(config.task).classes),
         channels=config.channels,
         strides=(2,) * (len(config.channels) - 1),
         num_res_units=config.num_res_units,

@@ -8,17 +8,11 @@ import pytorch_lightning as pl
 import torch
 from monai.losses import DiceCELoss
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
-from torch.nn import functional
 
-from lungseg.evaluation.metrics import dice_iou
+from lungseg.core.metrics import Confusion
+from lungseg.core.tasks import IS_INFECTION, LUNG_CODES, UNKNOWN, task_spec
 from lungseg.training.config import TrainConfig
 from lungseg.training.model import create_model
-from lungseg.training.tasks import (
-    IS_INFECTION,
-    LUNG_CODES,
-    UNKNOWN,
-    get_task,
-)
 
 
 def slice_metrics(
@@ -27,18 +21,27 @@ def slice_metrics(
     """Per-slice Dice and IoU of the foreground classes taken as one, and pixel accuracy
     over all classes; shape ``(batch,)`` each.
 
-    A slice without foreground that is predicted without it scores 1 (MONAI's
-    ``ignore_empty=False``), so lung-free (or infection-free) slices count as they should.
+    A slice without foreground that is predicted without it scores 1 (the
+    convention of ``lungseg.core.metrics``), so lung-free (or infection-free) slices count as they should.
     """
     prediction = logits.argmax(dim=1, keepdim=True)
     classes = torch.tensor(foreground, device=label.device)
-    pred_fg = torch.isin(prediction[:, 0], classes).long()
-    true_fg = torch.isin(label[:, 0], classes).long()
-    pred_onehot = functional.one_hot(pred_fg, 2).permute(0, 3, 1, 2).float()
-    true_onehot = functional.one_hot(true_fg, 2).permute(0, 3, 1, 2).float()
-    dice, iou = dice_iou(pred_onehot, true_onehot)
-    accuracy = (prediction == label).float().mean(dim=(1, 2, 3))
+    counts = Confusion.of(
+        torch.isin(prediction[:, 0], classes).cpu().numpy(),
+        torch.isin(label[:, 0], classes).cpu().numpy(),
+        axes=(1, 2),
+    )
+    dice = torch.as_tensor(counts.dice(), dtype=torch.float32)
+    iou = torch.as_tensor(counts.iou(), dtype=torch.float32)
+    accuracy = (prediction == label).float().mean(dim=(1, 2, 3)).cpu()
     return {"dice": dice, "iou": iou, "accuracy": accuracy}
+
+
+def lesion_classes(target: torch.Tensor) -> torch.Tensor:
+    """Infection targets as classes for the Dice and accuracy of the curves: a one-class
+    lesion counts as ground glass (the Dice takes ground glass and consolidation as
+    one), "neither" and unknown as none."""
+    return torch.where(target == IS_INFECTION, 1, torch.where(target > 3, 0, target))
 
 
 def infection_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +79,8 @@ class LungSegModule(pl.LightningModule):
         self.config = config
         self.save_hyperparameters(asdict(config))
         self.model = create_model(config)
-        self.foreground = get_task(config.task).foreground
-        self.heads = get_task(config.task).heads
+        self.foreground = task_spec(config.task).foreground
+        self.heads = task_spec(config.task).heads
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -87,8 +90,9 @@ class LungSegModule(pl.LightningModule):
         image, label = batch
         logits = self(image)
         size = image.shape[0]
-        if self.heads is not None:  # lungs and infection: a loss per head
-            lung_label, target = label % LUNG_CODES, label // LUNG_CODES  # tasks.split_code
+        both = self.heads is not None and "lung" in self.heads
+        if self.heads is not None:  # an infection head of partial labels (and lungs)
+            target = label // LUNG_CODES if both else label  # tasks.split_code
             start, stop = self.heads["infection"]
             extra, infection_dice = infection_loss(logits[:, start:stop], target[:, 0])
             self.log(
@@ -99,11 +103,17 @@ class LungSegModule(pl.LightningModule):
                 batch_size=size,
                 sync_dist=True,
             )
-            start, stop = self.heads["lung"]
-            logits, label = logits[:, start:stop], lung_label
-        loss = self.loss(logits, label)
-        if self.heads is not None:
-            loss = loss + self.config.infection_weight * extra
+            if both:
+                start, stop = self.heads["lung"]
+                logits, label = logits[:, start:stop], label % LUNG_CODES
+            else:
+                logits, label = logits[:, start:stop], lesion_classes(target)
+        if self.heads is None:
+            loss = self.loss(logits, label)
+        elif both:
+            loss = self.loss(logits, label) + self.config.infection_weight * extra
+        else:
+            loss = extra
         self.log(
             f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True
         )
@@ -121,7 +131,7 @@ class LungSegModule(pl.LightningModule):
                 )
             # what checkpoints and early stopping follow: the Dice, or both heads' mean
             score = metrics["dice"].mean()
-            if self.heads is not None:
+            if both:
                 score = (score + infection_dice) / 2.0
             self.log(
                 f"{stage}_score",

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from lungseg import __version__
 from lungseg.dataset.store import BuiltDataset
+from lungseg.dataset.tasks import get_task
 from lungseg.errors import LungsegError
 from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter
@@ -32,17 +33,6 @@ from lungseg.training.data import SliceDataset, prepare_split, spread_per_patien
 from lungseg.training.export import export_onnx, onnx_max_difference, sha256_of, write_model_card
 from lungseg.training.model import count_parameters
 from lungseg.training.module import LungSegModule
-from lungseg.training.tasks import get_task
-
-DESCRIPTIONS = {
-    "lung": "lung segmentation on axial chest CT slices: the patient's right and left lung, "
-    "told apart by anatomy, in any orientation and common 8-bit rendering",
-    "infection": "COVID-19 infection on axial chest CT slices: ground glass, consolidation, pleural effusion",
-    "lung+infection": "lungs (the patient's right and left, told apart by anatomy) and COVID-19 "
-    "findings (ground glass, consolidation, pleural effusion) on axial chest CT slices in one "
-    "pass: two heads, trained on MedSeg's typed lesion labels and COVID-19-CT-Seg's one-class "
-    "infection labels",
-}
 
 
 @dataclass
@@ -200,7 +190,7 @@ def model_card(
         "lungseg_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "task": config.task,
-        "description": DESCRIPTIONS[config.task],
+        "description": task.spec.description,
         "architecture": {
             "name": config.architecture,
             "channels": list(config.channels),

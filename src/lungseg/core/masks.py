@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from lungseg.dataset.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
-from lungseg.imaging.morphology import component_sizes, fill_holes, label, lookup
+from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
+from lungseg.core.morphology import component_sizes, fill_holes, label, lookup
 
 MIN_COMPONENT_SHARE = 0.01
 """Components smaller than this share of the largest one are specks."""

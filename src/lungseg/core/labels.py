@@ -8,7 +8,6 @@ import numpy as np
 
 # Lung labels. Right and left are the patient's, in the radiological view every
 # reader returns (patient's right lung on the image's left).
-BACKGROUND = 0
 LUNG_RIGHT = 1
 LUNG_LEFT = 2
 LUNG_SIDE_UNKNOWN = 3
