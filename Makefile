@@ -8,7 +8,7 @@ TRAIN_DATA ?= build/train-dataset
 RUN ?= runs/default
 SCAN ?= $(DATA)/chest-ct-dicom/Lung_Dx-A0001
 
-.PHONY: run browser dataset train-data model infection-model evaluate test lint docs docs-model clean
+.PHONY: run browser test-fast dataset train-data model infection-model evaluate test lint docs docs-model clean
 
 # Serving needs the core only (no torch, no browser tooling); everything else gets all.
 $(BIN)/.core: pyproject.toml
@@ -74,7 +74,13 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
+# Everything: lint, types, import layers, and every test (CI runs this).
 test: lint
+	$(BIN)/pytest -m "slow or not slow"
+
+# The developer's quick loop: the tests not marked slow (no Lightning fits, browser,
+# real data or long fuzzing).
+test-fast: $(BIN)/.installed
 	$(BIN)/pytest
 
 # Refresh the pictures docs/ and the README show from a fresh dataset build.

@@ -12,7 +12,7 @@ from lungseg.dataset.qc import MASK_MISSES_LUNG, MASK_OUTSIDE_BODY
 from lungseg.dataset.store import BuiltDataset
 from lungseg.imaging import Intensity, read_image, read_mask
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
 def test_finding_lungs_tiff_is_hu_and_its_lzw_mask_reads(shared_data: Path) -> None:

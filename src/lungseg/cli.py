@@ -273,8 +273,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from lungseg.serve.app import ACCESS_LOG_CONFIG, ServeSettings
     from lungseg.serve.protocol import GuardedH11Protocol
+    from lungseg.serve.settings import ACCESS_LOG_CONFIG, ServeSettings
 
     settings = ServeSettings(
         args.model,

@@ -4,8 +4,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from lungseg.core.metrics import Confusion, slice_scores
+from lungseg.core.morphology import fill_holes
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
 
 
@@ -73,15 +77,15 @@ def test_scores_equal_monais(seed: int) -> None:
     scores = slice_scores(prediction, truth, spacing)
     assert scores["dice"] == pytest.approx(dice, abs=1e-6)
     assert scores["iou"] == pytest.approx(iou, abs=1e-6)
-    for given in (None, spacing):
+    for pixel_size in (None, spacing):
         expected = metrics.compute_hausdorff_distance(
             pred,
             true,
             include_background=False,
             percentile=95,
-            spacing=list(given) if given else None,
+            spacing=list(pixel_size) if pixel_size else None,
         )
-        assert slice_scores(prediction, truth, given)["hd95"] == pytest.approx(
+        assert slice_scores(prediction, truth, pixel_size)["hd95"] == pytest.approx(
             float(expected[0, 0]), abs=1e-4
         )
 
@@ -94,3 +98,20 @@ def test_batched_counts_score_each_slice() -> None:
     counts = Confusion.of(prediction, truth, axes=(1, 2))
     np.testing.assert_allclose(counts.dice(), [1.0, 2 * 8 / (8 + 16), 1.0])
     np.testing.assert_allclose(counts.recall(), [1.0, 0.5, 1.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.bool_, st.tuples(st.integers(1, 24), st.integers(1, 24)))
+    | arrays(np.bool_, st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 12)))
+)
+def test_fill_holes_is_scipys(mask: np.ndarray) -> None:
+    """Any mask, 2D or a stack (filled slice by slice): the same as SciPy's."""
+    from scipy import ndimage as ndi
+
+    expected = (
+        ndi.binary_fill_holes(mask)
+        if mask.ndim == 2
+        else np.stack([ndi.binary_fill_holes(plane) for plane in mask])
+    )
+    np.testing.assert_array_equal(fill_holes(mask), expected)

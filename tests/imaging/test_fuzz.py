@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -14,6 +15,8 @@ from synthetic import ct_volume, display_slice, write_dicom_slice, write_nifti, 
 
 from lungseg.errors import ImageReadError
 from lungseg.imaging import read_image
+
+pytestmark = pytest.mark.slow
 
 SUFFIXES = [".png", ".jpg", ".tif", ".dcm", ".nii", ".nii.gz", ".bin"]
 

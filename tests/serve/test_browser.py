@@ -34,9 +34,13 @@ FLAGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (apt-get install chromium)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

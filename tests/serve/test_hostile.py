@@ -15,6 +15,8 @@ from lungseg.cli import main
 from lungseg.inference import Predictor
 from lungseg.serve.app import ServeSettings, create_app
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:

@@ -53,6 +53,7 @@ def test_infection_splits_follow_the_sources_own_test_split(medseg_dataset: Path
     assert len(train) + len(val) + len(test) == 10
 
 
+@pytest.mark.slow
 def test_infection_model_trains_exports_and_evaluates(
     medseg_dataset: Path, tmp_path: Path, capsys
 ) -> None:
@@ -129,6 +130,7 @@ def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
     assert not torch.isclose(infection_loss(swapped.log(), target)[0], loss, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_network_gives_lungs_and_infection_in_one_pass(
     medseg_dataset: Path, tmp_path: Path
 ) -> None:

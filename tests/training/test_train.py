@@ -66,6 +66,7 @@ def _epochs(metrics: Path, key: str) -> list[float]:
         return [float(r[key]) for r in csv.DictReader(handle) if r.get(key)]
 
 
+@pytest.mark.slow
 def test_training_runs_loss_falls_and_leaves_a_complete_run(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
@@ -92,6 +93,7 @@ def test_training_runs_loss_falls_and_leaves_a_complete_run(
         train(tiny_config(), tiny_dataset, out)
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(max_epochs=2, augment=AugmentConfig())
     train(config, tiny_dataset, tmp_path / "a")
@@ -171,6 +173,7 @@ def test_training_and_inference_give_the_model_identical_inputs(
         np.testing.assert_array_equal(training_view.model_input(index)[0], squares[0])
 
 
+@pytest.mark.slow
 def test_train_command(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(asdict(tiny_config(max_epochs=1))))
