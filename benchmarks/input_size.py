@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = BuiltDataset(args.data)
     rows = dataset.select(args.split)
-    sources = sorted({r["source"] for r in rows})
+    sources = sorted({r.source for r in rows})
     print(
         f"Dice ceiling of a perfect prediction at each input size, {args.split} split of {args.data}"
     )
@@ -39,7 +39,7 @@ def main() -> None:
         means = []
         for source in sources:
             scores = []
-            for row in (r for r in rows if r["source"] == source):
+            for row in (r for r in rows if r.source == source):
                 truth = dataset.load(row).lung != 0
                 square, placement = to_model_square(truth.astype(np.float32), size)
                 back = from_model_square(square[np.newaxis], placement)[0] > 0.5

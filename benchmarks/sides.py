@@ -45,8 +45,8 @@ def main() -> None:
     dataset = BuiltDataset(args.data)
     print("source, test-time mirroring: % of slices with right sides per orientation")
     print(" " * 34 + " ".join(f"{dihedral_name(t, f):>14}" for t, f in DIHEDRAL))
-    for source in sorted({r["source"] for r in dataset.select("test")}):
-        rows = [r for r in dataset.select("test") if r["source"] == source]
+    for source in sorted({r.source for r in dataset.select("test")}):
+        rows = [r for r in dataset.select("test") if r.source == source]
         for mirror in (False, True):
             right = np.zeros(len(DIHEDRAL))
             for row in rows:

@@ -75,18 +75,18 @@ def test_real_build_splits_by_patient_and_stores_everything(built_real: Path) ->
     assert len(dataset.rows) == 267 + 98
     splits_of: dict[str, set[str]] = {}
     for row in dataset.rows:
-        splits_of.setdefault(row["patient"], set()).add(row["split"])
+        splits_of.setdefault(row.patient, set()).add(row.split)
     assert all(len(s) == 1 for s in splits_of.values())
-    assert {r["split"] for r in dataset.rows} == {"train", "val", "test"}
+    assert {r.split for r in dataset.rows} == {"train", "val", "test"}
     assert (built_real / "report" / "samples_test.png").exists()
 
 
 def test_real_qc_catches_the_wrong_masks_and_keeps_the_crops(built_real: Path) -> None:
     dataset = BuiltDataset(built_real)
-    flagged = {r["patient"]: r["qc_flags"] for r in dataset.rows if r["qc_flags"]}
+    flagged = {r.patient: r.qc_flags for r in dataset.rows if r.qc_flags}
     # Found by the checks, not by a list: ID_0079's mask leaves the right lung out,
     # three others cover the air around the patient (pictures in docs/dataset.md).
-    assert MASK_MISSES_LUNG in flagged.get("ID_0079", "")
+    assert MASK_MISSES_LUNG in flagged.get("ID_0079", ())
     assert sum(MASK_OUTSIDE_BODY in f for f in flagged.values()) >= 2
     finding_flagged = [p for p in flagged if p.startswith("ID_")]
     medseg_flagged = [p for p in flagged if p.startswith("medseg")]

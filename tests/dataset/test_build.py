@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -29,15 +30,15 @@ def test_build_writes_split_manifest_arrays_config_and_report(tmp_path: Path, so
     assert summary.slices_stored == 6 + 5 + 3 * 4  # the volumes' 2+2 lung-free slices are dropped
     assert summary.lung_free_dropped == 3 * 4
     dataset = BuiltDataset(out)
-    assert list(dataset.rows[0]) == list(MANIFEST_COLUMNS)
+    assert list(dataset.rows[0].to_csv()) == list(MANIFEST_COLUMNS)
 
     # No patient in two splits, every source in every split.
     splits_of: dict[str, set[str]] = {}
     for row in dataset.rows:
-        splits_of.setdefault(row["patient"], set()).add(row["split"])
+        splits_of.setdefault(row.patient, set()).add(row.split)
     assert all(len(s) == 1 for s in splits_of.values())
     for source in ("finding", "medseg", "covid"):
-        assert {r["split"] for r in dataset.rows if r["source"] == source} == {
+        assert {r.split for r in dataset.rows if r.source == source} == {
             "train",
             "val",
             "test",
@@ -46,16 +47,16 @@ def test_build_writes_split_manifest_arrays_config_and_report(tmp_path: Path, so
     # Arrays come back as stored: HU int16 and display uint8, sides where the source has them.
     kinds = {}
     for record in dataset.iter_split():
-        kinds[record.row["source"]] = (record.intensity.value, record.image.dtype)
+        kinds[record.row.source] = (record.intensity.value, record.image.dtype)
         assert record.lung.shape == record.image.shape
         assert record.lung.any()
-        if record.row["source"] == "covid":
+        if record.row.source == "covid":
             assert set(np.unique(record.lung)) == {0, LUNG_RIGHT, LUNG_LEFT}
     assert kinds["finding"] == ("hu", np.dtype(np.int16))
     assert kinds["medseg"] == ("display", np.dtype(np.uint8))
-    medseg_row = next(r for r in dataset.rows if r["source"] == "medseg")
-    assert medseg_row["source_split"] in {"train", "test"}
-    assert medseg_row["infection_labels"] == "typed"
+    medseg_row = next(r for r in dataset.rows if r.source == "medseg")
+    assert medseg_row.source_split in {"train", "test"}
+    assert medseg_row.infection_labels == "typed"
 
     config = json.loads((out / "build_config.json").read_text())
     assert config["seed"] == 1
@@ -70,7 +71,7 @@ def test_build_writes_split_manifest_arrays_config_and_report(tmp_path: Path, so
 def test_same_seed_same_split_other_seed_other_split(tmp_path: Path, sources) -> None:
     def splits(seed: int, name: str) -> dict[str, str]:
         build_dataset(BuildConfig(sources=sources, seed=seed), tmp_path / name)
-        return {r["slice_id"]: r["split"] for r in BuiltDataset(tmp_path / name).rows}
+        return {r.slice_id: r.split for r in BuiltDataset(tmp_path / name).rows}
 
     first = splits(7, "a")
     assert first == splits(7, "b")
@@ -82,7 +83,7 @@ def test_a_share_of_lung_free_slices_can_be_kept(tmp_path: Path, sources) -> Non
     assert summary.lung_free_kept == 12
     assert summary.lung_free_dropped == 0
     rows = BuiltDataset(tmp_path / "all").rows
-    assert sum(float(r["lung_fraction"]) == 0 for r in rows) == 12
+    assert sum(float(r.lung_fraction) == 0 for r in rows) == 12
 
 
 def test_qc_flagged_slices_are_stored_listed_and_left_out(tmp_path: Path) -> None:
@@ -95,10 +96,10 @@ def test_qc_flagged_slices_are_stored_listed_and_left_out(tmp_path: Path) -> Non
     Image.fromarray(mask).save(mask_path)
     build_dataset(BuildConfig(sources=[str(root)]), tmp_path / "out")
     dataset = BuiltDataset(tmp_path / "out")
-    flagged = [r for r in dataset.rows if r["qc_flags"]]
-    assert [r["patient"] for r in flagged] == ["ID_0002"]
-    assert flagged[0]["use"] == "0"
-    assert "ID_0002" not in {r["patient"] for r in dataset.select()}
+    flagged = [r for r in dataset.rows if r.qc_flags]
+    assert [r.patient for r in flagged] == ["ID_0002"]
+    assert not flagged[0].use
+    assert "ID_0002" not in {r.patient for r in dataset.select()}
     assert "ID_0002" in (tmp_path / "out" / "qc.csv").read_text()
     assert (tmp_path / "out" / "report" / "qc_flagged.png").exists()
 
@@ -176,9 +177,12 @@ def test_volumes_and_dicom_series_with_nifti_masks(tmp_path: Path) -> None:
     write_nifti(root / "masks" / "patient_b.nii.gz", lungs)
     summary = build_dataset(BuildConfig(sources=[str(root)], slice_step=2), tmp_path / "out")
     rows = BuiltDataset(tmp_path / "out").rows
-    assert {r["case_id"] for r in rows} == {"scans/patient_a", "scans/patient_b"}
+    assert {r.case_id for r in rows} == {"scans/patient_a", "scans/patient_b"}
     assert summary.slices_stored == 2 * 2  # slices 0, 2, 4 kept by the step; 0 has no lung
-    assert {r["slice_index"] for r in rows} == {"2", "4"}
-    assert {r["spacing_row_mm"] for r in rows} == {"0.8"}
-    sides = {r["case_id"]: r["has_sides"] for r in rows}
-    assert sides == {"scans/patient_a": "0", "scans/patient_b": "1"}
+    assert {r.slice_index for r in rows} == {"2", "4"}
+    assert {r.spacing_row_mm for r in rows} == {0.8}
+    sides = {r.case_id: r.has_sides for r in rows}
+    assert sides == {"scans/patient_a": False, "scans/patient_b": True}
+    with (tmp_path / "out" / "manifest.csv").open(newline="") as handle:
+        stored = list(csv.DictReader(handle))
+    assert [r.to_csv() for r in rows] == stored  # the typed row round-trips its CSV text

@@ -30,7 +30,7 @@ def test_pseudo_labelled_scans_build_into_the_training_split(tmp_path: Path) -> 
     )
     rows = BuiltDataset(tmp_path / "built").rows
     assert len(rows) == 8
-    assert {r["split"] for r in rows} == {"train"}  # one patient: never in test numbers
+    assert {r.split for r in rows} == {"train"}  # one patient: never in test numbers
 
 
 def test_threshold_labels_need_a_hu_volume(tmp_path: Path) -> None:

@@ -46,10 +46,10 @@ def test_infection_splits_follow_the_sources_own_test_split(medseg_dataset: Path
     dataset = BuiltDataset(medseg_dataset)
     task = get_task("infection")
     test = task.rows(dataset, "test", False)
-    assert [r["source_split"] for r in test] == ["test"]
+    assert [r.source_split for r in test] == ["test"]
     train, val = task.rows(dataset, "train", False), task.rows(dataset, "val", False)
-    assert {r["source_split"] for r in train + val} == {"train"}
-    assert not {r["slice_id"] for r in train} & {r["slice_id"] for r in val}
+    assert {r.source_split for r in train + val} == {"train"}
+    assert not {r.slice_id for r in train} & {r.slice_id for r in val}
     assert len(train) + len(val) + len(test) == 10
 
 
@@ -143,11 +143,11 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
     task = get_task("lung+infection")
     # the source's published infection test slices never give the infection head a label
     rows = task.rows(dataset, "train", False) + task.rows(dataset, "val", False)
-    assert {r["source_split"] for r in rows} == {"train", "test"}
+    assert {r.source_split for r in rows} == {"train", "test"}
     for row in rows:
         lung, target = split_code(task.labels(dataset.load(row)))
         assert set(np.unique(lung)) <= {0, 1, 2}
-        if row["source_split"] == "test":
+        if row.source_split == "test":
             assert set(np.unique(target)) == {UNKNOWN}
         else:  # typed: each class, never the one-class targets
             assert set(np.unique(target)) <= {0, 1, 2, 3}
@@ -189,3 +189,45 @@ def test_lesions_found_and_false_positive_area() -> None:
     assert _lesions_found(predicted, truth, 1.0) == {"lesions": 2, "lesions_found": 1}
     assert _lesions_found(predicted, truth, 0.3) == {"lesions": 2, "lesions_found": 1}
     assert _lesions_found(predicted, truth, 0.2) == {"lesions": 1, "lesions_found": 0}
+
+
+@pytest.mark.slow
+def test_infection_from_every_source_learns_from_both_kinds_of_labels(tmp_path: Path) -> None:
+    """``infection-all``: MedSeg's typed slices (each TYPED_REPEATS times in train) and a
+    one-class source's slices, whose targets say only lesion or not; the network has the
+    infection head alone, and the Predictor uses it beside the shipped lung model."""
+    from collections import Counter
+
+    from synthetic import ct_slice, display_slice, write_covid_kaggle_like, write_png
+
+    from lungseg.core.tasks import IS_INFECTION, NOT_INFECTION
+    from lungseg.dataset.tasks import TYPED_REPEATS
+    from lungseg.inference import Predictor
+
+    medseg = write_medseg_like(tmp_path / "medseg", count=10, size=64)
+    covid = write_covid_kaggle_like(tmp_path / "covid", cases=4, slices=8)
+    config = BuildConfig(sources=[str(medseg), str(covid)], fractions=(0.5, 0.25, 0.25))
+    build_dataset(config, tmp_path / "dataset")
+    dataset = BuiltDataset(tmp_path / "dataset")
+    task = get_task("infection-all")
+    rows = task.rows(dataset, "train", False)
+    typed = get_task("infection").rows(dataset, "train", False)
+    assert Counter(r.slice_id for r in rows if r.infection_labels == "typed") == {
+        r.slice_id: TYPED_REPEATS for r in typed
+    }
+    binary = [r for r in rows if r.infection_labels == "binary"]
+    assert binary and all(r.split == "train" for r in binary)
+    targets = np.concatenate([task.labels(dataset.load(r)).ravel() for r in binary])
+    assert set(np.unique(targets)) == {IS_INFECTION, NOT_INFECTION}
+
+    result = train(_tiny_config("infection-all"), tmp_path / "dataset", tmp_path / "run")
+    assert result.onnx_max_difference < 1e-4
+    card = json.loads((tmp_path / "run" / "model_card.json").read_text())
+    assert card["task"] == "infection-all"
+    assert card["output"]["heads"] == {"infection": [0, 4]}
+    assert "val_infection_dice" in (tmp_path / "run" / "metrics.csv").read_text()
+    predictor = Predictor(infection_model=tmp_path / "run" / "model.onnx")
+    assert predictor.infection_model is not None and not predictor.infection_head
+    prediction = predictor.predict(write_png(tmp_path / "s.png", display_slice(ct_slice(64)[0])))
+    assert prediction.infection is not None
+    assert prediction.infection.shape == prediction.lung.shape

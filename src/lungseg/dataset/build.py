@@ -24,7 +24,7 @@ from lungseg.core.labels import InfectionLabels
 from lungseg.dataset.qc import QCConfig, check_slice
 from lungseg.dataset.sources import CaseFile, LoadedCase, load_case, open_source
 from lungseg.dataset.split import split_patients
-from lungseg.dataset.store import write_manifest
+from lungseg.dataset.store import ManifestRow, write_manifest
 from lungseg.errors import DatasetError, ImageReadError
 
 
@@ -140,7 +140,7 @@ def _build_into(
         for patient, split in split_patients(patients, config.fractions, config.seed).items():
             splits[(source, patient)] = split
 
-    rows: list[dict[str, object]] = []
+    rows: list[ManifestRow] = []
     qc_rows: list[dict[str, object]] = []
     for case in tqdm(cases, desc="building dataset", unit="case"):
         try:
@@ -158,7 +158,7 @@ def _build_into(
     write_manifest(work / "manifest.csv", rows)
     _write_qc(work / "qc.csv", qc_rows)
     summary.slices_stored = len(rows)
-    summary.slices_used = sum(int(r["use"] == 1) for r in rows)
+    summary.slices_used = sum(r.use for r in rows)
     config_dict = asdict(config) | {"lungseg_version": __version__}
     (work / "build_config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
     summary_dict = {k: v for k, v in asdict(summary).items() if k != "out"}
@@ -173,7 +173,7 @@ def _store_case(
     split: str,
     config: BuildConfig,
     summary: BuildSummary,
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+) -> tuple[list[ManifestRow], list[dict[str, object]]]:
     """Store one case's kept slices in one npz; return its manifest and QC rows."""
     image = loaded.image.slices()
     lung = loaded.lung.reshape(image.shape)
@@ -199,7 +199,7 @@ def _store_case(
     np.savez_compressed(
         work / array_file, image=image[keep], lung=lung[keep], infection=infection[keep]
     )
-    rows: list[dict[str, object]] = []
+    rows: list[ManifestRow] = []
     qc_rows: list[dict[str, object]] = []
     for array_index, index in enumerate(keep):
         annotated = case.infection_scheme is not InfectionLabels.NONE
@@ -222,32 +222,32 @@ def _store_case(
                 | {k: round(v, 4) for k, v in result.measures.items()}
             )
         rows.append(
-            {
-                "slice_id": slice_id,
-                "case_id": case.case_id,
-                "patient": case.patient,
-                "source": case.source,
-                "source_file": str(case.image),
-                "slice_index": index
+            ManifestRow(
+                slice_id=slice_id,
+                case_id=case.case_id,
+                patient=case.patient,
+                source=case.source,
+                source_file=str(case.image),
+                slice_index=str(index)
                 if is_volume
-                else ("" if case.slice_index is None else case.slice_index),
-                "split": split,
-                "rows": image.shape[1],
-                "cols": image.shape[2],
-                "spacing_row_mm": "" if spacing is None else round(spacing[-2], 4),
-                "spacing_col_mm": "" if spacing is None else round(spacing[-1], 4),
-                "intensity": loaded.image.intensity.value,
-                "lung_fraction": round(float((lung[index] != 0).mean()), 5),
-                "has_sides": int(loaded.has_sides),
-                "infection_labels": case.infection_scheme.value,
-                "infection_fraction": round(float((infection[index] != 0).mean()), 5),
-                "body_in_view": int(result.full_view),
-                "qc_flags": ";".join(result.flags),
-                "use": int(config.keep_flagged or not result.flags),
-                "source_split": case.source_split or "",
-                "array_file": array_file.as_posix(),
-                "array_index": array_index,
-            }
+                else ("" if case.slice_index is None else str(case.slice_index)),
+                split=split,
+                rows=image.shape[1],
+                cols=image.shape[2],
+                spacing_row_mm=None if spacing is None else round(spacing[-2], 4),
+                spacing_col_mm=None if spacing is None else round(spacing[-1], 4),
+                intensity=loaded.image.intensity,
+                lung_fraction=round(float((lung[index] != 0).mean()), 5),
+                has_sides=loaded.has_sides,
+                infection_labels=case.infection_scheme,
+                infection_fraction=round(float((infection[index] != 0).mean()), 5),
+                body_in_view=result.full_view,
+                qc_flags=tuple(result.flags),
+                use=config.keep_flagged or not result.flags,
+                source_split=case.source_split or "",
+                array_file=array_file.as_posix(),
+                array_index=array_index,
+            )
         )
     return rows, qc_rows
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from lungseg.dataset.qc import ALL_CHECKS
 from lungseg.dataset.split import SPLITS
-from lungseg.dataset.store import BuiltDataset, SliceRecord
+from lungseg.dataset.store import BuiltDataset, ManifestRow, SliceRecord
 from lungseg.imaging import Intensity, to_display
 from lungseg.reporting import markdown_table
 from lungseg.visualize import overlay
@@ -32,12 +32,12 @@ MAX_QC_THUMBNAILS = 24
 MAX_HISTOGRAM_SLICES = 60
 
 
-def _spread(rows: list[dict[str, str]], count: int) -> list[dict[str, str]]:
+def _spread(rows: list[ManifestRow], count: int) -> list[ManifestRow]:
     """``count`` rows spread evenly over the list, alternating sources."""
-    by_source: dict[str, list[dict[str, str]]] = {}
+    by_source: dict[str, list[ManifestRow]] = {}
     for row in rows:
-        by_source.setdefault(row["source"], []).append(row)
-    picked: list[dict[str, str]] = []
+        by_source.setdefault(row.source, []).append(row)
+    picked: list[ManifestRow] = []
     queues = [group[:: max(1, len(group) // count)] for group in by_source.values()]
     while len(picked) < count and any(queues):
         for queue in queues:
@@ -68,10 +68,10 @@ def _grid(
     plt.close(fig)
 
 
-def _caption(row: dict[str, str]) -> str:
-    name = row["case_id"].split("/", 1)[1]
-    flags = f"\n{row['qc_flags']}" if row["qc_flags"] else ""
-    return f"{row['source']}\n{name} [{row['split']}] lung {float(row['lung_fraction']):.2f}{flags}"
+def _caption(row: ManifestRow) -> str:
+    name = row.case_id.split("/", 1)[1]
+    flags = f"\n{';'.join(row.qc_flags)}" if row.qc_flags else ""
+    return f"{row.source}\n{name} [{row.split}] lung {row.lung_fraction:.2f}{flags}"
 
 
 def _samples(dataset: BuiltDataset, out: Path) -> list[str]:
@@ -97,7 +97,7 @@ def _histograms(dataset: BuiltDataset, path: Path) -> None:
         (Intensity.HU, ax_hu, np.linspace(-1500, 1000, 126), "Hounsfield units"),
         (Intensity.DISPLAY, ax_display, np.arange(0, 257, 4), "8-bit display value"),
     ):
-        rows = [r for r in dataset.select() if r["intensity"] == kind.value]
+        rows = [r for r in dataset.select() if r.intensity is kind]
         rows = rows[:: max(1, len(rows) // MAX_HISTOGRAM_SLICES)]
         if not rows:
             ax.set_title(f"no {kind.value} slices")
@@ -122,13 +122,11 @@ def _histograms(dataset: BuiltDataset, path: Path) -> None:
 
 
 def _lung_fractions(dataset: BuiltDataset, path: Path) -> None:
-    sources = sorted({r["source"] for r in dataset.rows})
+    sources = sorted({r.source for r in dataset.rows})
     fig, axes = plt.subplots(1, len(sources), figsize=(4.5 * len(sources), 3.2), squeeze=False)
     for ax, source in zip(axes[0], sources, strict=True):
         for split in SPLITS:
-            values = [
-                float(r["lung_fraction"]) for r in dataset.select(split) if r["source"] == source
-            ]
+            values = [r.lung_fraction for r in dataset.select(split) if r.source == source]
             if values:
                 ax.hist(
                     values,
@@ -149,10 +147,10 @@ def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Pa
     out = folder / "report"
     out.mkdir(exist_ok=True)
     dataset = BuiltDataset(folder)
-    sources = sorted({r["source"] for r in dataset.rows})
+    sources = sorted({r.source for r in dataset.rows})
 
-    counts = Counter((r["source"], r["split"]) for r in dataset.select())
-    patients = {(r["source"], r["split"], r["patient"]) for r in dataset.select()}
+    counts = Counter((r.source, r.split) for r in dataset.select())
+    patients = {(r.source, r.split, r.patient) for r in dataset.select()}
     patient_counts = Counter((s, sp) for s, sp, _ in patients)
     split_rows: list[list[str]] = [
         [source] + [f"{counts[(source, s)]} ({patient_counts[(source, s)]})" for s in SPLITS]
@@ -160,13 +158,13 @@ def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Pa
     ]
     split_rows.append(["all"] + [f"{sum(counts[(x, s)] for x in sources)}" for s in SPLITS])
 
-    flagged = [r for r in dataset.rows if r["qc_flags"]]
+    flagged = [r for r in dataset.rows if r.qc_flags]
     check_rows = []
     for source in sources:
-        in_source = [r for r in dataset.rows if r["source"] == source]
-        per_check = Counter(f for r in in_source for f in r["qc_flags"].split(";") if f)
-        excluded = sum(1 for r in in_source if r["use"] == "0")
-        in_view = sum(1 for r in in_source if r["body_in_view"] == "1")
+        in_source = [r for r in dataset.rows if r.source == source]
+        per_check = Counter(f for r in in_source for f in r.qc_flags)
+        excluded = sum(1 for r in in_source if not r.use)
+        in_view = sum(1 for r in in_source if r.body_in_view)
         check_rows.append(
             [source, len(in_source), in_view] + [per_check[c] for c in ALL_CHECKS] + [excluded]
         )

@@ -19,9 +19,9 @@ from lungseg.core.tasks import (
     joint_code,
     task_spec,
 )
-from lungseg.dataset.store import BuiltDataset, SliceRecord
+from lungseg.dataset.store import BuiltDataset, ManifestRow, SliceRecord
 
-Rows = Callable[[BuiltDataset, str, bool], list[dict[str, str]]]
+Rows = Callable[[BuiltDataset, str, bool], list[ManifestRow]]
 
 
 @dataclass(frozen=True)
@@ -58,27 +58,25 @@ class Task:
         return self.spec.heads
 
 
-def _lung_rows(dataset: BuiltDataset, split: str, include_flagged: bool) -> list[dict[str, str]]:
+def _lung_rows(dataset: BuiltDataset, split: str, include_flagged: bool) -> list[ManifestRow]:
     return dataset.select(split, include_flagged=include_flagged)
 
 
-def _infection_rows(
-    dataset: BuiltDataset, split: str, include_flagged: bool
-) -> list[dict[str, str]]:
+def _infection_rows(dataset: BuiltDataset, split: str, include_flagged: bool) -> list[ManifestRow]:
     """Slices with typed infection labels (MedSeg). Test is the source's own split
     (``infnet_split``, the one published results use); validation is the build's
     val split of the source's training slices; train is the rest of them."""
     typed = [
         r
         for r in dataset.select(None, include_flagged=include_flagged)
-        if r["infection_labels"] == "typed" and r["source_split"] in ("train", "test")
+        if r.infection_labels == "typed" and r.source_split in ("train", "test")
     ]
     if split == "test":
-        return [r for r in typed if r["source_split"] == "test"]
-    trainable = [r for r in typed if r["source_split"] == "train"]
+        return [r for r in typed if r.source_split == "test"]
+    trainable = [r for r in typed if r.source_split == "train"]
     if split == "val":
-        return [r for r in trainable if r["split"] == "val"]
-    return [r for r in trainable if r["split"] != "val"]
+        return [r for r in trainable if r.split == "val"]
+    return [r for r in trainable if r.split != "val"]
 
 
 TYPED_REPEATS = 3
@@ -86,16 +84,16 @@ TYPED_REPEATS = 3
 them beside some 250 one-class slices, and only they teach the classes apart."""
 
 
-def _binary_rows(dataset: BuiltDataset, split: str, include_flagged: bool) -> list[dict[str, str]]:
+def _binary_rows(dataset: BuiltDataset, split: str, include_flagged: bool) -> list[ManifestRow]:
     """Slices of sources that label infection as one class (COVID-19-CT-Seg), by the
     build's patient split."""
     rows = dataset.select(split, include_flagged=include_flagged)
-    return [r for r in rows if r["infection_labels"] == "binary"]
+    return [r for r in rows if r.infection_labels == "binary"]
 
 
 def _all_infection_rows(
     dataset: BuiltDataset, split: str, include_flagged: bool
-) -> list[dict[str, str]]:
+) -> list[ManifestRow]:
     """MedSeg's typed slices as ``infection`` takes them (each ``TYPED_REPEATS`` times in
     train), then the one-class sources' slices."""
     typed = _infection_rows(dataset, split, include_flagged)
@@ -103,7 +101,7 @@ def _all_infection_rows(
     return typed * (TYPED_REPEATS if split == "train" else 1) + binary
 
 
-def infection_rows(dataset: BuiltDataset, split: str) -> list[dict[str, str]]:
+def infection_rows(dataset: BuiltDataset, split: str) -> list[ManifestRow]:
     """A split's slices with infection labels, each once, as ``lungseg evaluate`` scores
     them."""
     return _infection_rows(dataset, split, False) + _binary_rows(dataset, split, False)
@@ -113,8 +111,8 @@ def _infection_target(record: SliceRecord) -> np.ndarray:
     """A slice's infection targets. MedSeg's published infection test slices
     (``source_split`` test) give none: the lungs may learn from them (as the lung
     model's do), the infection head never sees their lesion labels."""
-    scheme = record.row.get("infection_labels", "none")
-    if scheme == "typed" and record.row.get("source_split") != "test":
+    scheme = record.row.infection_labels
+    if scheme == "typed" and record.row.source_split != "test":
         return record.infection.astype(np.uint8)
     if scheme == "binary":
         return np.where(record.infection == INFECTION_UNTYPED, IS_INFECTION, NOT_INFECTION).astype(

@@ -131,11 +131,7 @@ def evaluate(
         record = dataset.load(row)
         truth = record.lung != 0
         sides = reference_sides(record.lung)
-        spacing = (
-            (float(row["spacing_row_mm"]), float(row["spacing_col_mm"]))
-            if row["spacing_row_mm"]
-            else None
-        )
+        spacing = row.spacing
         cases = variants_of(record.image, record.intensity)
         if not variants:
             cases = cases[:1]
@@ -144,10 +140,10 @@ def evaluate(
             postprocess_slice(m, v.image, v.intensity) for m, v in zip(raw, cases, strict=True)
         ]
         scores: dict[str, Any] = {
-            "slice_id": row["slice_id"],
-            "source": row["source"],
-            "patient": row["patient"],
-            "lung_fraction": float(row["lung_fraction"]),
+            "slice_id": row.slice_id,
+            "source": row.source,
+            "patient": row.patient,
+            "lung_fraction": row.lung_fraction,
             "hd95_unit": "mm" if spacing else "px",
         }
         upright = predicted[0]
@@ -161,10 +157,10 @@ def evaluate(
                 scores[f"side_ok_{variant.name}"] = int(side_agreement(back, sides) >= SIDE_OK)
             if variant.kind == "rendering":  # keep only the worst few pictures in memory
                 kept = worst.setdefault(variant.name, [])
-                kept.append((scores[f"dice_{variant.name}"], row["slice_id"], variant.image, back))
+                kept.append((scores[f"dice_{variant.name}"], row.slice_id, variant.image, back))
                 kept.sort(key=lambda item: item[0])
                 del kept[WORST_KEPT:]
-        masks[row["slice_id"]] = upright != 0
+        masks[row.slice_id] = upright != 0
         result.rows.append(scores)
     result.summary = summarise(result.rows, split, model)
     if scan is not None:

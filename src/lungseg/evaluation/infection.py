@@ -34,7 +34,7 @@ from lungseg.core.labels import (
     PLEURAL_EFFUSION,
 )
 from lungseg.core.morphology import label
-from lungseg.dataset.store import BuiltDataset
+from lungseg.dataset.store import BuiltDataset, ManifestRow
 from lungseg.dataset.tasks import infection_rows
 from lungseg.errors import DatasetError
 from lungseg.imaging import to_display
@@ -100,16 +100,16 @@ def evaluate_infection(
         lesion_predicted = np.isin(predicted, (GROUND_GLASS, CONSOLIDATION))
         pixel_mm2 = _pixel_mm2(row, truth.shape)
         entry: dict[str, Any] = {
-            "slice_id": row["slice_id"],
-            "source": row["source"],
-            "infection_fraction": float(row["infection_fraction"]),
+            "slice_id": row.slice_id,
+            "source": row.source,
+            "infection_fraction": row.infection_fraction,
             **binary_scores(lesion_predicted, lesion_truth),
             **_lesions_found(lesion_predicted, lesion_truth, pixel_mm2),
             "false_positive_mm2": float(lesion_predicted.sum() * pixel_mm2)
             if not lesion_truth.any()
             else math.nan,
         }
-        typed = row["infection_labels"] == "typed"
+        typed = row.infection_labels == "typed"
         for name, value in CLASSES.items():
             present = typed and bool((truth == value).any() or (predicted == value).any())
             entry[f"dice_{name}"] = (
@@ -117,7 +117,7 @@ def evaluate_infection(
             )
         table.append(entry)
         shown = np.where(lesion_truth & (truth == INFECTION_UNTYPED), GROUND_GLASS, truth)
-        pictures[row["slice_id"]] = (
+        pictures[row.slice_id] = (
             to_display(record.image, record.intensity),
             predicted,
             shown.astype(np.uint8),
@@ -127,11 +127,10 @@ def evaluate_infection(
     return summary
 
 
-def _pixel_mm2(row: dict[str, str], shape: tuple[int, ...]) -> float:
-    try:
-        return float(row["spacing_row_mm"]) * float(row["spacing_col_mm"])
-    except (KeyError, ValueError):
+def _pixel_mm2(row: ManifestRow, shape: tuple[int, ...]) -> float:
+    if row.spacing is None:
         return (ASSUMED_FIELD_MM / shape[-1]) ** 2
+    return row.spacing[0] * row.spacing[1]
 
 
 def _lesions_found(predicted: np.ndarray, truth: np.ndarray, pixel_mm2: float) -> dict[str, float]:

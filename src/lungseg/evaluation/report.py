@@ -51,7 +51,7 @@ def _gallery(
     path: Path,
     title: str,
 ) -> None:
-    by_id = {r["slice_id"]: r for r in dataset.rows}
+    by_id = {r.slice_id: r for r in dataset.rows}
     ordered = sorted(rows, key=lambda r: float(r["dice"]))
     picked = [("worst", r) for r in ordered[:GALLERY]] + [
         ("best", r) for r in ordered[-GALLERY:][::-1]
@@ -114,7 +114,7 @@ def _worst_renderings(
     path: Path,
 ) -> None:
     """One row per rendering (PNG): its worst slices as the user's picture, with the error map."""
-    by_id = {r["slice_id"]: r for r in dataset.rows}
+    by_id = {r.slice_id: r for r in dataset.rows}
     names = [n for n in worst if n.endswith(".png")]
     fig, axes = plt.subplots(
         len(names),
@@ -261,9 +261,7 @@ def write_evaluation_report(
             lines += ["![worst slices per rendering](worst_renderings.png)", ""]
         if model is not None:
             first = next(r for r in result.rows if any(k.endswith(".png") for k in r))
-            record = dataset.load(
-                next(r for r in dataset.rows if r["slice_id"] == first["slice_id"])
-            )
+            record = dataset.load(next(r for r in dataset.rows if r.slice_id == first["slice_id"]))
             examples_picture(model, record.image, out / "renderings_examples.png")
             lines += [
                 "One test slice through every exporter and orientation, with the lungs found:",

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from lungseg.dataset.store import BuiltDataset
+from lungseg.dataset.store import BuiltDataset, ManifestRow
 from lungseg.dataset.tasks import get_task
 from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity
@@ -64,18 +64,18 @@ def prepare_split(
                 record.image,
                 record.intensity,
                 chosen.labels(record),
-                row["slice_id"],
-                f"{row['source']}/{row['patient']}",
+                row.slice_id,
+                f"{row.source}/{row.patient}",
             )
         )
     return prepared
 
 
-def spread_per_patient(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
+def spread_per_patient(rows: list[ManifestRow], limit: int) -> list[ManifestRow]:
     """At most ``limit`` rows of each patient (per source), evenly spaced, order kept."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for index, row in enumerate(rows):
-        groups[(row["source"], row["patient"])].append(index)
+        groups[(row.source, row.patient)].append(index)
     keep: set[int] = set()
     for indices in groups.values():
         if len(indices) <= limit:

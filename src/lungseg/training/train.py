@@ -168,8 +168,8 @@ def slices_used(config: TrainConfig, dataset: BuiltDataset) -> dict[str, dict[st
         if split != "test" and config.max_slices_per_patient > 0:
             rows = spread_per_patient(rows, config.max_slices_per_patient)
         for row in rows:
-            counts.setdefault(row["source"], {}).setdefault(split, 0)
-            counts[row["source"]][split] += 1
+            counts.setdefault(row.source, {}).setdefault(split, 0)
+            counts[row.source][split] += 1
     return counts
 
 
