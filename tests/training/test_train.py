@@ -230,3 +230,31 @@ def test_sides_survive_every_orientation_of_the_reference() -> None:
     for turns, flip in DIHEDRAL:
         turned = apply_dihedral(sides, turns, flip)
         assert (turned == 1).sum() == (labels == 1).sum()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_res_units", [0, 2])
+def test_a_network_with_an_infection_head_starts_as_the_lung_model_it_grew_from(
+    tiny_dataset: Path, tmp_path: Path, num_res_units: int
+) -> None:
+    """``init_from``: the lung head of a lung+infection network started from a lung run
+    gives exactly the lung run's outputs before any training step."""
+    import torch
+
+    from lungseg.training.model import create_model, start_from
+
+    lung = tiny_config(max_epochs=1, num_res_units=num_res_units)
+    train(lung, tiny_dataset, tmp_path / "lung")
+    checkpoint = tmp_path / "lung" / "checkpoints" / "best.ckpt"
+    joint = tiny_config(task="lung+infection", num_res_units=num_res_units)
+    grown = create_model(joint).eval()
+    whole, partial = start_from(grown, checkpoint)
+    assert whole > 0 and partial > 0
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    original = create_model(lung).eval()
+    original.load_state_dict({k.removeprefix("model."): v for k, v in stored.items()})
+    image = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(image)[:, :3], original(image), atol=1e-5, rtol=1e-5)
+    with pytest.raises(LungsegError, match="not a lungseg training checkpoint"):
+        start_from(grown, tmp_path / "lung" / "config.json")

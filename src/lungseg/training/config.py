@@ -79,6 +79,8 @@ class TrainConfig:
         augment: augmentation settings.
         infection_weight: weight of the infection head's loss against the lungs' (a task
             with both heads).
+        init_from: a checkpoint (``checkpoints/best.ckpt`` of an earlier run) whose weights
+            start this network (``training.model.start_from``); empty: random weights.
         monitor: the validation figure that picks the checkpoint and stops early:
             ``val_dice`` (the lungs, or the task's foreground) or ``val_score`` (for a
             task with both heads, the mean of the lungs' and the infection's Dice).
@@ -105,6 +107,7 @@ class TrainConfig:
     max_slices_per_patient: int = 50
     infection_weight: float = 1.0
     monitor: str = "val_dice"
+    init_from: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:

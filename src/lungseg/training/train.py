@@ -31,7 +31,7 @@ from lungseg.training.config import TrainConfig
 from lungseg.training.curves import plot_curves, read_epochs
 from lungseg.training.data import SliceDataset, prepare_split, spread_per_patient
 from lungseg.training.export import export_onnx, onnx_max_difference, sha256_of, write_model_card
-from lungseg.training.model import count_parameters
+from lungseg.training.model import count_parameters, start_from
 from lungseg.training.module import LungSegModule
 
 
@@ -96,6 +96,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     )
 
     module = LungSegModule(config)
+    if config.init_from:
+        whole, partial = start_from(module.model, config.init_from)
+        print(f"started from {config.init_from}: {whole} tensors whole, {partial} in part")
     best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
