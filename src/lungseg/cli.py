@@ -32,8 +32,12 @@ def _fractions(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(
             f"expected three numbers like 0.7,0.15,0.15, got {text!r}"
         ) from None
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.15,0.15, got {text!r}")
+    from lungseg.dataset.split import check_fractions  # the CLI starts without the dataset stage
+
+    try:
+        check_fractions(parts)
+    except LungsegError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return parts[0], parts[1], parts[2]
 
 

@@ -23,7 +23,7 @@ from lungseg import __version__
 from lungseg.core.labels import InfectionLabels
 from lungseg.dataset.qc import QCConfig, check_slice
 from lungseg.dataset.sources import CaseFile, LoadedCase, load_case, open_source
-from lungseg.dataset.split import split_patients
+from lungseg.dataset.split import check_fractions, split_patients
 from lungseg.dataset.store import ManifestRow, write_manifest
 from lungseg.errors import DatasetError, ImageReadError
 
@@ -56,12 +56,7 @@ class BuildConfig:
             raise DatasetError(f"keep_lung_free must lie in [0, 1], got {self.keep_lung_free}")
         if self.slice_step < 1:
             raise DatasetError(f"slice_step must be at least 1, got {self.slice_step}")
-        if (
-            len(self.fractions) != 3
-            or abs(sum(self.fractions) - 1.0) > 1e-6
-            or min(self.fractions) < 0
-        ):
-            raise DatasetError(f"fractions must be three shares summing to 1, got {self.fractions}")
+        check_fractions(self.fractions)
 
 
 @dataclass

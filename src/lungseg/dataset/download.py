@@ -7,17 +7,18 @@ check each file's SHA-256 and unpack into the layout ``dataset build`` reads.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from lungseg.core.files import ZipTooLarge, sha256_of, unzip_flat
 from lungseg.errors import DownloadError
 
 ZENODO_BASE_URL = "https://zenodo.org/records/3757476/files/"
@@ -47,14 +48,6 @@ COVID19_CT_SEG_FILES = (
 )
 DATASETS = {"covid19-ct-seg": COVID19_CT_SEG_FILES}
 CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(url: str, target: Path, sha256: str, *, retries: int = 5, timeout: float = 60.0) -> Path:
@@ -123,6 +116,20 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
             raise ConnectionError(f"connection dropped after {have + received} of {total} bytes")
 
 
+MAX_FILES = 10_000
+MAX_UNPACKED_BYTES = 64 * 1024**3
+"""A public dataset zip beyond these is refused (the COVID-19-CT-Seg zips hold 20
+volumes, a few GB unpacked)."""
+
+
+def _public_name(_index: int, member: zipfile.ZipInfo) -> str | None:
+    """A member's own file name; folders, hidden files and macOS resource forks are skipped."""
+    name = Path(member.filename).name
+    if not name or name.startswith(".") or "__MACOSX" in member.filename:
+        return None
+    return name
+
+
 def unpack(archive: Path, folder: Path) -> Path:
     """Unzip ``archive`` into ``folder/<archive stem>`` (written aside, then renamed).
 
@@ -136,20 +143,9 @@ def unpack(archive: Path, folder: Path) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        with zipfile.ZipFile(archive) as bundle:
-            for member in bundle.infolist():
-                name = Path(member.filename).name
-                if (
-                    member.is_dir()
-                    or not name
-                    or name.startswith(".")
-                    or "__MACOSX" in member.filename
-                ):
-                    continue
-                with bundle.open(member) as source, (work / name).open("wb") as sink:
-                    shutil.copyfileobj(source, sink)
+        unzip_flat(archive, work, _public_name, max_files=MAX_FILES, max_bytes=MAX_UNPACKED_BYTES)
         work.rename(target)
-    except (zipfile.BadZipFile, OSError) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ZipTooLarge, OSError) as error:
         shutil.rmtree(work, ignore_errors=True)
         raise DownloadError(f"{archive}: cannot unpack: {error}") from error
     return target

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lungseg.core.files import strip_suffixes
 from lungseg.core.labels import InfectionLabels, infection_labels, sided_lung_labels
 from lungseg.errors import DatasetError, ImageReadError
 from lungseg.imaging import CTImage, read_image, read_mask
@@ -80,15 +81,6 @@ def load_case(case: CaseFile) -> LoadedCase:
     except ValueError as error:
         raise ImageReadError(case.infection_mask or case.lung_mask, str(error)) from error
     return LoadedCase(image, lung, infection, has_sides)
-
-
-def strip_suffixes(name: str) -> str:
-    """File name without its image extension (``a.nii.gz`` -> ``a``)."""
-    lower = name.lower()
-    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _entries(folder: Path) -> dict[str, Path]:

@@ -6,11 +6,25 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from lungseg.errors import DatasetError
+
 SPLITS = ("train", "val", "test")
 
 
 MIN_TEST_PATIENTS = 2
 """A source with at least three times this many patients tests on at least this many."""
+
+
+def check_fractions(fractions: tuple[float, ...]) -> None:
+    """Train, val and test shares: three non-negative numbers summing to 1.
+
+    Raises:
+        DatasetError: otherwise.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise DatasetError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
 
 
 def split_patients(
@@ -33,10 +47,7 @@ def split_patients(
         fractions: train, val, test shares; they must sum to 1.
         seed: random seed.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(
-            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
-        )
+    check_fractions(fractions)
     unique = sorted(set(patients))
     order = np.random.default_rng(seed).permutation(len(unique))
     shuffled = [unique[i] for i in order]

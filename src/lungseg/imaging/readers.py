@@ -9,7 +9,6 @@ naming the file and the problem.
 from __future__ import annotations
 
 import gzip
-import shutil
 import struct
 import tempfile
 import warnings
@@ -31,6 +30,7 @@ from PIL import Image, ImageOps
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from lungseg.core.files import ZipTooLarge, unzip_flat
 from lungseg.errors import ImageReadError, TooLargeError
 from lungseg.imaging.intensity import classify_values, display_from_values, hu_from_float
 from lungseg.imaging.orientation import LPS_TO_RAS, to_display_order
@@ -704,25 +704,15 @@ def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:
     with tempfile.TemporaryDirectory(prefix="lungseg-zip-") as scratch:
         folder = Path(scratch)
         try:
-            with zipfile.ZipFile(archive) as bundle:
-                members = [m for m in bundle.infolist() if not m.is_dir()]
-                if len(members) > limits.max_files:
-                    raise _TooLarge(
-                        f"the zip holds {len(members)} files, more than the limit of "
-                        f"{limits.max_files}",
-                        "max_files",
-                    )
-                if sum(m.file_size for m in members) > limits.max_unzipped_gb * 1024**3:
-                    raise _TooLarge(
-                        f"the zip unpacks to more than {limits.max_unzipped_gb:g} GB",
-                        "max_unzipped_gb",
-                    )
-                for index, member in enumerate(members):
-                    with (
-                        bundle.open(member) as source,
-                        (folder / f"{index:05d}.dcm").open("wb") as sink,
-                    ):
-                        shutil.copyfileobj(source, sink)
+            unzip_flat(
+                archive,
+                folder,
+                lambda index, _member: f"{index:05d}.dcm",
+                max_files=limits.max_files,
+                max_bytes=limits.max_unzipped_gb * 1024**3,
+            )
+        except ZipTooLarge as error:
+            raise _TooLarge(str(error), error.limit) from error
         except (
             zipfile.BadZipFile,
             zlib.error,

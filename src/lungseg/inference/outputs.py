@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from lungseg import __version__
+from lungseg.core.files import strip_suffixes
 from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order, to_source_grid, to_stored_order
@@ -40,11 +41,10 @@ MONTAGE_TILE = 256
 
 def output_stem(path: Path) -> str:
     """``scan.nii.gz`` -> ``scan``; a DICOM folder -> its name."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem if path.is_file() else name
+    stem = strip_suffixes(path.name)
+    if stem != path.name:
+        return stem
+    return path.stem if path.is_file() else path.name
 
 
 def unique_stems(paths: list[Path]) -> tuple[list[str], list[str]]:

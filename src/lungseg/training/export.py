@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -80,10 +79,6 @@ def onnx_max_difference(
         wrapped = WithSoftmax(model, heads).eval()
         torch_out = wrapped(torch.from_numpy(images.astype(np.float32))).numpy()
     return float(np.abs(onnx_out - torch_out).max())
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_model_card(path: Path, card: dict[str, Any]) -> Path:

@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, get_worker_info
 
 from lungseg import __version__
+from lungseg.core.files import sha256_of
 from lungseg.dataset.store import BuiltDataset
 from lungseg.dataset.tasks import get_task
 from lungseg.errors import LungsegError
@@ -30,7 +31,7 @@ from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.curves import plot_curves, read_epochs
 from lungseg.training.data import SliceDataset, prepare_split, spread_per_patient
-from lungseg.training.export import export_onnx, onnx_max_difference, sha256_of, write_model_card
+from lungseg.training.export import export_onnx, onnx_max_difference, write_model_card
 from lungseg.training.model import count_parameters, start_from
 from lungseg.training.module import LungSegModule
 
