@@ -8,7 +8,6 @@ and renames it at the end, so an interrupted build leaves nothing half-written.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from lungseg.dataset.sources import CaseFile, LoadedCase, load_case, open_source
 from lungseg.dataset.split import check_fractions, split_patients
 from lungseg.dataset.store import ManifestRow, write_manifest
 from lungseg.errors import DatasetError, ImageReadError
+from lungseg.reporting import write_csv
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _build_into(
         raise DatasetError("no slice with lung could be stored; see the sources' files and masks")
 
     write_manifest(work / "manifest.csv", rows)
-    _write_qc(work / "qc.csv", qc_rows)
+    write_csv(work / "qc.csv", qc_rows, first=("slice_id", "split", "flags", "full_view"))
     summary.slices_stored = len(rows)
     summary.slices_used = sum(r.use for r in rows)
     config_dict = asdict(config) | {"lungseg_version": __version__}
@@ -245,13 +245,3 @@ def _store_case(
             )
         )
     return rows, qc_rows
-
-
-def _write_qc(path: Path, qc_rows: list[dict[str, object]]) -> None:
-    columns: list[str] = ["slice_id", "split", "flags", "full_view"]
-    for row in qc_rows:
-        columns.extend(k for k in row if k not in columns)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(qc_rows)

@@ -21,7 +21,7 @@ from lungseg.dataset.qc import ALL_CHECKS
 from lungseg.dataset.split import SPLITS
 from lungseg.dataset.store import BuiltDataset, ManifestRow, SliceRecord
 from lungseg.imaging import Intensity, to_display
-from lungseg.reporting import markdown_table
+from lungseg.reporting import markdown_table, save_figure
 from lungseg.visualize import overlay
 
 if TYPE_CHECKING:
@@ -63,9 +63,7 @@ def _grid(
         ax.set_title(caption, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, 90)
 
 
 def _caption(row: ManifestRow) -> str:
@@ -116,9 +114,7 @@ def _histograms(dataset: BuiltDataset, path: Path) -> None:
         ax.set_yticks([])
         ax.legend(fontsize=8)
         ax.set_title(f"{kind.value} slices ({len(rows)} sampled)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, 90)
 
 
 def _lung_fractions(dataset: BuiltDataset, path: Path) -> None:
@@ -137,9 +133,7 @@ def _lung_fractions(dataset: BuiltDataset, path: Path) -> None:
         ax.set_title(source, fontsize=9)
         ax.set_xlabel("lung fraction of the slice")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, 90)
 
 
 def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Path:

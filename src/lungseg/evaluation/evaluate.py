@@ -15,7 +15,6 @@ meet it:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
 from lungseg.imaging.render import EVAL_JPEG_QUALITY, RENDERINGS, jpeg, render_hu
 from lungseg.inference.model import SegmentationModel, postprocess_slice, raw_lung_labels
+from lungseg.reporting import write_csv
 
 SCORES = ("dice", "iou", "precision", "recall", "hd95")
 WORST_KEPT = 3
@@ -167,7 +167,7 @@ def evaluate(
         from lungseg.evaluation.series import check_series
 
         result.summary["series"] = check_series(model, Path(scan), out)
-    _write_table(out / "per_slice.csv", result.rows)
+    write_csv(out / "per_slice.csv", result.rows)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     write_evaluation_report(out, dataset, result, masks, worst, model)
     return result
@@ -218,12 +218,3 @@ def summarise(rows: list[dict[str, Any]], split: str, model: SegmentationModel) 
         )
         summary["sources"][source] = stats
     return summary
-
-
-def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as handle:
-        columns = list(dict.fromkeys(key for row in rows for key in row))  # sources differ
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})

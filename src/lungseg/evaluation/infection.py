@@ -14,7 +14,6 @@ covid19-ct-seg-clahe test patients, each reported on its own.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -40,7 +39,7 @@ from lungseg.errors import DatasetError
 from lungseg.imaging import to_display
 from lungseg.inference.model import SHIPPED_MODEL, SegmentationModel
 from lungseg.inference.predictor import Predictor
-from lungseg.reporting import markdown_table
+from lungseg.reporting import markdown_table, save_figure, write_csv
 from lungseg.visualize import overlay
 
 LESION_MM2 = 10.0
@@ -187,12 +186,7 @@ def _summarise(table: list[dict[str, Any]], split: str, model: SegmentationModel
 def _write(
     out: Path, table: list[dict[str, Any]], summary: dict[str, Any], pictures: dict[str, Any]
 ) -> None:
-    with (out / "infection_per_slice.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(
-            {k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()} for r in table
-        )
+    write_csv(out / "infection_per_slice.csv", table)
     (out / "infection_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ordered = sorted((r for r in table if r["infection_fraction"] > 0), key=lambda r: r["dice"])
     picked = ordered[:4] + ordered[-4:][::-1]
@@ -208,9 +202,7 @@ def _write(
         name = row["slice_id"].split("/", 1)[1].split("#")[0]
         ax.set_title(f"{name}: Dice {row['dice']:.3f}\nreference | model", fontsize=8)
     fig.suptitle("infection: worst (top) and best (bottom) slices", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "infection_best_worst.png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, out / "infection_best_worst.png", 80)
     header = [
         "source",
         "slices",

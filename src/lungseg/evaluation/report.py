@@ -18,7 +18,7 @@ from lungseg.imaging import Intensity, to_display
 from lungseg.imaging.orientation import DIHEDRAL, dihedral_name, undo_dihedral
 from lungseg.imaging.render import RENDERINGS
 from lungseg.inference.model import SegmentationModel, segment_slices
-from lungseg.reporting import markdown_table
+from lungseg.reporting import markdown_table, save_figure
 from lungseg.visualize import overlay
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ def _gallery(
         name = str(row["slice_id"]).split("/", 1)[1].split("#")[0]
         ax.set_title(f"{label}: {name}\nDice {float(row['dice']):.4f}", fontsize=8)
     fig.suptitle(f"{title}: green correct, red false lung, blue missed lung", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, 80)
 
 
 def _scatter(rows: list[dict[str, Any]], path: Path) -> None:
@@ -82,9 +80,7 @@ def _scatter(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("Dice")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, 90)
 
 
 def _size_bins(rows: list[dict[str, Any]]) -> list[list[object]]:
@@ -138,9 +134,7 @@ def _worst_renderings(
     fig.suptitle(
         "worst slices of each rendering (shown upright): red false lung, blue missed", fontsize=9
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+    save_figure(fig, path, 70, top=0.98)  # room for the title
 
 
 def examples_picture(model: SegmentationModel, image: np.ndarray, path: Path) -> Path:
@@ -167,9 +161,7 @@ def examples_picture(model: SegmentationModel, image: np.ndarray, path: Path) ->
     fig.suptitle(
         "one test slice as users send it; red: patient's right lung, blue: left", fontsize=9
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+    save_figure(fig, path, 70)
     return path
 
 

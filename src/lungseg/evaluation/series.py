@@ -23,6 +23,7 @@ from lungseg.core.metrics import slice_scores
 from lungseg.dataset.pseudo import threshold_lungs
 from lungseg.imaging import read_image, to_display
 from lungseg.inference.model import SegmentationModel, segment_image
+from lungseg.reporting import save_figure
 from lungseg.visualize import every_level
 
 
@@ -42,9 +43,7 @@ def check_series(model: SegmentationModel, scan_path: Path, out: Path) -> dict[s
     ax.set_ylabel("lung area (cm²)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "series_area.png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, out / "series_area.png", 90)
     reference_free = ~reference.any(axis=(1, 2))
     per_slice = [slice_scores(p, r)["dice"] for p, r in zip(predicted, reference, strict=True)]
     figures = {

@@ -112,17 +112,6 @@ class SegmentationModel:
             return np.zeros((0, len(self.classes), self.size, self.size), np.float32)
         return np.concatenate(out)
 
-    def class_maps(
-        self,
-        images: list[np.ndarray],
-        intensities: list[Intensity],
-        *,
-        progress: Progress | None = None,
-    ) -> list[np.ndarray]:
-        """The decision (argmax of the probabilities) of each slice, at the slice's own size.
-        ``progress(done, total)`` is called after each chunk (it may raise to stop)."""
-        return list(self.iter_class_maps(images, intensities, progress=progress))
-
     def iter_class_maps(
         self,
         images: list[np.ndarray],
@@ -131,7 +120,9 @@ class SegmentationModel:
         progress: Progress | None = None,
         head: str | None = None,
     ) -> Iterator[np.ndarray]:
-        """``class_maps`` one slice at a time (of ``head``, by default the model's first)."""
+        """The decision (argmax of the probabilities) of ``head`` (by default the model's
+        first) for each slice in turn, at the slice's own size. ``progress(done, total)``
+        is called after each chunk (it may raise to stop)."""
         name = head or next(iter(self.heads))
         for maps in self.iter_head_maps(images, intensities, progress=progress):
             yield maps[name]
@@ -241,7 +232,7 @@ def segment_slices(
     """Lung labels (0, 1 right, 2 left) of 2D slices, each at its own size.
 
     With ``postprocess``, specks go, holes are filled, nothing outside the body is
-    lung and sides are made whole (``inference.postprocess.clean_lung_labels``).
+    lung and sides are made whole (``core.masks.clean_lung_labels``).
     """
     raw = raw_lung_labels(model, images, intensities)
     if not postprocess:

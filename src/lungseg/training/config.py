@@ -60,9 +60,9 @@ class TrainConfig:
     """Everything that decides a training run.
 
     Attributes:
-        task: ``lung`` or ``infection`` (``training.tasks``).
+        task: ``lung``, ``infection``, ``infection-all`` or ``lung+infection`` (``core.tasks``).
         image_size: model input side in pixels (slices are padded square and resized).
-        architecture: a name in ``training.model.ARCHITECTURES``.
+        architecture: ``unet`` (``training.model.create_model``), named in the model card.
         channels: filters per U-Net level.
         num_res_units: residual units per level.
         batch_size, learning_rate, weight_decay: optimiser settings (AdamW, cosine schedule).

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lungseg.reporting import save_figure
+
 PANELS = (
     ("loss", "loss (Dice + CE)"),
     ("dice", "Dice"),
@@ -62,7 +64,5 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path:
         best_epoch = max(val_dice, key=val_dice.__getitem__)
         axes[1].axvline(best_epoch, color="grey", linestyle=":", label="best")
         axes[1].set_title(f"Dice (best val {val_dice[best_epoch]:.4f}, epoch {best_epoch})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save_figure(fig, out, 90)
     return out

@@ -1,9 +1,8 @@
-"""The networks, looked up by name."""
+"""The network, its size, and starting it from an earlier run."""
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,7 +13,11 @@ from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
 
 
-def _unet(config: TrainConfig) -> torch.nn.Module:
+def create_model(config: TrainConfig) -> torch.nn.Module:
+    """MONAI's residual U-Net with the config's filters per level, 2D, batch norm, one
+    output channel per class of the task."""
+    if config.architecture != "unet":
+        raise LungsegError(f"unknown architecture {config.architecture!r}; lungseg trains 'unet'")
     return UNet(
         spatial_dims=2,
         in_channels=1,
@@ -24,16 +27,6 @@ def _unet(config: TrainConfig) -> torch.nn.Module:
         num_res_units=config.num_res_units,
         norm="batch",
     )
-
-
-ARCHITECTURES: dict[str, Callable[[TrainConfig], torch.nn.Module]] = {"unet": _unet}
-
-
-def create_model(config: TrainConfig) -> torch.nn.Module:
-    if config.architecture not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise LungsegError(f"unknown architecture {config.architecture!r}; known: {known}")
-    return ARCHITECTURES[config.architecture](config)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -46,7 +46,7 @@ def lesion_classes(target: torch.Tensor) -> torch.Tensor:
 
 def infection_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of the infection head (4 classes: none, ground glass, consolidation, effusion)
-    against targets that say only what their source knows (``training.tasks``).
+    against targets that say only what their source knows (``core.tasks``).
 
     A typed pixel takes the log-probability of its class; a binary one of "ground glass
     or consolidation" (the two probabilities summed) or of "neither"; an unknown one
