@@ -82,3 +82,14 @@ print(sorted(training & {{name.split(".")[0] for name in sys.modules}}))
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
+def test_importing_inference_loads_neither_torch_nor_the_dataset_stage() -> None:
+    script = """
+import sys
+import lungseg.inference
+print(sorted(n for n in ("torch", "monai", "matplotlib", "lungseg.dataset", "lungseg.dataset.build",
+    "lungseg.training", "lungseg.evaluation") if n in sys.modules))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr

@@ -32,6 +32,7 @@ from lungseg.core.labels import (
     INFECTION_UNTYPED,
     PLEURAL_EFFUSION,
 )
+from lungseg.core.metrics import Confusion
 from lungseg.core.morphology import label
 from lungseg.dataset.store import BuiltDataset, ManifestRow
 from lungseg.dataset.tasks import infection_rows
@@ -56,13 +57,11 @@ CLASSES = {
 
 def binary_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Dice, sensitivity and specificity of two binary masks (empty against empty: Dice 1)."""
-    tp = float((predicted & truth).sum())
-    fp = float((predicted & ~truth).sum())
-    fn = float((~predicted & truth).sum())
-    tn = float((~predicted & ~truth).sum())
-    dice = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-    sensitivity = math.nan if tp + fn == 0 else tp / (tp + fn)
-    specificity = math.nan if tn + fp == 0 else tn / (tn + fp)
+    counts = Confusion.of(predicted, truth)
+    dice = float(counts.dice())
+    # undefined (NaN) where the reference has no lesion, or no lesion-free pixel
+    sensitivity = math.nan if counts.tp + counts.fn == 0 else float(counts.recall())
+    specificity = math.nan if counts.tn + counts.fp == 0 else float(counts.specificity())
     return {"dice": dice, "sensitivity": sensitivity, "specificity": specificity}
 
 
