@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX infection model (default: the shipped one, if any)",
     )
     predict.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
+    predict.add_argument(
+        "--quiet", action="store_true", help="no progress bars (results and errors still print)"
+    )
     _add_limit_flags(predict)
 
     serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
@@ -201,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _slice_bar(path: Path) -> Callable[[int, int], None]:
-    """A progress bar on stderr for a scan's slices (none for a single slice)."""
+    """A progress bar on stderr for a scan's slices (none for a single slice), under the
+    bar over inputs."""
     from tqdm import tqdm
 
     bar: Any = None
@@ -211,7 +215,9 @@ def _slice_bar(path: Path) -> Callable[[int, int], None]:
         if total <= 2:  # one slice, with or without infection
             return
         if bar is None:
-            bar = tqdm(total=total, desc=path.name, unit="slice", leave=False, file=sys.stderr)
+            bar = tqdm(
+                total=total, desc=path.name, unit="slice", leave=False, file=sys.stderr, position=1
+            )
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -243,14 +249,29 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
     limits = ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels)
-    outcomes = predict_files(predictor, inputs, args.out, stems, limits=limits, progress=_slice_bar)
+    outcomes = predict_files(
+        predictor,
+        inputs,
+        args.out,
+        stems,
+        limits=limits,
+        progress=None if args.quiet else _slice_bar,
+    )
+    inputs_bar = None
+    if not args.quiet and len(inputs) > 1:
+        from tqdm import tqdm
+
+        inputs_bar = tqdm(total=len(inputs), unit="input", file=sys.stderr, position=0)
+    say = print if inputs_bar is None else inputs_bar.write  # lines above the bars
     for outcome in outcomes:
+        if inputs_bar is not None:
+            inputs_bar.update(1)
         path, prediction, written = outcome.path, outcome.prediction, outcome.written
         if outcome.error is not None or prediction is None:
             failed += 1
-            print(f"lungseg: failed: {outcome.error}", file=sys.stderr)
+            say(f"lungseg: failed: {outcome.error}", file=sys.stderr)
             if args.json:
-                print(Failure(file=str(path), error=str(outcome.error)).model_dump_json())
+                say(Failure(file=str(path), error=str(outcome.error)).model_dump_json())
             continue
         if args.json:
             summary = describe(
@@ -259,16 +280,18 @@ def _predict(args: argparse.Namespace) -> int:
                 file=str(path),
                 outputs=[str(p) for p in written],
             )
-            print(summary.model_dump_json())
+            say(summary.model_dump_json())
         else:
             m, unit = prediction.measures, prediction.unit
-            print(
+            say(
                 f"{path}: {prediction.kind}, lungs {m['total']:.1f} {unit} "
                 f"(right {m['right']:.1f}, left {m['left']:.1f}), {prediction.seconds:.2f} s -> "
                 + ", ".join(p.name for p in written)
             )
             for note in prediction.notes:  # how it was read: series chosen, values guessed...
-                print(f"  note: {note}")
+                say(f"  note: {note}")
+    if inputs_bar is not None:
+        inputs_bar.close()
     return 1 if failed else 0
 
 

@@ -448,3 +448,21 @@ def test_a_volume_reports_its_lung_area_per_slice_and_lesions_in_ml(
     assert summary.lung.per_slice == prediction.per_slice
     if prediction.involvement is not None:
         assert "ground_glass_ml" in prediction.involvement
+
+
+def test_predict_shows_progress_over_inputs_and_slices_unless_quiet(
+    tmp_path: Path, model: Path, capsys
+) -> None:
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    scan = write_nifti(tmp_path / "scan.nii.gz", volume.astype(np.int16))
+    photo = write_png(tmp_path / "photo.png", display_slice(ct_slice(64)[0]))
+    args = [str(scan), str(photo), "--out", str(tmp_path / "out"), "--model", str(model)]
+    assert main(["predict", *args]) == 0
+    shown = capsys.readouterr()
+    assert "2/2" in shown.err and "input" in shown.err  # the bar over inputs
+    assert "scan.nii.gz" in shown.err  # the scan's bar over its slices
+    results = [line for line in shown.out.splitlines() if not line.startswith("  ")]
+    assert [line.split(":")[0] for line in results] == [str(scan), str(photo)]
+    assert main(["predict", *args, "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and len(quiet.out.splitlines()) >= 2
