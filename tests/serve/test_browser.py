@@ -117,6 +117,13 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
 
             volume, _ = ct_volume(slices=6, size=96, lung_free=1)
             scan = write_nifti(tmp_path / "scan.nii.gz", volume)
+            page.evaluate(  # every text the status line shows during the upload
+                """() => { window.statuses = [];
+                new MutationObserver(() => window.statuses.push(
+                    document.getElementById('status').textContent))
+                .observe(document.getElementById('status'), {childList: true, subtree: true,
+                    characterData: true}); }"""
+            )
             page.set_input_files("#file", str(scan))
             page.locator("#file:disabled").wait_for(state="attached", timeout=5_000)  # busy
             assert page.locator("#result").is_hidden()  # not the previous slice's result
@@ -124,6 +131,11 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
                 timeout=30_000
             )
             assert page.locator("#file").is_enabled()
+            statuses = page.evaluate("window.statuses")
+            assert any(re.match(r"^Uploading scan\.nii\.gz… \d+ %$", t) for t in statuses), statuses
+            assert any(re.match(r"^Segmenting scan\.nii\.gz… \d+ s$", t) for t in statuses), (
+                statuses
+            )
             assert page.locator("#slice-control").is_visible()
             middle = int(page.locator("#slice").input_value())
             # numbered head to feet (the slider's left end is the head), with z in mm

@@ -162,19 +162,57 @@ function showMeasures(data) {
 
 let busy = false;
 
+// POST with the upload's progress: "Uploading … 42 %", then "Segmenting … 3 s" until the answer.
+function post(url, body, name) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    let timer = null;
+    const segmenting = () => {
+      const began = Date.now();
+      const show = () => {
+        $("status").textContent = `Segmenting ${name}… ${Math.round((Date.now() - began) / 1000)} s`;
+      };
+      show();
+      timer = setInterval(show, 1000);
+    };
+    request.upload.onprogress = (event) => {
+      if (event.lengthComputable) {
+        $("status").textContent = `Uploading ${name}… ${Math.floor((100 * event.loaded) / event.total)} %`;
+      }
+    };
+    request.upload.onload = segmenting;
+    request.onload = () => {
+      clearInterval(timer);
+      let data = {};
+      try {
+        data = JSON.parse(request.responseText);
+      } catch {
+        data = { error: `the server answered ${request.status} without JSON` };
+      }
+      resolve({ ok: request.status >= 200 && request.status < 300, status: request.status, data });
+    };
+    request.onerror = () => {
+      clearInterval(timer);
+      reject(new Error("the server could not be reached"));
+    };
+    request.open("POST", url);
+    request.send(body);
+  });
+}
+
 async function upload(file) {
   if (busy) return; // one at a time: the input is disabled meanwhile
   busy = true;
   $("file").disabled = true;
   showError("");
   $("result").hidden = true; // never the previous file's result beside this one's name
-  $("status").textContent = `Segmenting ${file.name}…`;
+  $("status").textContent = `Uploading ${file.name}… 0 %`;
   const volume = VOLUME.test(file.name);
   const body = new FormData();
   body.append("file", file);
   try {
-    const response = await fetch(volume ? "/api/v1/segment-volume" : "/api/v1/segment", { method: "POST", body });
-    const data = await response.json();
+    const response = await post(volume ? "/api/v1/segment-volume" : "/api/v1/segment", body, file.name);
+    const data = response.data;
     if (!response.ok) throw new Error(data.error || `the server answered ${response.status}`);
     result = data;
     if (volume) {
