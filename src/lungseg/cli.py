@@ -393,7 +393,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from lungseg.training.config import TrainConfig
-    from lungseg.training.train import train
+    from lungseg.training.train import launched_by_ddp, train
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     for name in (
@@ -408,6 +408,8 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     result = train(config, args.data, args.out)
+    if launched_by_ddp():
+        return 0  # the first process reports the run
     print(
         f"trained {result.epochs_run} epochs in {result.minutes:.1f} min; best validation Dice "
         f"{result.best_val_dice:.4f} (epoch {result.best_epoch}); ONNX vs PyTorch max difference "

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -258,3 +260,23 @@ def test_a_network_with_an_infection_head_starts_as_the_lung_model_it_grew_from(
         torch.testing.assert_close(grown(image)[:, :3], original(image), atol=1e-5, rtol=1e-5)
     with pytest.raises(LungsegError, match="not a lungseg training checkpoint"):
         start_from(grown, tmp_path / "lung" / "config.json")
+
+
+@pytest.mark.slow
+def test_lungseg_train_runs_data_parallel_on_two_processes(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """DDP over 2 CPU processes (gloo): the path to several GPUs or machines is the same
+    command with other ``devices``/``num_nodes``. The second process is started by
+    Lightning running the command again; the first writes the run and reports it."""
+    config = tmp_path / "ddp.json"
+    settings = asdict(tiny_config(max_epochs=2, accelerator="cpu", devices="2", strategy="ddp"))
+    config.write_text(json.dumps(settings))
+    command = [sys.executable, "-m", "lungseg", "train", "--data", str(tiny_dataset)]
+    command += ["--out", str(tmp_path / "run"), "--config", str(config)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    printed = run.stdout + run.stderr
+    assert run.returncode == 0, printed[-2000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in printed, printed[-2000:]
+    assert printed.count("trained 2 epochs") == 1
+    assert (tmp_path / "run" / "model.onnx").exists()

@@ -8,6 +8,7 @@ A run folder holds ``config.json``, ``metrics.csv`` (per epoch), TensorBoard log
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -52,6 +53,13 @@ def _reseed_worker(worker_id: int) -> None:
         info.dataset.augmenter.reseed(info.seed % (2**32))
 
 
+def launched_by_ddp() -> bool:
+    """Whether this process is one Lightning's DDP started by running the same command
+    again (its rank is set): only the first process makes the run folder and reports."""
+    ranks = (os.environ.get(name, "0") for name in ("LOCAL_RANK", "NODE_RANK"))
+    return any(rank.isdigit() and int(rank) > 0 for rank in ranks)
+
+
 def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult:
     """Train on ``data`` (a folder made by ``lungseg dataset build``) into the run folder ``out``.
 
@@ -59,10 +67,16 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         LungsegError: ``out`` already holds a run, or the dataset lacks a split.
     """
     out, data = Path(out), Path(data)
-    if (out / "config.json").exists():
-        raise LungsegError(f"{out} already holds a run; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.json")
+    # Lightning's DDP starts the other processes by running the same command again (with
+    # their rank set); only the first one makes the run folder.
+    launched_by_ddp = (
+        int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    )
+    if not launched_by_ddp:
+        if (out / "config.json").exists():
+            raise LungsegError(f"{out} already holds a run; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.json")
     pl.seed_everything(config.seed, workers=True)
     started = time.perf_counter()
 
