@@ -20,7 +20,7 @@ $(BIN)/.core: pyproject.toml
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,cohort]'
 	touch $@ $(BIN)/.core
 
 HOST ?= 127.0.0.1

@@ -141,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--quiet", action="store_true", help="no progress bars (results and errors still print)"
     )
+    predict.add_argument(
+        "--cohort",
+        action="store_true",
+        help="many scans (folders of scans, or a CSV with a 'path' column) on a Dask cluster: "
+        "one row per scan in OUT/cohort.csv; run again to resume",
+    )
+    predict.add_argument(
+        "--scheduler", help="with --cohort: a running Dask scheduler (tcp://host:8786)"
+    )
+    predict.add_argument(
+        "--workers", type=int, default=2, help="with --cohort: local worker processes (default 2)"
+    )
     _add_limit_flags(predict)
 
     serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
@@ -225,7 +237,56 @@ def _slice_bar(path: Path) -> Callable[[int, int], None]:
     return progress
 
 
+def _cohort(args: argparse.Namespace) -> int:
+    from lungseg.inference.cohort import Settings, cohort_inputs, run_cohort
+
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise LungsegError(
+            "lungseg predict --cohort needs Dask: pip install 'lungseg[cohort]'"
+        ) from None
+    scans = cohort_inputs(args.inputs)
+    settings = Settings(
+        out=str(args.out),
+        model=None if args.model is None else str(args.model),
+        infection_model=None if args.infection_model is None else str(args.infection_model),
+        infection=not args.no_infection,
+    )
+    bar: Any = None
+    failed = 0
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(scans), unit="scan", file=sys.stderr)
+
+    def report(row: dict[str, str], done: int, total: int) -> None:
+        nonlocal failed
+        line = (
+            f"{row['input']}: lungs {row['total_ml']} mL -> {row['stem']}"
+            if row["status"] == "ok"
+            else f"lungseg: failed: {row['error']}"
+        )
+        failed += row["status"] != "ok"
+        if bar is not None:
+            bar.n = done
+            bar.write(line, file=sys.stderr if row["status"] != "ok" else sys.stdout)
+            bar.refresh()
+        else:
+            print(line, file=sys.stderr if row["status"] != "ok" else sys.stdout)
+
+    summary = run_cohort(
+        scans, settings, scheduler=args.scheduler, workers=args.workers, on_row=report
+    )
+    if bar is not None:
+        bar.close()
+    print(f"summary: {summary}")
+    return 1 if failed else 0
+
+
 def _predict(args: argparse.Namespace) -> int:
+    if args.cohort:
+        return _cohort(args)
     from lungseg.imaging.readers import ReadLimits
     from lungseg.inference import Predictor
     from lungseg.inference.outputs import (

@@ -1,0 +1,271 @@
+"""Cohorts: many scans segmented on a Dask cluster, one summary CSV, resumable.
+
+``lungseg predict --cohort`` hands each scan to a Dask worker, which loads the models
+once (per worker process), segments the scan, writes its files and returns one
+summary row; the rows are appended to ``cohort.csv`` as scans finish. A scan whose
+row says ``ok`` and whose files are all there is skipped when the command runs
+again, so an interrupted cohort goes on where it stopped (failed scans are tried
+again).
+
+Why Dask: the work is a plain map of a Python function over files, CPU-bound, with
+numpy arrays and no shared state; ``dask.distributed`` runs exactly that, locally
+(``LocalCluster``: one process per worker) or on an existing cluster (``--scheduler
+tcp://host:8786``; ``dask-jobqueue`` and ``dask-kubernetes`` start one on SLURM/PBS or
+Kubernetes), with per-task retries and a dashboard. Ray would serve too, but brings
+an object store and actor model this job does not need.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lungseg.errors import LungsegError
+
+SUMMARY = "cohort.csv"
+COLUMNS = (
+    "input",
+    "stem",
+    "status",
+    "error",
+    "kind",
+    "slices",
+    "right_ml",
+    "left_ml",
+    "total_ml",
+    "involved_right_pct",
+    "involved_left_pct",
+    "severity_right",
+    "severity_left",
+    "severity_total",
+    "ground_glass_ml",
+    "consolidation_ml",
+    "effusion_ml",
+    "seconds",
+    "notes",
+    "outputs",
+)
+SCAN_SUFFIXES = (".nii", ".nii.gz", ".zip", ".dcm")
+
+
+def cohort_inputs(sources: list[Path]) -> list[Path]:
+    """The scans of a cohort, in order: a ``.csv`` lists them (a ``path`` column, relative
+    to the CSV's folder), a folder holds them (its NIfTI files, zips and DICOM series
+    sub-folders, by name), any other path is one scan."""
+    scans: list[Path] = []
+    for source in sources:
+        if source.suffix.lower() == ".csv":
+            scans.extend(_listed(source))
+        elif source.is_dir() and _holds_scans(source):
+            scans.extend(
+                sorted(
+                    p
+                    for p in source.iterdir()
+                    if not p.name.startswith(".")
+                    and (p.is_dir() or p.name.lower().endswith(SCAN_SUFFIXES))
+                )
+            )
+        else:
+            scans.append(source)
+    if not scans:
+        raise LungsegError("the cohort holds no scan")
+    return scans
+
+
+def _listed(table: Path) -> list[Path]:
+    try:
+        with table.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise LungsegError(f"{table}: cannot read the list of scans: {error}") from error
+    if not rows or "path" not in rows[0]:
+        raise LungsegError(f"{table}: a cohort list needs a 'path' column")
+    return [
+        (table.parent / row["path"]).resolve()
+        if not Path(row["path"]).is_absolute()
+        else Path(row["path"])
+        for row in rows
+        if row["path"]
+    ]
+
+
+def _holds_scans(folder: Path) -> bool:
+    """A folder of scans (not itself one DICOM series): it has sub-folders or NIfTI/zip files."""
+    return any(
+        p.is_dir() or p.name.lower().endswith((".nii", ".nii.gz", ".zip"))
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What each worker needs to segment a scan."""
+
+    out: str
+    model: str | None = None
+    infection_model: str | None = None
+    infection: bool = True
+
+
+@functools.lru_cache(maxsize=2)
+def _predictor(model: str | None, infection_model: str | None, infection: bool) -> Any:
+    """One Predictor per worker process (the models load once, not per scan)."""
+    from lungseg.inference import Predictor
+
+    # one onnxruntime thread: the cluster runs one scan per worker process at a time
+    return Predictor(model, infection_model=infection_model, infection=infection, threads=1)
+
+
+def segment_one(path: str, stem: str, settings: Settings) -> dict[str, str]:
+    """Segment one scan and write its files; its summary row (``status`` ok or failed).
+    Runs on a Dask worker."""
+    from lungseg.inference.outputs import write_prediction
+
+    row = {name: "" for name in COLUMNS} | {"input": path, "stem": stem}
+    try:
+        predictor = _predictor(settings.model, settings.infection_model, settings.infection)
+        prediction = predictor.predict(Path(path))
+        written = write_prediction(prediction, Path(settings.out), stem)
+    except LungsegError as error:
+        return row | {"status": "failed", "error": str(error)}
+    except Exception as error:  # a bug: this scan's row says so, the cohort goes on
+        return row | {
+            "status": "failed",
+            "error": f"unexpected error {type(error).__name__}: {error} (a bug in lungseg)",
+        }
+    return (
+        row
+        | _numbers(prediction)
+        | {
+            "status": "ok",
+            "seconds": f"{prediction.seconds:.2f}",
+            "notes": " | ".join(prediction.notes),
+            "outputs": json.dumps([p.name for p in written]),
+        }
+    )
+
+
+def _numbers(prediction: Any) -> dict[str, str]:
+    measures = prediction.measures
+    numbers = {
+        "kind": prediction.kind,
+        "slices": str(prediction.lung.shape[0] if prediction.image.is_volume else 1),
+        "right_ml": f"{measures['right']:.1f}",
+        "left_ml": f"{measures['left']:.1f}",
+        "total_ml": f"{measures['total']:.1f}",
+    }
+    involvement = prediction.involvement
+    if involvement:
+        share, severity = involvement["share"], involvement["severity"]
+        numbers |= {
+            "involved_right_pct": f"{100 * share['right']:.2f}",
+            "involved_left_pct": f"{100 * share['left']:.2f}",
+            "severity_right": str(severity["right"]),
+            "severity_left": str(severity["left"]),
+            "severity_total": str(severity["total"]),
+        }
+        for name in ("ground_glass_ml", "consolidation_ml", "effusion_ml"):
+            value = involvement.get(name)
+            numbers[name] = "" if value is None else f"{value:.1f}"
+    return numbers
+
+
+def finished(out: Path) -> dict[str, dict[str, str]]:
+    """The rows of an earlier run that need no repeat: ``ok``, with all their files there."""
+    summary = out / SUMMARY
+    if not summary.is_file():
+        return {}
+    with summary.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    done = {}
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        try:
+            outputs = json.loads(row.get("outputs") or "[]")
+        except json.JSONDecodeError:
+            continue
+        if outputs and all((out / name).is_file() for name in outputs):
+            done[row["input"]] = row
+    return done
+
+
+def run_cohort(
+    scans: list[Path],
+    settings: Settings,
+    *,
+    scheduler: str | None = None,
+    workers: int = 2,
+    on_row: Callable[[dict[str, str], int, int], None] | None = None,
+) -> Path:
+    """Segment ``scans`` on a Dask cluster (``scheduler``'s, or a local one of
+    ``workers`` processes) and write ``cohort.csv`` in ``settings.out``: the rows of
+    earlier runs that are done, then each new row as its scan finishes.
+    ``on_row(row, done, total)`` follows the progress. Returns the summary's path."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from lungseg.inference.outputs import unique_stems
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stems, _notes = unique_stems(scans)
+    done = finished(out)
+    todo = [(str(p), s) for p, s in zip(scans, stems, strict=True) if str(p) not in done]
+    summary = out / SUMMARY
+    partial = out / f".{SUMMARY}.partial"
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in done.values())
+    os.replace(partial, summary)  # earlier rows kept; new ones appended below
+    total, count = len(scans), len(done)
+    if not todo:
+        return summary
+    with _client(Client, LocalCluster, scheduler, workers) as client:
+        futures = [
+            client.submit(segment_one, path, stem, settings, pure=False) for path, stem in todo
+        ]
+        with summary.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            for future in as_completed(futures):
+                row = future.result()
+                writer.writerow(row)
+                handle.flush()
+                count += 1
+                if on_row is not None:
+                    on_row(row, count, total)
+    return summary
+
+
+def _client(client: Any, cluster: Any, scheduler: str | None, workers: int) -> Any:
+    if scheduler:
+        return client(scheduler)
+    local = cluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=40,  # errors only: the rows say what happened
+    )
+    return _Owned(client(local), local)
+
+
+class _Owned:
+    """A client and the local cluster it owns, closed together."""
+
+    def __init__(self, client: Any, cluster: Any) -> None:
+        self.client, self.cluster = client, cluster
+
+    def __enter__(self) -> Any:
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.cluster.close()

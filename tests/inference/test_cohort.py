@@ -1,0 +1,68 @@
+"""Cohorts: many scans on a local Dask cluster of 2 worker processes, one summary CSV,
+and a second run that does only what is left."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from models import dark_is_lung_onnx
+from synthetic import ct_volume, write_nifti
+
+from lungseg.cli import main
+from lungseg.errors import LungsegError
+from lungseg.inference.cohort import SUMMARY, cohort_inputs
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    with (out / SUMMARY).open(newline="") as handle:
+        return {Path(r["input"]).name: r for r in csv.DictReader(handle)}
+
+
+def test_a_cohort_runs_on_two_workers_and_resumes(tmp_path: Path) -> None:
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    write_nifti(scans / "a.nii.gz", volume.astype(np.int16))
+    write_nifti(scans / "b.nii.gz", volume[1:].astype(np.int16))
+    (scans / "c.nii.gz").write_bytes(b"not a scan")
+    out = tmp_path / "out"
+    args = ["predict", str(scans), "--out", str(out), "--model", str(model), "--cohort"]
+    assert main([*args, "--workers", "2", "--quiet"]) == 1  # c failed, a and b done
+    rows = _rows(out)
+    assert set(rows) == {"a.nii.gz", "b.nii.gz", "c.nii.gz"}
+    assert rows["c.nii.gz"]["status"] == "failed" and "c.nii.gz" in rows["c.nii.gz"]["error"]
+    for name in ("a.nii.gz", "b.nii.gz"):
+        assert rows[name]["status"] == "ok" and float(rows[name]["total_ml"]) > 0
+        assert rows[name]["severity_total"] != ""  # the shipped infection model ran too
+    assert rows["a.nii.gz"]["slices"] == "6" and rows["b.nii.gz"]["slices"] == "5"
+    assert (out / "a_mask.nii.gz").is_file() and (out / "b_overlay.png").is_file()
+
+    # the second run: a is finished (skipped), b lost a file (redone), c is fixed (done)
+    a_written = (out / "a_mask.nii.gz").stat().st_mtime_ns
+    (out / "b_mask.nii.gz").unlink()
+    write_nifti(scans / "c.nii.gz", volume.astype(np.int16))
+    assert main([*args, "--workers", "1", "--quiet"]) == 0
+    rows = _rows(out)
+    assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(rows, "ok")
+    assert len(rows) == 3 and (out / "b_mask.nii.gz").is_file()
+    assert (out / "a_mask.nii.gz").stat().st_mtime_ns == a_written
+
+
+def test_a_cohort_can_be_a_list_of_scans(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    volume, _ = ct_volume(slices=4, size=32, lung_free=1)
+    write_nifti(tmp_path / "x" / "one.nii.gz", volume)
+    listed = tmp_path / "cohort.csv"
+    listed.write_text("path,age\nx/one.nii.gz,61\n")
+    assert cohort_inputs([listed]) == [(tmp_path / "x" / "one.nii.gz").resolve()]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file\nx/one.nii.gz\n")
+    with pytest.raises(LungsegError, match="'path' column"):
+        cohort_inputs([bad])
