@@ -120,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--strategy", help="Lightning strategy, e.g. ddp for several GPUs or nodes")
     train.add_argument("--num-nodes", type=int, help="machines for multi-node DDP")
 
+    quantize = commands.add_parser(
+        "quantize",
+        help="write a run's int8 model (model_int8.onnx and its card), as lungseg train does",
+    )
+    quantize.add_argument("run", type=Path, help="a run folder of lungseg train")
+    quantize.add_argument(
+        "--data", type=Path, required=True, help="the dataset the run was trained on (calibration)"
+    )
+
     predict = commands.add_parser(
         "predict",
         help="segment the lungs in slices and scans",
@@ -479,6 +488,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    import json
+
+    from lungseg.training.quantize import quantize_run
+
+    target = quantize_run(args.run, args.data)
+    card = json.loads(target.with_suffix(".json").read_text())
+    agreement = card["onnx"]["quantization"]["decisions_equal_to_float_model"]
+    print(
+        f"{target}: int8, {target.stat().st_size / 1e6:.1f} MB; decisions equal to the "
+        f"float model's on {100 * agreement:.2f} % of the calibration pixels"
+    )
+    return 0
+
+
 def _dataset_build(args: argparse.Namespace) -> int:
     from lungseg.dataset.build import BuildConfig, build_dataset
 
@@ -530,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("dataset", "pseudo-label"): _dataset_pseudo_label,
         ("train", ""): _train,
         ("evaluate", ""): _evaluate,
+        ("quantize", ""): _quantize,
         ("predict", ""): _predict,
         ("serve", ""): _serve,
     }

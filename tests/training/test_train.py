@@ -91,6 +91,15 @@ def test_training_runs_loss_falls_and_leaves_a_complete_run(
     assert card["input"]["shape"] == ["batch", 1, 32, 32]
     assert len(card["onnx"]["sha256"]) == 64
     assert TrainConfig.load(out / "config.json") == tiny_config()
+    # the int8 model beside it: integer weights, the same decisions nearly everywhere
+    import onnx
+
+    graph = onnx.load(str(out / "model_int8.onnx")).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    int8 = json.loads((out / "model_int8.json").read_text())
+    assert int8["onnx"]["file"] == "model_int8.onnx"
+    assert int8["onnx"]["quantization"]["decisions_equal_to_float_model"] > 0.9
+    assert int8["input"] == card["input"] and int8["output"] == card["output"]
     with pytest.raises(LungsegError, match="already holds a run"):
         train(tiny_config(), tiny_dataset, out)
 

@@ -35,6 +35,7 @@ from lungseg.training.data import SliceDataset, prepare_split, spread_per_patien
 from lungseg.training.export import export_onnx, onnx_max_difference, write_model_card
 from lungseg.training.model import count_parameters, start_from
 from lungseg.training.module import LungSegModule
+from lungseg.training.quantize import quantize_run
 
 
 @dataclass
@@ -173,6 +174,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     card = model_card(config, dataset, model, result, onnx_path, preprocessing)
     write_model_card(out / "model_card.json", card)
     (out / "train_result.json").write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
+    quantize_run(out, data)  # model_int8.onnx: what lungseg ships (training.quantize)
     return result
 
 
