@@ -4,6 +4,7 @@ and a second run that does only what is left."""
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ def test_a_cohort_runs_on_two_workers_and_resumes(tmp_path: Path) -> None:
     assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(rows, "ok")
     assert len(rows) == 3 and (out / "b_mask.nii.gz").is_file()
     assert (out / "a_mask.nii.gz").stat().st_mtime_ns == a_written
+    # the local cluster's scratch folders are gone with it
+    assert not list(Path(tempfile.gettempdir()).glob("lungseg-dask-*"))
 
 
 def test_a_cohort_can_be_a_list_of_scans(tmp_path: Path) -> None:

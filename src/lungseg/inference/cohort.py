@@ -21,6 +21,8 @@ import csv
 import functools
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,25 +249,35 @@ def run_cohort(
 def _client(client: Any, cluster: Any, scheduler: str | None, workers: int) -> Any:
     if scheduler:
         return client(scheduler)
+    import dask
+
+    scratch = Path(tempfile.mkdtemp(prefix="lungseg-dask-"))  # the cluster's own, removed after
+    setting = dask.config.set({"temporary-directory": str(scratch)})  # locks too: no /tmp/dask-*
     local = cluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
+        local_directory=str(scratch),
         silence_logs=40,  # errors only: the rows say what happened
     )
-    return _Owned(client(local), local)
+    return _Owned(client(local), local, scratch, setting)
 
 
 class _Owned:
-    """A client and the local cluster it owns, closed together."""
+    """A client and the local cluster it owns, closed together, the workers' scratch
+    folder removed."""
 
-    def __init__(self, client: Any, cluster: Any) -> None:
-        self.client, self.cluster = client, cluster
+    def __init__(self, client: Any, cluster: Any, scratch: Path, setting: Any) -> None:
+        self.client, self.cluster, self.scratch, self.setting = client, cluster, scratch, setting
 
     def __enter__(self) -> Any:
         return self.client
 
     def __exit__(self, *exc: object) -> None:
-        self.client.close()
-        self.cluster.close()
+        try:
+            self.client.close()
+            self.cluster.close()
+        finally:
+            self.setting.__exit__(None, None, None)  # dask's own temporary folder again
+            shutil.rmtree(self.scratch, ignore_errors=True)
