@@ -186,3 +186,32 @@ def test_volumes_and_dicom_series_with_nifti_masks(tmp_path: Path) -> None:
     with (tmp_path / "out" / "manifest.csv").open(newline="") as handle:
         stored = list(csv.DictReader(handle))
     assert [r.to_csv() for r in rows] == stored  # the typed row round-trips its CSV text
+
+
+def test_the_report_tables_count_what_the_manifest_says() -> None:
+    from lungseg.core.labels import InfectionLabels
+    from lungseg.dataset.report import check_table, split_table
+    from lungseg.dataset.store import ManifestRow
+    from lungseg.imaging import Intensity
+
+    def row(source: str, patient: str, split: str, flags: tuple[str, ...] = ()) -> ManifestRow:
+        return ManifestRow(
+            f"{source}/{patient}#0", f"{source}/{patient}", patient, source, "f", "", split,
+            8, 8, None, None, Intensity.HU, 0.3, True, InfectionLabels.NONE, 0.0, True,
+            flags, not flags, "", "a.npz", 0,
+        )  # fmt: skip
+
+    rows = [
+        row("a", "p1", "train"),
+        row("a", "p1", "train"),
+        row("a", "p2", "test"),
+        row("b", "q1", "train", ("mask_outside_body",)),  # flagged: not used
+        row("b", "q2", "val"),
+    ]
+    assert split_table(rows) == [
+        ["a", "2 (1)", "0 (0)", "1 (1)"],
+        ["b", "0 (0)", "1 (1)", "0 (0)"],
+        ["all", "2", "1", "1"],
+    ]
+    checks = {r[0]: r for r in check_table(rows)}
+    assert checks["b"][1:3] == [2, 2] and checks["b"][-1] == 1 and checks["a"][-1] == 0

@@ -136,32 +136,44 @@ def _lung_fractions(dataset: BuiltDataset, path: Path) -> None:
     save_figure(fig, path, 90)
 
 
+def split_table(rows: list[ManifestRow]) -> list[list[str]]:
+    """Slices per source and split of the rows used for training, patients in brackets,
+    and a last row of all sources."""
+    used = [r for r in rows if r.use]
+    sources = sorted({r.source for r in rows})
+    counts = Counter((r.source, r.split) for r in used)
+    patients = Counter((s, sp) for s, sp, _ in {(r.source, r.split, r.patient) for r in used})
+    table = [
+        [source] + [f"{counts[(source, s)]} ({patients[(source, s)]})" for s in SPLITS]
+        for source in sources
+    ]
+    return [*table, ["all"] + [f"{sum(counts[(x, s)] for x in sources)}" for s in SPLITS]]
+
+
+def check_table(rows: list[ManifestRow]) -> list[list[object]]:
+    """Per source: slices, slices with the whole body in view, slices each quality check
+    flagged, and slices left out of training."""
+    table: list[list[object]] = []
+    for source in sorted({r.source for r in rows}):
+        in_source = [r for r in rows if r.source == source]
+        per_check = Counter(f for r in in_source for f in r.qc_flags)
+        excluded = sum(1 for r in in_source if not r.use)
+        in_view = sum(1 for r in in_source if r.body_in_view)
+        table.append(
+            [source, len(in_source), in_view] + [per_check[c] for c in ALL_CHECKS] + [excluded]
+        )
+    return table
+
+
 def write_report(folder: Path, config: BuildConfig, summary: BuildSummary) -> Path:
     """Write ``report/report.md`` and its pictures for the dataset built in ``folder``."""
     out = folder / "report"
     out.mkdir(exist_ok=True)
     dataset = BuiltDataset(folder)
     sources = sorted({r.source for r in dataset.rows})
-
-    counts = Counter((r.source, r.split) for r in dataset.select())
-    patients = {(r.source, r.split, r.patient) for r in dataset.select()}
-    patient_counts = Counter((s, sp) for s, sp, _ in patients)
-    split_rows: list[list[str]] = [
-        [source] + [f"{counts[(source, s)]} ({patient_counts[(source, s)]})" for s in SPLITS]
-        for source in sources
-    ]
-    split_rows.append(["all"] + [f"{sum(counts[(x, s)] for x in sources)}" for s in SPLITS])
-
+    split_rows = split_table(dataset.rows)
+    check_rows = check_table(dataset.rows)
     flagged = [r for r in dataset.rows if r.qc_flags]
-    check_rows = []
-    for source in sources:
-        in_source = [r for r in dataset.rows if r.source == source]
-        per_check = Counter(f for r in in_source for f in r.qc_flags)
-        excluded = sum(1 for r in in_source if not r.use)
-        in_view = sum(1 for r in in_source if r.body_in_view)
-        check_rows.append(
-            [source, len(in_source), in_view] + [per_check[c] for c in ALL_CHECKS] + [excluded]
-        )
 
     samples = _samples(dataset, out)
     _histograms(dataset, out / "intensity_histogram.png")
