@@ -24,6 +24,7 @@ from lungseg.errors import LungsegError
 from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import SliceDataset, prepare_split
+from lungseg.training.export import INPUT_NAME
 
 CALIBRATION_SLICES = 96
 INT8_NAME = "model_int8.onnx"
@@ -59,7 +60,7 @@ def quantize_onnx(source: Path, target: Path, calibration: np.ndarray) -> Path:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
-            return None if batch is None else {"image": batch}
+            return None if batch is None else {INPUT_NAME: batch}
 
     partial = target.with_name(target.name + ".partial")
     with tempfile.TemporaryDirectory(prefix="lungseg-quantize-") as scratch:
