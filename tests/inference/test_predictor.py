@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from models import dark_is_lung_onnx
 from PIL import Image
 from synthetic import (
@@ -466,3 +469,35 @@ def test_predict_shows_progress_over_inputs_and_slices_unless_quiet(
     assert main(["predict", *args, "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and len(quiet.out.splitlines()) >= 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    rgb=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_png_writer_round_trips_any_grey_or_rgb_picture(
+    rows: int, cols: int, rgb: bool, seed: int
+) -> None:
+    from lungseg.inference.outputs import png_bytes
+
+    shape = (rows, cols, 3) if rgb else (rows, cols)
+    picture = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    data = png_bytes(picture)
+    with Image.open(io.BytesIO(data)) as checked:
+        checked.verify()  # chunk CRCs
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == ("RGB" if rgb else "L")
+        assert np.array_equal(np.asarray(decoded), picture)
+
+
+def test_the_png_writer_takes_a_strided_view_and_refuses_four_channels() -> None:
+    from lungseg.inference.outputs import png_bytes
+
+    picture = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)[:, ::2]
+    with Image.open(io.BytesIO(png_bytes(picture))) as decoded:
+        assert np.array_equal(np.asarray(decoded), picture)
+    with pytest.raises(ValueError, match="3 channels"):
+        png_bytes(np.zeros((4, 4, 4), np.uint8))

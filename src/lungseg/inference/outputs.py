@@ -13,7 +13,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,11 +122,38 @@ def _write_atomically(path: Path, data: bytes) -> Path:
     return path
 
 
+PNG_COLOUR_TYPES = {2: 0, 3: 2}  # array dimensions -> PNG colour type: grey, RGB
+
+
 def png_bytes(array: np.ndarray) -> bytes:
-    """PNG of an array; light compression (level 1): several times faster to write, a little larger."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """PNG of an 8-bit grey ``(rows, cols)`` or RGB ``(rows, cols, 3)`` array.
+
+    Written here rather than by Pillow: every row unfiltered and zlib at level 1. Pillow
+    tries all five PNG filters on every row, which doubles the time of an overlay
+    (about 10 ms for 512x512 RGB) for a file no smaller on CT pictures. Other arrays go
+    through Pillow."""
+    if array.dtype != np.uint8 or array.ndim not in PNG_COLOUR_TYPES or 0 in array.shape:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+    if array.ndim == 3 and array.shape[2] != 3:
+        raise ValueError(f"an RGB picture has 3 channels, not {array.shape[2]}")
+    rows, cols = array.shape[:2]
+    scanlines = np.zeros((rows, 1 + array[0].size), np.uint8)  # filter byte 0: none
+    scanlines[:, 1:] = array.reshape(rows, -1)
+    header = struct.pack(">IIBBBBB", cols, rows, 8, PNG_COLOUR_TYPES[array.ndim], 0, 0, 0)
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(scanlines.data, 1)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def label_png_bytes(labels: np.ndarray, colours: dict[int, tuple[int, int, int]]) -> bytes:
