@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,9 @@ def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["unet", "unet-two-decoders"])
 def test_one_network_gives_lungs_and_infection_in_one_pass(
-    medseg_dataset: Path, tmp_path: Path
+    medseg_dataset: Path, tmp_path: Path, architecture: str
 ) -> None:
     from synthetic import ct_slice, display_slice, write_png
 
@@ -152,7 +154,7 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
         else:  # typed: each class, never the one-class targets
             assert set(np.unique(target)) <= {0, 1, 2, 3}
             assert IS_INFECTION not in target and NOT_INFECTION not in target
-    config = _tiny_config("lung+infection")
+    config = replace(_tiny_config("lung+infection"), architecture=architecture)
     result = train(config, medseg_dataset, tmp_path / "run")
     assert result.onnx_max_difference < 1e-4
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())

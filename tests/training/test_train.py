@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -23,6 +24,9 @@ from lungseg.training.augment import HU_RENDERINGS, Augmenter
 from lungseg.training.config import AugmentConfig, TrainConfig
 from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.train import train
+
+if TYPE_CHECKING:
+    import torch
 
 NO_AUGMENT = AugmentConfig(
     renderings={"hu": 1.0},
@@ -289,3 +293,69 @@ def test_lungseg_train_runs_data_parallel_on_two_processes(
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in printed, printed[-2000:]
     assert printed.count("trained 2 epochs") == 1
     assert (tmp_path / "run" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("num_res_units", [0, 2])
+def test_two_decoders_read_one_encoder_each_started_from_its_own_run(
+    tmp_path: Path, num_res_units: int
+) -> None:
+    """``unet-two-decoders``: the lung output is the lung run's network exactly; the
+    infection output is the infection run's decoder on the lung run's encoder (the
+    infection network with its encoder weights swapped for the lung's)."""
+    import torch
+
+    from lungseg.training.model import TwoDecoderUNet, create_model, warm_start
+
+    def saved(network: torch.nn.Module, name: str) -> Path:
+        state = {f"model.{key}": value for key, value in network.state_dict().items()}
+        torch.save({"state_dict": state}, tmp_path / name)
+        return tmp_path / name
+
+    torch.manual_seed(0)
+    lung = create_model(tiny_config(num_res_units=num_res_units)).eval()
+    infection = create_model(tiny_config(task="infection-all", num_res_units=num_res_units))
+    for parameter in infection.parameters():  # far from the lung network's weights
+        torch.nn.init.normal_(parameter, std=0.3)
+    infection.eval()
+    config = tiny_config(
+        task="lung+infection",
+        architecture="unet-two-decoders",
+        num_res_units=num_res_units,
+        init_from=str(saved(lung, "lung.ckpt")),
+        init_infection_from=str(saved(infection, "infection.ckpt")),
+    )
+    both = create_model(config).eval()
+    assert isinstance(both, TwoDecoderUNet)
+    assert len(warm_start(both, config)) == 2
+    # the infection network with the lung network's encoder: what the second decoder reads
+    encoder = {k: v for k, v in lung.state_dict().items() if k in infection_encoder_keys(infection)}
+    infection.load_state_dict(encoder, strict=False)
+    image = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        out = both(image)
+        torch.testing.assert_close(out[:, :3], lung(image))
+        torch.testing.assert_close(out[:, 3:], infection(image))
+
+
+def infection_encoder_keys(network: torch.nn.Module) -> set[str]:
+    """Names of a MONAI U-Net's encoder weights: its down layers and its bottom layer."""
+    from lungseg.training.model import _levels
+
+    levels, bottom = _levels(network)
+    names = {id(p): n for n, p in network.named_parameters()}
+    names |= {id(b): n for n, b in network.named_buffers()}
+    modules = [level[0] for level in levels] + [bottom.submodule]
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    return {names[id(t)] for t in tensors}
+
+
+def test_two_decoders_need_a_lung_and_an_infection_head() -> None:
+    from lungseg.training.model import create_model, warm_start
+
+    with pytest.raises(LungsegError, match="needs a task with a lung and an infection head"):
+        create_model(tiny_config(task="lung", architecture="unet-two-decoders"))
+    with pytest.raises(LungsegError, match="unknown architecture"):
+        create_model(tiny_config(architecture="vnet"))
+    plain = tiny_config(init_infection_from="runs/x/checkpoints/best.ckpt")
+    with pytest.raises(LungsegError, match="needs the 'unet-two-decoders' architecture"):
+        warm_start(create_model(plain), plain)

@@ -62,7 +62,9 @@ class TrainConfig:
     Attributes:
         task: ``lung``, ``infection``, ``infection-all`` or ``lung+infection`` (``core.tasks``).
         image_size: model input side in pixels (slices are padded square and resized).
-        architecture: ``unet`` (``training.model.create_model``), named in the model card.
+        architecture: ``unet``, or ``unet-two-decoders`` for a task with a lung and an
+            infection head: one encoder, a decoder per head (``training.model.create_model``);
+            named in the model card.
         channels: filters per U-Net level.
         num_res_units: residual units per level.
         batch_size, learning_rate, weight_decay: optimiser settings (AdamW, cosine schedule).
@@ -81,6 +83,9 @@ class TrainConfig:
             with both heads).
         init_from: a checkpoint (``checkpoints/best.ckpt`` of an earlier run) whose weights
             start this network (``training.model.start_from``); empty: random weights.
+            With two decoders it starts the encoder and the lung decoder.
+        init_infection_from: with two decoders, a checkpoint of an infection run whose
+            decoder starts the infection decoder.
         monitor: the validation figure that picks the checkpoint and stops early:
             ``val_dice`` (the lungs, or the task's foreground) or ``val_score`` (for a
             task with both heads, the mean of the lungs' and the infection's Dice).
@@ -108,6 +113,7 @@ class TrainConfig:
     infection_weight: float = 1.0
     monitor: str = "val_dice"
     init_from: str = ""
+    init_infection_from: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:

@@ -4,29 +4,120 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import cast
 
 import torch
+from monai.networks.layers import SkipConnection
 from monai.networks.nets import UNet
 
 from lungseg.core.tasks import task_spec
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
 
+ARCHITECTURES = ("unet", "unet-two-decoders")
+
 
 def create_model(config: TrainConfig) -> torch.nn.Module:
     """MONAI's residual U-Net with the config's filters per level, 2D, batch norm, one
-    output channel per class of the task."""
-    if config.architecture != "unet":
-        raise LungsegError(f"unknown architecture {config.architecture!r}; lungseg trains 'unet'")
+    output channel per class of the task (``unet``); or, for a task with a lung and an
+    infection head, one encoder with a decoder per head (``unet-two-decoders``)."""
+    spec = task_spec(config.task)
+    if config.architecture == "unet":
+        return _unet(config, len(spec.classes))
+    if config.architecture == "unet-two-decoders":
+        heads = spec.heads or {}
+        if set(heads) != {"lung", "infection"}:
+            raise LungsegError(
+                f"architecture 'unet-two-decoders' needs a task with a lung and an infection "
+                f"head; {config.task!r} has {sorted(heads) or 'one head'}"
+            )
+        (a, b), (c, d) = heads["lung"], heads["infection"]
+        if not a == 0 < b == c < d:
+            raise LungsegError("unet-two-decoders expects the lung head's channels first")
+        return TwoDecoderUNet(_unet(config, b - a), _unet(config, d - c))
+    raise LungsegError(
+        f"unknown architecture {config.architecture!r}; lungseg trains {', '.join(ARCHITECTURES)}"
+    )
+
+
+def _unet(config: TrainConfig, classes: int) -> UNet:
     return UNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=len(task_spec(config.task).classes),
+        out_channels=classes,
         channels=config.channels,
         strides=(2,) * (len(config.channels) - 1),
         num_res_units=config.num_res_units,
         norm="batch",
     )
+
+
+def _levels(net: UNet) -> tuple[list[torch.nn.Sequential], SkipConnection]:
+    """MONAI's U-Net nests each level as ``Sequential(down, SkipConnection(deeper), up)``;
+    returns the levels from the top and the deepest skip connection (around the bottom
+    layer)."""
+    levels = [cast(torch.nn.Sequential, net.model)]
+    while True:
+        skip = cast(SkipConnection, levels[-1][1])
+        deeper = skip.submodule
+        if not (
+            isinstance(deeper, torch.nn.Sequential)
+            and len(deeper) == 3
+            and isinstance(deeper[1], SkipConnection)
+        ):
+            return levels, skip
+        levels.append(deeper)
+
+
+class TwoDecoderUNet(torch.nn.Module):
+    """One encoder, a decoder per head: the lung U-Net whole, and the infection U-Net's
+    decoder (its up-sampling layers) reading the lung encoder's features and skips. The
+    output is the two heads' logits side by side (lung channels first), as one network
+    with two heads gives them. Module names follow MONAI's U-Net (``lung.model...``,
+    ``infection.model...``), so each part starts from a one-head run of its own
+    (``warm_start``)."""
+
+    def __init__(self, lung: UNet, infection: UNet) -> None:
+        super().__init__()
+        self.lung = lung
+        self.infection = infection
+        self._lung_levels, self._bottom = _levels(lung)
+        self._infection_levels, infection_bottom = _levels(infection)
+        for level in self._infection_levels:  # the infection encoder is the lung's
+            level[0] = torch.nn.Identity()
+        infection_bottom.submodule = torch.nn.Identity()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        skips = []
+        x = image
+        for level in self._lung_levels:
+            x = level[0](x)
+            skips.append(x)
+        lung = infection = self._bottom.submodule(x)
+        for skip, lung_level, infection_level in reversed(
+            list(zip(skips, self._lung_levels, self._infection_levels, strict=True))
+        ):
+            lung = lung_level[2](torch.cat([skip, lung], dim=1))
+            infection = infection_level[2](torch.cat([skip, infection], dim=1))
+        return torch.cat([lung, infection], dim=1)
+
+
+def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
+    """Start ``model`` from the config's earlier runs (``init_from``, and for two
+    decoders ``init_infection_from`` for the infection decoder); one line per run used."""
+    parts: list[tuple[torch.nn.Module, str]]
+    if isinstance(model, TwoDecoderUNet):
+        parts = [(model.lung, config.init_from), (model.infection, config.init_infection_from)]
+    elif config.init_infection_from:
+        raise LungsegError("init_infection_from needs the 'unet-two-decoders' architecture")
+    else:
+        parts = [(model, config.init_from)]
+    lines = []
+    for part, checkpoint in parts:
+        if checkpoint:
+            whole, partial = start_from(part, checkpoint)
+            lines.append(f"started from {checkpoint}: {whole} tensors whole, {partial} in part")
+    return lines
 
 
 def count_parameters(model: torch.nn.Module) -> int:

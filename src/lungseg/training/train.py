@@ -33,7 +33,7 @@ from lungseg.training.config import TrainConfig
 from lungseg.training.curves import plot_curves, read_epochs
 from lungseg.training.data import SliceDataset, prepare_split, spread_per_patient
 from lungseg.training.export import export_onnx, onnx_max_difference, write_model_card
-from lungseg.training.model import count_parameters, start_from
+from lungseg.training.model import count_parameters, warm_start
 from lungseg.training.module import LungSegModule
 from lungseg.training.quantize import quantize_run
 
@@ -112,9 +112,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     )
 
     module = LungSegModule(config)
-    if config.init_from:
-        whole, partial = start_from(module.model, config.init_from)
-        print(f"started from {config.init_from}: {whole} tensors whole, {partial} in part")
+    for line in warm_start(module.model, config):
+        print(line)
     best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
