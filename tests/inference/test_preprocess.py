@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lungseg.errors import LungsegError
 from lungseg.imaging import Intensity
@@ -65,3 +67,33 @@ def test_the_decision_at_slice_size_is_the_argmax_of_the_resized_probabilities(
     probabilities[2, :10] = probabilities[1, :10]  # ties go to the first class
     expected = from_model_square(probabilities, placement).argmax(axis=0)
     np.testing.assert_array_equal(decision_at_slice_size(probabilities, placement), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(8, 600),
+    cols=st.integers(8, 600),
+    size=st.sampled_from([32, 64]),
+    classes=st.integers(2, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_only_the_window_around_what_is_found_is_resized_and_the_decision_is_the_same(
+    rows: int, cols: int, size: int, classes: int, seed: int
+) -> None:
+    """Mostly background with a few blobs, as a model's maps are: resizing only the
+    window around the blobs gives the whole-square decision, but where the two best
+    classes tie to within float rounding."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    logits = gaussian_filter(rng.normal(size=(classes, size, size)), (0, 2, 2)) * 20.0
+    logits[0] += 2.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=0)
+    probabilities = probabilities.astype(np.float32)
+    _, placement = to_model_square(np.zeros((rows, cols), np.float32), size)
+    resized = from_model_square(probabilities, placement)
+    expected = resized.argmax(axis=0)
+    decided = decision_at_slice_size(probabilities, placement)
+    ordered = np.sort(resized, axis=0)
+    near_tie = ordered[-1] - ordered[-2] < 1e-5
+    np.testing.assert_array_equal(decided[~near_tie], expected[~near_tie])

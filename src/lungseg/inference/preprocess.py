@@ -17,6 +17,7 @@ model's output goes back to the slice's own size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -139,18 +140,81 @@ def to_model_square(
 def decision_at_slice_size(probabilities: np.ndarray, placement: Placement) -> np.ndarray:
     """The argmax class of ``(classes, size, size)`` probabilities, each brought back to
     the slice's ``(rows, cols)`` one class at a time (the same as ``from_model_square``
-    then argmax, ties to the first class, without holding every class at full size)."""
-    best = _to_slice(probabilities[0], placement)
+    then argmax, ties to the first class, without holding every class at full size).
+
+    Where the model's input was smaller than the slice (the usual case), only the
+    window around what is not background at model size is resized: a bilinear sample is
+    a weighted mean of its neighbours with non-negative weights (and rounding is
+    monotonic), so where every neighbour's first-best class is background, the sample's
+    is too. Pillow samples a window with weights equal to the whole square's up to float
+    rounding, so a pixel whose two best classes tie to within about 1e-6 may go either
+    way."""
+    size = probabilities.shape[-1]
+    if placement.side <= size or probabilities.shape[0] < 2:
+        return _decide(
+            probabilities, placement, placement.top, placement.left, placement.rows, placement.cols
+        )
+    coarse = probabilities.argmax(axis=0)
+    rows_found, cols_found = (
+        np.nonzero(np.any(coarse != 0, axis=1)),
+        np.nonzero(np.any(coarse != 0, axis=0)),
+    )
+    decision = np.zeros((placement.rows, placement.cols), np.uint8)
+    if not rows_found[0].size:
+        return decision
+    scale = placement.side / size
+    # two model pixels of margin: a sample reads the model pixels within one of its centre
+    top, bottom = _window(rows_found[0], scale, size, placement.top, placement.rows)
+    left, right = _window(cols_found[0], scale, size, placement.left, placement.cols)
+    if top >= bottom or left >= right:
+        return decision
+    decision[
+        top - placement.top : bottom - placement.top, left - placement.left : right - placement.left
+    ] = _decide(probabilities, placement, top, left, bottom - top, right - left)
+    return decision
+
+
+def _window(found: np.ndarray, scale: float, size: int, start: int, length: int) -> tuple[int, int]:
+    """Padded-square pixels ``[first, last)`` whose samples can read a model pixel in
+    ``found`` (sorted indices), cut to the slice's ``[start, start + length)``."""
+    low = max(int(found[0]) - 2, 0)
+    high = min(int(found[-1]) + 3, size)
+    first = math.floor(low * scale)
+    last = math.ceil(high * scale)
+    return max(first, start), min(last, start + length)
+
+
+def _decide(
+    probabilities: np.ndarray, placement: Placement, top: int, left: int, rows: int, cols: int
+) -> np.ndarray:
+    """The decision over the padded square's ``rows`` x ``cols`` pixels from ``(top, left)``."""
+    best = _to_window(probabilities[0], placement, top, left, rows, cols)
     decision = np.zeros(best.shape, np.uint8)
     for index in range(1, probabilities.shape[0]):
-        plane = _to_slice(probabilities[index], placement)
+        plane = _to_window(probabilities[index], placement, top, left, rows, cols)
         better = plane > best
         decision[better] = index
         np.maximum(best, plane, out=best)
     return decision
 
 
+def _to_window(
+    plane: np.ndarray, placement: Placement, top: int, left: int, rows: int, cols: int
+) -> np.ndarray:
+    """Pixels ``[top, top + rows) x [left, left + cols)`` of ``plane`` resized to the
+    padded square: Pillow's ``box`` resizes just that window, with the very samples and
+    weights of the whole square's resize."""
+    square = plane.astype(np.float32, copy=False)
+    if plane.shape[0] == placement.side:
+        return square[top : top + rows, left : left + cols].copy()
+    scale = plane.shape[0] / placement.side
+    box = (left * scale, top * scale, (left + cols) * scale, (top + rows) * scale)
+    resized = Image.fromarray(square).resize((cols, rows), Image.Resampling.BILINEAR, box=box)
+    return np.array(resized, dtype=np.float32)  # a writable copy
+
+
 def _to_slice(plane: np.ndarray, placement: Placement) -> np.ndarray:
+    """The whole padded square resized, then the slice cut out of it."""
     square = plane.astype(np.float32)
     if plane.shape[0] != placement.side:
         resized = Image.fromarray(square).resize(
