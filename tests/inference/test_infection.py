@@ -171,3 +171,37 @@ def test_a_lung_involved_below_the_floor_scores_zero() -> None:
     result = involvement(lung, infection)
     assert result["share"]["right"] == pytest.approx(0.005)
     assert result["severity"] == {"right": 0, "left": 2, "total": 2}
+
+
+def test_an_infection_network_on_the_same_inputs_runs_in_the_lung_pass(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    """Prepared once for both networks: the same lungs and infection as a second pass
+    that prepares its own inputs; a network with another input contract gets its own."""
+    from dataclasses import replace
+
+    from synthetic import ct_volume
+
+    assert predictor.companion is predictor.infection_model
+    volume, _ = ct_volume(slices=6, size=64)
+    shared = predictor.predict(volume, spacing=(2.0, 0.7, 0.7))
+    apart = Predictor(predictor.model.path, infection_model=predictor.infection_model.path)
+    apart.companion = None  # as a network with another contract runs: prepared again
+    second = apart.predict(volume, spacing=(2.0, 0.7, 0.7))
+    assert shared.infection is not None and shared.infection.any()
+    np.testing.assert_array_equal(shared.lung, second.lung)
+    np.testing.assert_array_equal(shared.infection, second.infection)
+    assert shared.involvement == second.involvement
+    other = Predictor(
+        predictor.model.path,
+        infection_model=dark_is_ground_glass_onnx(tmp_path / "i32.onnx", size=32),
+    )
+    assert other.companion is None
+    assert other.model.shares_input(other.model) is False  # the same head names
+    assert predictor.model.shares_input(predictor.infection_model)
+    stated = predictor.infection_model.preprocessing
+    predictor.infection_model.preprocessing = replace(stated, hu_window=(-1200.0, 200.0))
+    try:
+        assert not predictor.model.shares_input(predictor.infection_model)
+    finally:
+        predictor.infection_model.preprocessing = stated

@@ -133,24 +133,41 @@ class SegmentationModel:
         intensities: list[Intensity],
         *,
         progress: Progress | None = None,
+        companion: SegmentationModel | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Each head's decision per slice, at the slice's own size, from one model pass.
         Slices go through the model in chunks of ``CHUNK``, so memory holds one chunk's
-        inputs and probabilities, never a scan's."""
+        inputs and probabilities, never a scan's.
+
+        ``companion``: a second network with the same input contract (``shares_input``)
+        and heads of other names, run on the very inputs prepared for this one; its
+        heads join this one's (a slice is prepared once for both)."""
+        if companion is not None and not self.shares_input(companion):
+            raise LungsegError(
+                f"{companion.path} cannot share {self.path}'s inputs (its input contract "
+                "or a head's name differs)"
+            )
         done = 0
-        heads = self.heads
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
-            probabilities = self.probabilities(squares)
-            for p, placement in zip(probabilities, placements, strict=True):
+            runs = [(self.heads, self.probabilities(squares))]
+            if companion is not None:
+                runs.append((companion.heads, companion.probabilities(squares)))
+            for number, placement in enumerate(placements):
                 yield {
-                    name: decision_at_slice_size(p[a:b], placement)
+                    name: decision_at_slice_size(probabilities[number, a:b], placement)
+                    for heads, probabilities in runs
                     for name, (a, b) in heads.items()
                 }
             done += len(placements)
             if progress is not None:
                 progress(done, len(images))
+
+    def shares_input(self, other: SegmentationModel) -> bool:
+        """Whether ``other`` takes the very inputs this model takes, and names its heads
+        apart from this one's (so one prepared chunk can feed both)."""
+        return other.preprocessing == self.preprocessing and not set(other.heads) & set(self.heads)
 
     @property
     def classes(self) -> list[str]:
@@ -205,16 +222,18 @@ def _iter_raw_lung_labels(
     intensities: list[Intensity],
     progress: Progress | None,
     infection: np.ndarray | None = None,
+    companion: SegmentationModel | None = None,
 ) -> Iterator[np.ndarray]:
     """Raw lung labels per slice; with ``infection`` (a ``(n, rows, cols)`` buffer) the
-    infection head's classes of the same pass are written into it."""
+    infection head's classes of the same pass (of this model, or of ``companion`` run
+    on the same inputs) are written into it."""
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
     elif "lung" in model.heads and tuple(model.head_classes("lung")) == LUNG_CLASSES:
         table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
-    maps = model.iter_head_maps(images, intensities, progress=progress)
+    maps = model.iter_head_maps(images, intensities, progress=progress, companion=companion)
     for index, (heads, image) in enumerate(zip(maps, images, strict=True)):
         blank = not image.size or image.min() == image.max()
         if infection is not None:
@@ -270,17 +289,19 @@ def segment_image(
     postprocess: bool = True,
     progress: Progress | None = None,
     infection: np.ndarray | None = None,
+    companion: SegmentationModel | None = None,
 ) -> np.ndarray:
     """Lung labels (0, 1 right, 2 left) of a slice or a volume (slice by slice, then cleaned
     in 3D: only what connects to the lungs stays), the shape of ``image.array``.
 
     ``infection``: a uint8 buffer of the image's slices ``(n, rows, cols)`` that a model
     with an infection head fills from the same pass (0 none, 1 ground glass, 2
-    consolidation, 3 effusion; not yet restricted to the lungs)."""
+    consolidation, 3 effusion; not yet restricted to the lungs); ``companion``, an
+    infection network sharing the lung model's inputs, gives it instead."""
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
     stack = np.empty((len(planes), *planes[0].shape), np.uint8)
-    raw = _iter_raw_lung_labels(model, planes, intensities, progress, infection)
+    raw = _iter_raw_lung_labels(model, planes, intensities, progress, infection, companion)
     for index, labels in enumerate(raw):
         stack[index] = labels
     if postprocess:

@@ -103,6 +103,14 @@ class Predictor:
             path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
             if infection_model is not None or path.is_file():
                 self.infection_model = SegmentationModel(path, threads=threads)
+        # an infection network on the lung model's very inputs runs in the same loop
+        self.companion = (
+            self.infection_model
+            if self.infection_model is not None
+            and "infection" in self.infection_model.heads
+            and self.model.shares_input(self.infection_model)
+            else None
+        )
 
     def _infection_description(self) -> str:
         """What the infection findings come from, for the page and the JSON."""
@@ -167,9 +175,12 @@ class Predictor:
         """
         started = time.perf_counter() if started is None else started
         count = image.array.shape[0] if image.is_volume else 1
-        passes = 1 if self.infection_model is None else 2
+        second_pass = self.infection_model is not None and self.companion is None
+        passes = 2 if second_pass else 1
         infection = (
-            np.zeros((count, *image.array.shape[-2:]), np.uint8) if self.infection_head else None
+            np.zeros((count, *image.array.shape[-2:]), np.uint8)
+            if self.infection_head or self.companion is not None
+            else None
         )
 
         def step(offset: int) -> Progress | None:
@@ -177,7 +188,9 @@ class Predictor:
                 return None
             return lambda done, _total: progress(offset + done, passes * count)
 
-        lung = segment_image(self.model, image, progress=step(0), infection=infection)
+        lung = segment_image(
+            self.model, image, progress=step(0), infection=infection, companion=self.companion
+        )
         notes = list(image.notes)
         if image.array.size and image.array.min() == image.array.max():
             notes.append("the image holds one value only (blank): no lung to find")
@@ -208,7 +221,8 @@ class Predictor:
                 )
                 for index, plane in enumerate(lung)
             ]
-        if self.infection_model is not None:  # a second network
+        if second_pass:  # a second network that prepares its own inputs
+            assert self.infection_model is not None
             infection = infection_labels(
                 self.infection_model, list(image.slices()), image.intensity, progress=step(count)
             )
