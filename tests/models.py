@@ -71,3 +71,33 @@ def sided_onnx(path: Path, size: int = 64, *, swap: bool = False) -> Path:
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(card))
     return onnx_path
+
+
+class LungsAndGroundGlass(torch.nn.Module):
+    """A stand-in for a network with a lung and an infection head (7 channels): the
+    sided lungs of ``DarkIsLungBySide`` and, on the same dark pixels, ground glass."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        lungs = DarkIsLungBySide()(image)
+        ggo = 40.0 * (0.5 - image)
+        zero = torch.zeros_like(image)
+        return torch.cat([lungs, -ggo, ggo, zero - 20.0, zero - 20.0], dim=1)
+
+
+def lungs_and_infection_onnx(path: Path, size: int = 64) -> Path:
+    heads = {"lung": (0, 3), "infection": (3, 7)}
+    onnx_path = export_onnx(LungsAndGroundGlass(), path, size, heads)
+    card = {
+        "name": "test-lungs-and-infection",
+        "task": "lung+infection",
+        "input": {"preprocessing": {"size": size}},
+        "output": {
+            "classes": [
+                *("background", "right_lung", "left_lung"),
+                *("no_infection", "ground_glass", "consolidation", "pleural_effusion"),
+            ],
+            "heads": {name: list(span) for name, span in heads.items()},
+        },
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(card))
+    return onnx_path

@@ -205,3 +205,29 @@ def test_an_infection_network_on_the_same_inputs_runs_in_the_lung_pass(
         assert not predictor.model.shares_input(predictor.infection_model)
     finally:
         predictor.infection_model.preprocessing = stated
+
+
+def test_an_infection_network_that_finds_the_lungs_too_answers_alone_unless_a_lung_model_is_named(
+    tmp_path: Path,
+) -> None:
+    """The shipped pair: the lung network alone for lungs only; with infection, the
+    network with both heads in one pass. A named lung model keeps giving the lungs."""
+    from models import lungs_and_infection_onnx, sided_onnx
+
+    both = lungs_and_infection_onnx(tmp_path / "both.onnx")
+    lung = sided_onnx(tmp_path / "lung.onnx", swap=True)  # its sides differ from both's
+    one_pass = Predictor(infection_model=both)
+    assert one_pass.model.path == both and one_pass.infection_model is None
+    assert one_pass.infection_head
+    assert Predictor(infection_model=both, infection=False).model.path != both
+    named = Predictor(lung, infection_model=both)
+    assert named.model.path == lung and named.infection_model is not None
+    assert named.companion is None  # both have a lung head: the infection pass is apart
+    hu, lungs = ct_slice(64)
+    picture = write_png(tmp_path / "s.png", display_slice(hu))
+    alone, paired = one_pass.predict(picture), named.predict(picture)
+    assert alone.infection is not None and paired.infection is not None
+    np.testing.assert_array_equal(alone.infection, paired.infection)
+    np.testing.assert_array_equal(alone.lung != 0, paired.lung != 0)
+    assert not np.array_equal(alone.lung, paired.lung)  # the named model's sides
+    np.testing.assert_array_equal(alone.infection == GROUND_GLASS, lungs > 0)

@@ -103,6 +103,12 @@ class Predictor:
             path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
             if infection_model is not None or path.is_file():
                 self.infection_model = SegmentationModel(path, threads=threads)
+            # no lung model named, and the infection network finds the lungs too (the
+            # shipped one does): it answers both in one pass
+            joint = self.infection_model
+            if model is None and joint is not None and joint.has_infection_head:
+                self.model, self.infection_model = joint, None
+                self.infection_head = True
         # an infection network on the lung model's very inputs runs in the same loop
         self.companion = (
             self.infection_model
