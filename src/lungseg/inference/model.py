@@ -102,7 +102,7 @@ class SegmentationModel:
         stacked = np.stack(squares) if squares else np.zeros((0, self.size, self.size), np.float32)
         return stacked, placements
 
-    def probabilities(self, squares: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    def probabilities(self, squares: np.ndarray, batch_size: int = 4) -> np.ndarray:
         """Class probabilities ``(n, classes, size, size)`` of inputs ``(n, size, size)`` in [0, 1]."""
         out = []
         for start in range(0, squares.shape[0], batch_size):
