@@ -67,7 +67,7 @@ infection-model: train-data
 # Needs the training set: run `make train-data` (or `make model`) first.
 evaluate: $(BIN)/.installed
 	$(BIN)/lungseg evaluate --data $(TRAIN_DATA) --split test --scan $(SCAN) --out build/evaluation
-	$(BIN)/lungseg evaluate --model src/lungseg/models/infection_unet.onnx --data $(TRAIN_DATA) --out build/evaluation-infection
+	$(BIN)/lungseg evaluate --model src/lungseg/models/infection_unet.onnx --data $(TRAIN_DATA) --split test --scan $(SCAN) --out build/evaluation-infection
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
@@ -108,7 +108,8 @@ docs-model:
 	cp build/evaluation/worst_renderings.png docs/images/eval_worst_renderings.png
 	cp build/evaluation/renderings_examples.png docs/images/eval_renderings_examples.png
 	cp build/evaluation/best_worst_covid19-ct-seg-clahe.png docs/images/eval_best_worst_covid19_clahe.png
-	cp build/evaluation-infection/infection_best_worst.png docs/images/eval_infection_best_worst.png
+	cp build/evaluation-infection/infection/infection_best_worst.png docs/images/eval_infection_best_worst.png
+	cp runs/joint-two-decoders/curves.png docs/images/training_curves_infection.png
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -34,8 +34,9 @@ def read_epochs(metrics_csv: Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def plot_curves(metrics_csv: Path, out: Path) -> Path:
-    """Write the 4-panel curve picture; returns its path."""
+def plot_curves(metrics_csv: Path, out: Path, monitor: str = "val_dice") -> Path:
+    """Write the 4-panel curve picture, the checkpoint's epoch (the best ``monitor``)
+    marked; returns its path."""
     series = read_epochs(metrics_csv)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (name, title) in zip(axes, PANELS, strict=True):
@@ -59,10 +60,11 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    val_dice = series.get("val_dice", {})
-    if val_dice:
-        best_epoch = max(val_dice, key=val_dice.__getitem__)
-        axes[1].axvline(best_epoch, color="grey", linestyle=":", label="best")
-        axes[1].set_title(f"Dice (best val {val_dice[best_epoch]:.4f}, epoch {best_epoch})")
+    watched, val_dice = series.get(monitor, {}), series.get("val_dice", {})
+    if watched and val_dice:
+        best_epoch = max(watched, key=watched.__getitem__)
+        axes[1].axvline(best_epoch, color="grey", linestyle=":", label="checkpoint")
+        value = val_dice.get(best_epoch, float("nan"))
+        axes[1].set_title(f"Dice (checkpoint: epoch {best_epoch}, val {value:.4f})")
     save_figure(fig, out, 90)
     return out

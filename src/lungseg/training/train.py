@@ -154,7 +154,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         ]
         module.load_state_dict(state)
     model = module.model.cpu().eval()
-    plot_curves(out / "metrics.csv", out / "curves.png")
+    plot_curves(out / "metrics.csv", out / "curves.png", config.monitor)
     onnx_path = export_onnx(
         model, out / "model.onnx", config.image_size, get_task(config.task).heads
     )
