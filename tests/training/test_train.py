@@ -4,7 +4,7 @@ import csv
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -335,6 +335,14 @@ def test_two_decoders_read_one_encoder_each_started_from_its_own_run(
         out = both(image)
         torch.testing.assert_close(out[:, :3], lung(image))
         torch.testing.assert_close(out[:, 3:], infection(image))
+    # a run of the two-decoder network starts the next one whole
+    again = replace(config, init_from=str(saved(both, "both.ckpt")), init_infection_from="")
+    restarted = create_model(again).eval()
+    assert len(warm_start(restarted, again)) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(restarted(image), out)
+    with pytest.raises(LungsegError, match="starts both decoders already"):
+        warm_start(restarted, replace(again, init_infection_from=config.init_infection_from))
 
 
 def infection_encoder_keys(network: torch.nn.Module) -> set[str]:

@@ -104,9 +104,16 @@ class TwoDecoderUNet(torch.nn.Module):
 
 def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
     """Start ``model`` from the config's earlier runs (``init_from``, and for two
-    decoders ``init_infection_from`` for the infection decoder); one line per run used."""
+    decoders ``init_infection_from`` for the infection decoder, unless ``init_from`` is
+    a run of the two-decoder network itself); one line per run used."""
     parts: list[tuple[torch.nn.Module, str]]
-    if isinstance(model, TwoDecoderUNet):
+    if isinstance(model, TwoDecoderUNet) and _has_two_decoders(config.init_from):
+        parts = [(model, config.init_from)]  # an earlier run of this network: all of it
+        if config.init_infection_from:
+            raise LungsegError(
+                f"{config.init_from} starts both decoders already; leave init_infection_from empty"
+            )
+    elif isinstance(model, TwoDecoderUNet):
         parts = [(model.lung, config.init_from), (model.infection, config.init_infection_from)]
     elif config.init_infection_from:
         raise LungsegError("init_infection_from needs the 'unet-two-decoders' architecture")
@@ -122,6 +129,17 @@ def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def _has_two_decoders(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` is a lungseg run of the two-decoder network."""
+    if not checkpoint:
+        return False
+    try:
+        stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    except (OSError, KeyError, RuntimeError, pickle.UnpicklingError):
+        return False  # start_from says what is wrong with it
+    return any(name.startswith("model.infection.") for name in stored)
 
 
 def start_from(model: torch.nn.Module, checkpoint: str | Path) -> tuple[int, int]:
