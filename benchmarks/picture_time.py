@@ -1,0 +1,100 @@
+"""What the work around the model costs per 512x512 slice, against the simpler way.
+
+Over real finding-lungs slices and the shipped one-pass network, prints ms per slice:
+  * the decision at slice size: lungseg's window resize (`decision_at_slice_size`)
+    against resizing every class over the whole square (`from_model_square`, argmax),
+    and how many pixels differ;
+  * the overlay PNG: lungseg's writer (unfiltered rows, zlib level 1) against Pillow's
+    (level 1, its filters), and the files' sizes;
+  * the overlay with its labels (`annotated_overlay`).
+
+    .venv/bin/python benchmarks/picture_time.py [--slices 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lungseg.imaging import read_image
+from lungseg.inference import Predictor
+from lungseg.inference.outputs import annotated_overlay, png_bytes
+from lungseg.inference.preprocess import decision_at_slice_size, from_model_square
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def per_call_ms(work: Callable[[], object], repeats: int = 5) -> float:
+    work()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    return (time.perf_counter() - started) * 1000.0 / repeats
+
+
+def pillow_png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--slices", type=int, default=20)
+    args = parser.parse_args()
+    paths = sorted((DATA / "finding-lungs-ct" / "2d_images").glob("*.tif"))[: args.slices]
+    if not paths:
+        raise SystemExit(f"needs the real data in {DATA}")
+    predictor = Predictor()
+    model = predictor.model
+    figures: dict[str, list[float]] = {}
+    differing = 0
+    sizes = {"lungseg": 0, "pillow": 0}
+    for path in paths:
+        image = read_image(path)
+        squares, placements = model.prepare([image.array], [image.intensity])
+        probabilities = model.probabilities(squares)[0]
+        heads = [probabilities[a:b] for a, b in model.heads.values()]
+        placement = placements[0]
+
+        def window() -> list[np.ndarray]:
+            return [decision_at_slice_size(p, placement) for p in heads]  # noqa: B023
+
+        def whole() -> list[np.ndarray]:
+            return [from_model_square(p, placement).argmax(axis=0) for p in heads]  # noqa: B023
+
+        figures.setdefault("decision, window", []).append(per_call_ms(window))
+        figures.setdefault("decision, whole square", []).append(per_call_ms(whole))
+        differing += sum(int((a != b).sum()) for a, b in zip(window(), whole(), strict=True))
+        prediction = predictor.segment(image)
+        overlay = annotated_overlay(prediction)
+        figures.setdefault("overlay with labels", []).append(
+            per_call_ms(lambda: annotated_overlay(prediction))  # noqa: B023
+        )
+        figures.setdefault("overlay PNG, lungseg", []).append(
+            per_call_ms(lambda: png_bytes(overlay))  # noqa: B023
+        )
+        figures.setdefault("overlay PNG, Pillow", []).append(
+            per_call_ms(lambda: pillow_png(overlay))  # noqa: B023
+        )
+        sizes["lungseg"] += len(png_bytes(overlay))
+        sizes["pillow"] += len(pillow_png(overlay))
+    print(f"{len(paths)} finding-lungs slices of 512x512, {model.path.name} ({len(heads)} heads)")
+    for name, values in figures.items():
+        print(f"{name:26s} {statistics.median(values):6.2f} ms (median per slice)")
+    print(f"pixels where the window and the whole-square decision differ: {differing}")
+    print(
+        f"overlay PNG size, mean: lungseg {sizes['lungseg'] / len(paths) / 1000:.0f} kB, "
+        f"Pillow {sizes['pillow'] / len(paths) / 1000:.0f} kB"
+    )
+
+
+if __name__ == "__main__":
+    main()
