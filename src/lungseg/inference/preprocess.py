@@ -154,18 +154,16 @@ def decision_at_slice_size(probabilities: np.ndarray, placement: Placement) -> n
         return _decide(
             probabilities, placement, placement.top, placement.left, placement.rows, placement.cols
         )
-    coarse = probabilities.argmax(axis=0)
-    rows_found, cols_found = (
-        np.nonzero(np.any(coarse != 0, axis=1)),
-        np.nonzero(np.any(coarse != 0, axis=0)),
-    )
+    found = probabilities.argmax(axis=0) != 0
+    rows_found = np.flatnonzero(found.any(axis=1))
+    cols_found = np.flatnonzero(found.any(axis=0))
     decision = np.zeros((placement.rows, placement.cols), np.uint8)
-    if not rows_found[0].size:
+    if not rows_found.size:
         return decision
     scale = placement.side / size
     # two model pixels of margin: a sample reads the model pixels within one of its centre
-    top, bottom = _window(rows_found[0], scale, size, placement.top, placement.rows)
-    left, right = _window(cols_found[0], scale, size, placement.left, placement.cols)
+    top, bottom = _window(rows_found, scale, size, placement.top, placement.rows)
+    left, right = _window(cols_found, scale, size, placement.left, placement.cols)
     if top >= bottom or left >= right:
         return decision
     decision[
