@@ -101,3 +101,32 @@ def lungs_and_infection_onnx(path: Path, size: int = 64) -> Path:
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(card))
     return onnx_path
+
+
+class SidedAndTurned(torch.nn.Module):
+    """``DarkIsLungBySide`` with an orientation head that says every picture is in turn
+    ``turn`` (index into ``DIHEDRAL``) with probability ``confidence``."""
+
+    def __init__(self, turn: int, confidence: float) -> None:
+        super().__init__()
+        others = (1.0 - confidence) / 7.0
+        logits = torch.full((8,), float(torch.log(torch.tensor(others))))
+        logits[turn] = float(torch.log(torch.tensor(confidence)))
+        self.register_buffer("logits", logits)
+        self.lungs = DarkIsLungBySide()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = image.mean(dim=(1, 2, 3))[:, None] * 0.0  # the batch's size, nothing else
+        return self.lungs(image), batch + self.logits
+
+
+def sided_and_turned_onnx(path: Path, turn: int, confidence: float = 0.95, size: int = 64) -> Path:
+    onnx_path = export_onnx(SidedAndTurned(turn, confidence), path, size)
+    card = {
+        "name": "test-sided-lung-with-orientation",
+        "task": "lung",
+        "input": {"preprocessing": {"size": size}},
+        "output": {"classes": ["background", "right_lung", "left_lung"], "decision": "argmax"},
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(card))
+    return onnx_path

@@ -202,6 +202,36 @@ def test_shipped_model_is_right_on_what_users_upload(shared_data: Path) -> None:
     assert slice_scores(labels != 0, truth != 0)["dice"] > 0.95
 
 
+@pytest.mark.parametrize("infection", [False, True])
+def test_shipped_networks_find_which_way_a_real_photo_is_turned(
+    shared_data: Path, tmp_path: Path, infection: bool
+) -> None:
+    """A held-out finding-lungs test slice, saved in each of the 8 flips and quarter
+    turns as a lung-window PNG: the shipped network's orientation head finds the turn,
+    the photo is segmented upright, and the patient's right lung is right every time."""
+    from PIL import Image
+
+    from lungseg.core.masks import reference_sides, side_agreement
+    from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
+    from lungseg.imaging.render import window
+    from lungseg.inference import Predictor
+
+    folder = shared_data / "finding-lungs-ct"
+    image = read_image(folder / "2d_images" / "ID_0008_Z_0065.tif")
+    truth = read_mask(folder / "2d_masks" / "ID_0008_Z_0065.tif", like=image).array
+    sides = reference_sides(np.where(truth > 0, 3, 0))
+    predictor = Predictor(infection=infection)
+    picture = window(image.array, -600.0, 1500.0)
+    for turns, flip in DIHEDRAL:
+        path = tmp_path / f"turned_{turns}_{int(flip)}.png"
+        Image.fromarray(apply_dihedral(picture, turns, flip)).save(path)
+        result = predictor.predict(path)
+        found = [note for note in result.notes if "the picture looks" in note]
+        assert bool(found) == ((turns, flip) != (0, False)), (turns, flip, result.notes)
+        back = undo_dihedral(result.lung, turns, flip)
+        assert side_agreement(back, sides) > 0.95, (turns, flip)
+
+
 # Exact pixel counts of the shipped lung model (right, left) on real images, as lungmask's
 # tests pin voxel counts: any change to the model, the pre-processing or the post-processing
 # shows here. Measured 2026-12-01 with the shipped int8 model (the float model of

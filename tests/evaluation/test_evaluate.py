@@ -59,6 +59,28 @@ def test_orientations_and_renderings_tell_a_threshold_from_a_segmenter(
     )
 
 
+def test_the_report_scores_pictures_as_photos_turned_upright_by_the_orientation_head(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """A stand-in whose orientation head says every picture is mirrored: the mirrored
+    pictures are then segmented upright, so their sides (by position in the stand-in)
+    come out right and the upright ones' wrong; the report counts the turns found."""
+    from models import sided_and_turned_onnx
+
+    from lungseg.imaging.orientation import DIHEDRAL
+
+    model = sided_and_turned_onnx(tmp_path / "m.onnx", DIHEDRAL.index((0, True)))
+    result = evaluate(model, dataset, "test", tmp_path / "report")
+    stats = result.summary["sources"]["finding"]
+    assert stats["sides_correct"]["mirror+upright"] == 1.0
+    assert stats["sides_correct"]["upright"] == 0.0
+    assert stats["turn_found"]["mirror+upright"] == 1.0
+    assert stats["turn_found"]["upright"] == 0.0 and stats["turn_found"]["rot90"] == 0.0
+    assert (
+        "whose turn the orientation head finds" in (tmp_path / "report" / "report.md").read_text()
+    )
+
+
 def test_a_wrong_model_scores_low(dataset: Path, tmp_path: Path) -> None:
     import torch
 

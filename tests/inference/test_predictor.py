@@ -173,6 +173,43 @@ def test_a_file_with_orientation_keeps_its_sides_where_the_model_disagrees(
     assert any("sides from the file kept" in note for note in result.notes)
 
 
+def test_a_photo_the_model_finds_turned_is_segmented_upright(tmp_path: Path) -> None:
+    """With an orientation head that finds a photo mirrored, the photo is segmented
+    mirrored back (upright) and the masks mirrored onto it: the stand-in's sides by
+    position then fall on the picture's other side. Below the confidence, or on a file
+    that has its orientation, the picture is taken as it is."""
+    from models import sided_and_turned_onnx
+
+    hu, lungs = ct_slice(64)
+    png = write_png(tmp_path / "slice.png", display_slice(hu))
+    mirror = DIHEDRAL.index((0, True))
+    result = Predictor(sided_and_turned_onnx(tmp_path / "m.onnx", mirror), infection=False).predict(
+        png
+    )
+    assert _dice(result.lung == LUNG_RIGHT, lungs == 2) > 0.95  # the picture's right side
+    assert _dice(result.lung == LUNG_LEFT, lungs == 1) > 0.95
+    assert any("looks mirrored left-right (from" in note for note in result.notes)
+    unsure = sided_and_turned_onnx(tmp_path / "u.onnx", mirror, confidence=0.4)
+    as_is = Predictor(unsure, infection=False).predict(png)
+    assert _dice(as_is.lung == LUNG_RIGHT, lungs == 1) > 0.95
+    assert not any("looks" in note for note in as_is.notes)
+    # a quarter turn: the masks come back on the picture as given, whole
+    turned = write_png(tmp_path / "turned.png", apply_dihedral(display_slice(hu), 1, False))
+    quarter = sided_and_turned_onnx(tmp_path / "q.onnx", DIHEDRAL.index((1, False)))
+    found = Predictor(quarter, infection=False).predict(turned)
+    upright_lungs = undo_dihedral(found.lung, 1, False)
+    assert _dice(upright_lungs == LUNG_RIGHT, lungs == 1) > 0.95
+    assert _dice(upright_lungs == LUNG_LEFT, lungs == 2) > 0.95
+    # a DICOM series says how it lies: its sides are the file's, never turned
+    volume, volume_lungs = ct_volume(slices=6, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "scan", volume)
+    scan = Predictor(sided_and_turned_onnx(tmp_path / "m.onnx", mirror), infection=False).predict(
+        tmp_path / "scan"
+    )
+    assert _dice(scan.lung == LUNG_RIGHT, volume_lungs == 1) > 0.95
+    assert not any("looks" in note for note in scan.notes)
+
+
 @pytest.mark.parametrize(
     ("name", "pixels"),
     [

@@ -367,3 +367,59 @@ def test_two_decoders_need_a_lung_and_an_infection_head() -> None:
     plain = tiny_config(init_infection_from="runs/x/checkpoints/best.ckpt")
     with pytest.raises(LungsegError, match="needs the 'unet-two-decoders' architecture"):
         warm_start(create_model(plain), plain)
+
+
+@pytest.mark.parametrize("num_res_units", [0, 1])
+def test_the_unet_written_out_is_monais_and_gives_its_deepest_features(num_res_units: int) -> None:
+    import torch
+
+    from lungseg.training.model import create_model
+    from lungseg.training.orientation import encoder_bottom, unet_with_bottom
+
+    torch.manual_seed(0)
+    net = create_model(tiny_config(num_res_units=num_res_units)).eval()
+    both = create_model(
+        tiny_config(
+            task="lung+infection", architecture="unet-two-decoders", num_res_units=num_res_units
+        )
+    ).eval()
+    image = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        logits, bottom = unet_with_bottom(net, image)  # type: ignore[arg-type]
+        torch.testing.assert_close(logits, net(image))
+        torch.testing.assert_close(encoder_bottom(net, image), bottom)
+        two_logits, two_bottom = both.forward_with_bottom(image)  # type: ignore[operator]
+        torch.testing.assert_close(two_logits, both(image))
+        torch.testing.assert_close(encoder_bottom(both, image), two_bottom)
+    assert bottom.shape == (2, 16, 8, 8)  # the deepest level: 16 filters at a quarter size
+
+
+@pytest.mark.slow
+def test_lungseg_orient_adds_an_orientation_output_and_leaves_the_lungs_alone(
+    tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    import onnx
+
+    out = tmp_path / "run"
+    train(tiny_config(max_epochs=2), tiny_dataset, out)
+    images = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    before = SegmentationModel(out / "model.onnx")
+    assert not before.orients
+    lungs_before = before.probabilities(images)
+    assert main(["orient", str(out), "--data", str(tiny_dataset), "--epochs", "2"]) == 0
+    assert "turn found" in capsys.readouterr().out
+    after = SegmentationModel(out / "model.onnx")
+    assert after.orients
+    probabilities, turns = after.run(images)
+    np.testing.assert_allclose(probabilities, lungs_before, atol=1e-5)  # the network is frozen
+    assert turns is not None and turns.shape == (3, 8)
+    np.testing.assert_allclose(turns.sum(axis=1), 1.0, atol=1e-5)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["output"]["orientation"]["classes"][4] == "mirror+upright"
+    assert 0.0 <= card["metrics"]["orientation_val_accuracy"] <= 1.0
+    assert card["onnx"]["max_abs_difference_vs_pytorch"] < 1e-4
+    for name in ("orientation_curves.png", "orientation_metrics.csv", "checkpoints/orientation.pt"):
+        assert (out / name).is_file(), name
+    outputs = [o.name for o in onnx.load(str(out / "model_int8.onnx")).graph.output]
+    assert outputs == ["probabilities", "orientation"]
+    assert SegmentationModel(out / "model_int8.onnx").orients

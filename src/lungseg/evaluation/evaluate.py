@@ -135,7 +135,12 @@ def evaluate(
         cases = variants_of(record.image, record.intensity)
         if not variants:
             cases = cases[:1]
-        raw = raw_lung_labels(model, [v.image for v in cases], [v.intensity for v in cases])
+        # pictures, as users send photos: a turned one is segmented upright where the
+        # model's orientation head finds it turned
+        turns: list[int] = []
+        raw = raw_lung_labels(
+            model, [v.image for v in cases], [v.intensity for v in cases], upright=True, turns=turns
+        )
         predicted = [
             postprocess_slice(m, v.image, v.intensity) for m, v in zip(raw, cases, strict=True)
         ]
@@ -155,6 +160,11 @@ def evaluate(
                 scores[f"dice_{variant.name}"] = slice_scores(back != 0, truth)["dice"]
             if variant.kind == "orientation":
                 scores[f"side_ok_{variant.name}"] = int(side_agreement(back, sides) >= SIDE_OK)
+            if variant.kind == "orientation" and model.orients:
+                found = turns[cases.index(variant)]
+                scores[f"turn_ok_{variant.name}"] = int(
+                    found == DIHEDRAL.index((variant.turns, variant.flip))
+                )
             if variant.kind == "rendering":  # keep only the worst few pictures in memory
                 kept = worst.setdefault(variant.name, [])
                 kept.append((scores[f"dice_{variant.name}"], row.slice_id, variant.image, back))
@@ -201,11 +211,12 @@ def summarise(rows: list[dict[str, Any]], split: str, model: SegmentationModel) 
                 "min_dice": round(float(np.min(variant_dice)), 4),
             }
         stats["variants"] = variant_means
-        stats["sides_correct"] = {
-            key[len("side_ok_") :]: round(float(np.mean([int(r[key]) for r in subset])), 4)
-            for key in subset[0]
-            if key.startswith("side_ok_")
-        }
+        for name, prefix in (("sides_correct", "side_ok_"), ("turn_found", "turn_ok_")):
+            stats[name] = {
+                key[len(prefix) :]: round(float(np.mean([int(r[key]) for r in subset])), 4)
+                for key in subset[0]
+                if key.startswith(prefix)
+            }
         patients = sorted({str(r["patient"]) for r in subset})
         stats["patients"] = len(patients)
         stats["dice_per_patient"] = (

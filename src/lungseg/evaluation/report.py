@@ -144,7 +144,9 @@ def examples_picture(model: SegmentationModel, image: np.ndarray, path: Path) ->
     from lungseg.evaluation.evaluate import variants_of
 
     cases = [v for v in variants_of(image, Intensity.HU) if not v.name.endswith(".jpg")]
-    labels = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])
+    labels = segment_slices(
+        model, [v.image for v in cases], [v.intensity for v in cases], upright=True
+    )
     columns = 8
     rows = -(-len(cases) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows), squeeze=False)
@@ -280,8 +282,9 @@ def write_evaluation_report(
         lines += [
             "## Orientation: lung Dice and right/left sides",
             "",
-            "Each slice turned and mirrored; the prediction is turned back and scored. Mean "
-            "Dice minus upright:",
+            "Each slice turned and mirrored and segmented as a photo is (where the model's "
+            "orientation head finds a picture turned, it is segmented upright and the masks "
+            "turned back); the prediction is turned back and scored. Mean Dice minus upright:",
             "",
             markdown_table(["source", *orientations], turn_rows),
             "",
@@ -290,6 +293,18 @@ def write_evaluation_report(
             "must still show the patient's right lung as right):",
             "",
             markdown_table(["source", *orientations], side_rows),
+            "",
+        ]
+    turn_found = [
+        [source] + [f"{100 * found[o]:.1f} %" if o in found else "-" for o in orientations]
+        for source, stats in summary["sources"].items()
+        if (found := stats.get("turn_found", {}))
+    ]
+    if turn_found:
+        lines += [
+            "Pictures whose turn the orientation head finds (upright: left as it is):",
+            "",
+            markdown_table(["source", *orientations], turn_found),
             "",
         ]
     per_patient = [

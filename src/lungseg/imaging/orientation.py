@@ -104,6 +104,14 @@ def dihedral_name(turns: int, flip: bool) -> str:
     return ("mirror+" if flip else "") + ("upright" if turns == 0 else f"rot{90 * turns}")
 
 
+def describe_turn(turns: int, flip: bool) -> str:
+    """In words, for notes: "mirrored left-right and turned 90 degrees counter-clockwise"."""
+    parts = ["mirrored left-right"] if flip else []
+    if turns:
+        parts.append(f"turned {90 * turns} degrees counter-clockwise")
+    return " and ".join(parts) or "upright"
+
+
 def apply_dihedral(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """Mirror left-right (if ``flip``), then turn ``turns`` quarter turns counter-clockwise."""
     out = image[..., ::-1] if flip else image

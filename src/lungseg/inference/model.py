@@ -14,6 +14,7 @@ from lungseg.core.masks import clean_lung_labels
 from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_regions
+from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
 from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
@@ -28,6 +29,10 @@ LUNG_CLASSES = ("background", "lung")
 DECISIONS = ("argmax",)
 CHUNK = 32
 """Slices prepared and run through the model together (bounds memory on long scans)."""
+ORIENTATION_OUTPUT = "orientation"
+TURN_CONFIDENCE = 0.5
+"""A photo is turned upright where the orientation head gives one turn at least this
+probability (``training.orientation``)."""
 
 Progress = Callable[[int, int], None]
 """Called with (slices done, slices in all) as work goes on."""
@@ -67,6 +72,9 @@ class SegmentationModel:
         shape = self.session.get_inputs()[0].shape
         self.size = int(shape[-1])
         self.input_name = self.session.get_inputs()[0].name
+        names = [output.name for output in self.session.get_outputs()]
+        self.orients = ORIENTATION_OUTPUT in names[1:]
+        """The model also says which way a picture is turned (an orientation head)."""
         self.card = self._read_card()
         self.preprocessing = self._contract()
         decision = str(self.card.get("output", {}).get("decision", "argmax"))
@@ -104,13 +112,30 @@ class SegmentationModel:
 
     def probabilities(self, squares: np.ndarray, batch_size: int = 4) -> np.ndarray:
         """Class probabilities ``(n, classes, size, size)`` of inputs ``(n, size, size)`` in [0, 1]."""
-        out = []
+        return self.run(squares, batch_size)[0]
+
+    def run(self, squares: np.ndarray, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities of inputs ``(n, size, size)`` in [0, 1], and, for a model with
+        an orientation head, the probability of each turn ``(n, 8)`` (else ``None``)."""
+        out, turns = [], []
         for start in range(0, squares.shape[0], batch_size):
             batch = squares[start : start + batch_size, np.newaxis].astype(np.float32)
-            out.append(self.session.run(None, {self.input_name: batch})[0])
+            answer = self.session.run(None, {self.input_name: batch})
+            out.append(answer[0])
+            if self.orients:
+                turns.append(answer[1])
         if not out:
-            return np.zeros((0, len(self.classes), self.size, self.size), np.float32)
-        return np.concatenate(out)
+            empty = np.zeros((0, len(self.classes), self.size, self.size), np.float32)
+            return empty, np.zeros((0, len(DIHEDRAL)), np.float32) if self.orients else None
+        return np.concatenate(out), np.concatenate(turns) if self.orients else None
+
+    def turn_of(self, orientation: np.ndarray | None) -> int:
+        """The turn (index into ``DIHEDRAL``) a picture is in, from its orientation
+        probabilities: 0 (upright, leave it) unless one turn has ``TURN_CONFIDENCE``."""
+        if orientation is None:
+            return 0
+        turn = int(np.argmax(orientation))
+        return turn if orientation[turn] >= TURN_CONFIDENCE else 0
 
     def iter_class_maps(
         self,
@@ -134,6 +159,8 @@ class SegmentationModel:
         *,
         progress: Progress | None = None,
         companion: SegmentationModel | None = None,
+        upright: bool = False,
+        turns: list[int] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Each head's decision per slice, at the slice's own size, from one model pass.
         Slices go through the model in chunks of ``CHUNK``, so memory holds one chunk's
@@ -141,7 +168,12 @@ class SegmentationModel:
 
         ``companion``: a second network with the same input contract (``shares_input``)
         and heads of other names, run on the very inputs prepared for this one; its
-        heads join this one's (a slice is prepared once for both)."""
+        heads join this one's (a slice is prepared once for both).
+
+        ``upright`` (pictures whose orientation nothing else tells: photos): where the
+        model's orientation head finds a slice turned, the slice is turned upright,
+        run again, and its decisions turned back; the turn of each slice (0: as given)
+        is appended to ``turns``."""
         if companion is not None and not self.shares_input(companion):
             raise LungsegError(
                 f"{companion.path} cannot share {self.path}'s inputs (its input contract "
@@ -151,10 +183,20 @@ class SegmentationModel:
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
-            runs = [(self.heads, self.probabilities(squares))]
+            probabilities, orientation = self.run(squares)
+            runs = [(self.heads, probabilities)]
             if companion is not None:
                 runs.append((companion.heads, companion.probabilities(squares)))
             for number, placement in enumerate(placements):
+                turn = (
+                    self.turn_of(orientation[number]) if upright and orientation is not None else 0
+                )
+                if turns is not None:
+                    turns.append(turn)
+                if turn:
+                    index = start + number
+                    yield self._turned_back(images[index], intensities[index], turn, companion)
+                    continue
                 yield {
                     name: decision_at_slice_size(probabilities[number, a:b], placement)
                     for heads, probabilities in runs
@@ -163,6 +205,23 @@ class SegmentationModel:
             done += len(placements)
             if progress is not None:
                 progress(done, len(images))
+
+    def _turned_back(
+        self,
+        image: np.ndarray,
+        intensity: Intensity,
+        turn: int,
+        companion: SegmentationModel | None,
+    ) -> dict[str, np.ndarray]:
+        """The decisions of a slice in turn ``turn``: made on the slice turned upright,
+        then turned back onto the slice as given."""
+        turns, flip = DIHEDRAL[turn]
+        maps = next(
+            self.iter_head_maps(
+                [undo_dihedral(image, turns, flip)], [intensity], companion=companion
+            )
+        )
+        return {name: apply_dihedral(decision, turns, flip) for name, decision in maps.items()}
 
     def shares_input(self, other: SegmentationModel) -> bool:
         """Whether ``other`` takes the very inputs this model takes, and names its heads
@@ -209,11 +268,17 @@ def raw_lung_labels(
     intensities: list[Intensity],
     *,
     progress: Progress | None = None,
+    upright: bool = False,
+    turns: list[int] | None = None,
 ) -> list[np.ndarray]:
     """The model's lung labels of 2D slices before post-processing, each at its own size:
     ``LUNG_RIGHT``/``LUNG_LEFT`` from a sided model, ``LUNG_SIDE_UNKNOWN`` from a
-    one-class lung model. A slice of one value (blank) holds no lung."""
-    return list(_iter_raw_lung_labels(model, images, intensities, progress))
+    one-class lung model. A slice of one value (blank) holds no lung. ``upright``: the
+    slices are photos; a turned one is segmented upright, its turn appended to ``turns``
+    (``SegmentationModel.iter_head_maps``)."""
+    return list(
+        _iter_raw_lung_labels(model, images, intensities, progress, upright=upright, turns=turns)
+    )
 
 
 def _iter_raw_lung_labels(
@@ -223,17 +288,23 @@ def _iter_raw_lung_labels(
     progress: Progress | None,
     infection: np.ndarray | None = None,
     companion: SegmentationModel | None = None,
+    *,
+    upright: bool = False,
+    turns: list[int] | None = None,
 ) -> Iterator[np.ndarray]:
     """Raw lung labels per slice; with ``infection`` (a ``(n, rows, cols)`` buffer) the
     infection head's classes of the same pass (of this model, or of ``companion`` run
-    on the same inputs) are written into it."""
+    on the same inputs) are written into it. ``upright``, ``turns``: as
+    ``SegmentationModel.iter_head_maps``."""
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
     elif "lung" in model.heads and tuple(model.head_classes("lung")) == LUNG_CLASSES:
         table = np.array([0, LUNG_SIDE_UNKNOWN], dtype=np.uint8)
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
-    maps = model.iter_head_maps(images, intensities, progress=progress, companion=companion)
+    maps = model.iter_head_maps(
+        images, intensities, progress=progress, companion=companion, upright=upright, turns=turns
+    )
     for index, (heads, image) in enumerate(zip(maps, images, strict=True)):
         blank = not image.size or image.min() == image.max()
         if infection is not None:
@@ -247,13 +318,15 @@ def segment_slices(
     intensities: list[Intensity],
     *,
     postprocess: bool = True,
+    upright: bool = False,
 ) -> list[np.ndarray]:
     """Lung labels (0, 1 right, 2 left) of 2D slices, each at its own size.
 
     With ``postprocess``, specks go, holes are filled, nothing outside the body is
-    lung and sides are made whole (``core.masks.clean_lung_labels``).
+    lung and sides are made whole (``core.masks.clean_lung_labels``). ``upright``:
+    as ``raw_lung_labels``.
     """
-    raw = raw_lung_labels(model, images, intensities)
+    raw = raw_lung_labels(model, images, intensities, upright=upright)
     if not postprocess:
         return raw
     return [
@@ -290,9 +363,14 @@ def segment_image(
     progress: Progress | None = None,
     infection: np.ndarray | None = None,
     companion: SegmentationModel | None = None,
+    turns: list[int] | None = None,
 ) -> np.ndarray:
     """Lung labels (0, 1 right, 2 left) of a slice or a volume (slice by slice, then cleaned
     in 3D: only what connects to the lungs stays), the shape of ``image.array``.
+
+    A photo (a slice whose file says nothing of its orientation) is segmented upright
+    where the model's orientation head finds it turned; its turn is appended to
+    ``turns`` (index into ``DIHEDRAL``, 0: as given).
 
     ``infection``: a uint8 buffer of the image's slices ``(n, rows, cols)`` that a model
     with an infection head fills from the same pass (0 none, 1 ground glass, 2
@@ -301,7 +379,10 @@ def segment_image(
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
     stack = np.empty((len(planes), *planes[0].shape), np.uint8)
-    raw = _iter_raw_lung_labels(model, planes, intensities, progress, infection, companion)
+    photo = not image.is_volume and image.geometry.orientation == "unknown"
+    raw = _iter_raw_lung_labels(
+        model, planes, intensities, progress, infection, companion, upright=photo, turns=turns
+    )
     for index, labels in enumerate(raw):
         stack[index] = labels
     if postprocess:

@@ -26,6 +26,7 @@ import numpy as np
 from lungseg import __version__
 from lungseg.core.masks import lung_measures, side_agreement, split_left_right
 from lungseg.imaging import CTImage, Intensity, read_image
+from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, describe_turn, undo_dihedral
 from lungseg.imaging.readers import (
     DEFAULT_LIMITS,
     ReadLimits,
@@ -194,10 +195,22 @@ class Predictor:
                 return None
             return lambda done, _total: progress(offset + done, passes * count)
 
+        turns: list[int] = []
         lung = segment_image(
-            self.model, image, progress=step(0), infection=infection, companion=self.companion
+            self.model,
+            image,
+            progress=step(0),
+            infection=infection,
+            companion=self.companion,
+            turns=turns,
         )
         notes = list(image.notes)
+        turn = turns[0] if turns else 0
+        if turn:
+            notes.append(
+                f"the picture looks {describe_turn(*DIHEDRAL[turn])} (from the anatomy); it "
+                "was segmented upright and the masks turned back onto it"
+            )
         if image.array.size and image.array.min() == image.array.max():
             notes.append("the image holds one value only (blank): no lung to find")
         if len(image.geometry.orientation) == 3 and lung.any():  # axis codes: a known view
@@ -229,9 +242,11 @@ class Predictor:
             ]
         if second_pass:  # a second network that prepares its own inputs
             assert self.infection_model is not None
+            planes = [undo_dihedral(plane, *DIHEDRAL[turn]) for plane in image.slices()]
             infection = infection_labels(
-                self.infection_model, list(image.slices()), image.intensity, progress=step(count)
+                self.infection_model, planes, image.intensity, progress=step(count)
             )
+            infection = apply_dihedral(infection, *DIHEDRAL[turn])
         if infection is not None:
             prediction.infection = restrict_to_lung(
                 infection.reshape(lung.shape), lung, in_place=True

@@ -88,18 +88,22 @@ class TwoDecoderUNet(torch.nn.Module):
         infection_bottom.submodule = torch.nn.Identity()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_bottom(image)[0]
+
+    def forward_with_bottom(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the encoder's deepest features (for an orientation head)."""
         skips = []
         x = image
         for level in self._lung_levels:
             x = level[0](x)
             skips.append(x)
-        lung = infection = self._bottom.submodule(x)
+        bottom = lung = infection = self._bottom.submodule(x)
         for skip, lung_level, infection_level in reversed(
             list(zip(skips, self._lung_levels, self._infection_levels, strict=True))
         ):
             lung = lung_level[2](torch.cat([skip, lung], dim=1))
             infection = infection_level[2](torch.cat([skip, infection], dim=1))
-        return torch.cat([lung, infection], dim=1)
+        return torch.cat([lung, infection], dim=1), bottom
 
 
 def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
