@@ -115,3 +115,22 @@ def test_fill_holes_is_scipys(mask: np.ndarray) -> None:
         else np.stack([ndi.binary_fill_holes(plane) for plane in mask])
     )
     np.testing.assert_array_equal(fill_holes(mask), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.bool_, st.tuples(st.integers(1, 10), st.integers(1, 10))),
+    st.integers(0, 8),
+    st.integers(0, 8),
+    st.integers(0, 8),
+    st.integers(0, 8),
+)
+def test_fill_holes_is_scipys_where_the_mask_is_small_in_its_frame(
+    small: np.ndarray, top: int, bottom: int, left: int, right: int
+) -> None:
+    """A mask somewhere in a larger empty picture, touching its edges or not (the
+    bounding box fill_holes works in)."""
+    from scipy import ndimage as ndi
+
+    mask = np.pad(small, ((top, bottom), (left, right)))
+    np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))

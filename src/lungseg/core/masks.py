@@ -195,8 +195,14 @@ def _fill_unsided(mask: np.ndarray, sides: np.ndarray) -> None:
     unsided = mask & (sides == 0)
     if not unsided.any():
         return
-    for side in (LUNG_RIGHT, LUNG_LEFT):
-        sides[unsided & fill_holes(sides == side)] = side
+    # only the planes with pixels to fill (filling holes is plane by plane)
+    planes = np.flatnonzero(unsided.reshape(-1, *unsided.shape[-2:]).any(axis=(1, 2)))
+    flat_sides = sides.reshape(-1, *sides.shape[-2:])
+    flat_unsided = unsided.reshape(-1, *unsided.shape[-2:])
+    for index in planes:
+        plane = flat_sides[index]
+        for side in (LUNG_RIGHT, LUNG_LEFT):
+            plane[flat_unsided[index] & fill_holes(plane == side)] = side
     unsided = mask & (sides == 0)
     if not unsided.any():
         return

@@ -51,20 +51,26 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill holes of a 2D mask, or of each slice of a 3D stack.
 
     A hole is background not connected (4-neighbourhood) to the image border; the
-    same result as ``ndi.binary_fill_holes``, about three times faster.
+    same result as ``ndi.binary_fill_holes``, several times faster. Only the mask's
+    bounding box is labelled, with a frame of background around it: everything
+    outside the box is background connected to the border, and so is the frame.
     """
     if mask.ndim == 3:
         out = np.empty(mask.shape, bool)
         for index, plane in enumerate(mask):
             out[index] = fill_holes(plane)
         return out
-    background, count = label(~mask)
-    outside = np.zeros(count + 1, dtype=bool)
-    outside[
-        np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
-    ] = True
-    outside[0] = False
-    return ~outside[background]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    out = np.array(mask, dtype=bool)
+    if not rows.size:
+        return out
+    box = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    framed = np.zeros((box[0].stop - box[0].start + 2, box[1].stop - box[1].start + 2), bool)
+    framed[1:-1, 1:-1] = ~out[box]
+    framed[0, :] = framed[-1, :] = framed[:, 0] = framed[:, -1] = True
+    background, _ = label(framed)
+    out[box] = background[1:-1, 1:-1] != background[0, 0]  # the frame is one component
+    return out
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
