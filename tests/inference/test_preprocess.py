@@ -97,3 +97,30 @@ def test_only_the_window_around_what_is_found_is_resized_and_the_decision_is_the
     ordered = np.sort(resized, axis=0)
     near_tie = ordered[-1] - ordered[-2] < 1e-5
     np.testing.assert_array_equal(decided[~near_tie], expected[~near_tie])
+
+
+def test_chunks_run_ahead_of_their_decisions_in_order_and_failures_surface(tmp_path) -> None:
+    """Over several chunks the model runs one chunk ahead (a second thread) of the
+    decisions: the maps come in slice order, each as the slice alone gives it, progress
+    counts whole chunks, and an error in the model's thread reaches the caller."""
+    from models import dark_is_lung_onnx
+
+    from lungseg.inference.model import CHUNK, SegmentationModel
+
+    model = SegmentationModel(dark_is_lung_onnx(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(0)
+    images = [(rng.random((40 + i % 3, 48)) * 255).astype(np.uint8) for i in range(CHUNK * 2 + 5)]
+    kinds = [Intensity.DISPLAY] * len(images)
+    seen: list[int] = []
+    maps = list(model.iter_class_maps(images, kinds, progress=lambda done, _: seen.append(done)))
+    assert seen == [CHUNK, 2 * CHUNK, 2 * CHUNK + 5]
+    for index in (0, CHUNK + 1, 2 * CHUNK + 4):
+        alone = next(model.iter_class_maps([images[index]], [kinds[index]]))
+        np.testing.assert_array_equal(maps[index], alone)
+
+    def broken(*_: object, **__: object) -> tuple[np.ndarray, None]:
+        raise LungsegError("the model broke")
+
+    model.run = broken  # type: ignore[method-assign]
+    with pytest.raises(LungsegError, match="the model broke"):
+        list(model.iter_class_maps(images, kinds))

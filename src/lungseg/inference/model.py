@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,36 @@ class SegmentationModel:
                 "or a head's name differs)"
             )
         done = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="lungseg-model") as pool:
+            chunks = self._model_chunks(images, intensities, companion)
+            pending = pool.submit(next, chunks, None)
+            while (chunk := pending.result()) is not None:
+                # the next chunk is prepared and run while this one's decisions are made
+                pending = pool.submit(next, chunks, None)
+                start, placements, orientation, runs = chunk
+                yield from self._decisions(
+                    images,
+                    intensities,
+                    start,
+                    placements,
+                    orientation,
+                    runs,
+                    companion,
+                    upright,
+                    turns,
+                )
+                done += len(placements)
+                if progress is not None:
+                    progress(done, len(images))
+
+    def _model_chunks(
+        self,
+        images: list[np.ndarray],
+        intensities: list[Intensity],
+        companion: SegmentationModel | None,
+    ) -> Iterator[tuple[int, list[Any], np.ndarray | None, list[tuple[Any, np.ndarray]]]]:
+        """Chunk by chunk: its first index, placements, orientation and each network's
+        heads with their probabilities."""
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
@@ -187,24 +218,33 @@ class SegmentationModel:
             runs = [(self.heads, probabilities)]
             if companion is not None:
                 runs.append((companion.heads, companion.probabilities(squares)))
-            for number, placement in enumerate(placements):
-                turn = (
-                    self.turn_of(orientation[number]) if upright and orientation is not None else 0
-                )
-                if turns is not None:
-                    turns.append(turn)
-                if turn:
-                    index = start + number
-                    yield self._turned_back(images[index], intensities[index], turn, companion)
-                    continue
-                yield {
-                    name: decision_at_slice_size(probabilities[number, a:b], placement)
-                    for heads, probabilities in runs
-                    for name, (a, b) in heads.items()
-                }
-            done += len(placements)
-            if progress is not None:
-                progress(done, len(images))
+            yield start, placements, orientation, runs
+
+    def _decisions(
+        self,
+        images: list[np.ndarray],
+        intensities: list[Intensity],
+        start: int,
+        placements: list[Any],
+        orientation: np.ndarray | None,
+        runs: list[tuple[Any, np.ndarray]],
+        companion: SegmentationModel | None,
+        upright: bool,
+        turns: list[int] | None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        for number, placement in enumerate(placements):
+            turn = self.turn_of(orientation[number]) if upright and orientation is not None else 0
+            if turns is not None:
+                turns.append(turn)
+            if turn:
+                index = start + number
+                yield self._turned_back(images[index], intensities[index], turn, companion)
+                continue
+            yield {
+                name: decision_at_slice_size(probabilities[number, a:b], placement)
+                for heads, probabilities in runs
+                for name, (a, b) in heads.items()
+            }
 
     def _turned_back(
         self,
@@ -383,13 +423,12 @@ def segment_image(
     raw = _iter_raw_lung_labels(
         model, planes, intensities, progress, infection, companion, upright=photo, turns=turns
     )
-    for index, labels in enumerate(raw):
+    for index, labels in enumerate(raw):  # while the model runs on the next chunk
         stack[index] = labels
-    if postprocess:
-        # nothing outside the body is lung: applied slice by slice, so no body volume
-        for labels, plane in zip(stack, planes, strict=True):
-            region = body_for(labels, plane, image.intensity)
+        if postprocess:  # nothing outside the body is lung: slice by slice, no body volume
+            region = body_for(labels, planes[index], image.intensity)
             if region is not None:
-                labels[~region] = 0
+                stack[index][~region] = 0
+    if postprocess:
         stack = clean_lung_labels(stack, in_place=True)
     return stack if image.is_volume else stack[0]
