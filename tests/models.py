@@ -130,3 +130,40 @@ def sided_and_turned_onnx(path: Path, turn: int, confidence: float = 0.95, size:
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(card))
     return onnx_path
+
+
+class UnsureButConsistent(torch.nn.Module):
+    """``DarkIsLungBySide`` with an orientation head that is unsure: a picture brighter
+    on its left half is turn ``turn`` with probability 0.45 (too unsure to act on alone);
+    its mirror image (brighter on the right) is, correctly, the mirrored turn
+    ``mirrored`` with probability 0.8."""
+
+    def __init__(self, turn: int, mirrored: int) -> None:
+        super().__init__()
+        first = torch.full((8,), 0.55 / 7)
+        first[turn] = 0.45
+        second = torch.full((8,), 0.2 / 7)
+        second[mirrored] = 0.8
+        self.register_buffer("first", first.log())
+        self.register_buffer("second", second.log())
+        self.lungs = DarkIsLungBySide()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = image.shape[-1] // 2
+        brighter_left = image[..., :half].mean(dim=(1, 2, 3)) - image[..., half:].mean(
+            dim=(1, 2, 3)
+        )
+        weight = torch.sigmoid(200.0 * brighter_left)[:, None]
+        return self.lungs(image), weight * self.first + (1.0 - weight) * self.second
+
+
+def unsure_but_consistent_onnx(path: Path, turn: int, mirrored: int, size: int = 64) -> Path:
+    onnx_path = export_onnx(UnsureButConsistent(turn, mirrored), path, size)
+    card = {
+        "name": "test-unsure-orientation",
+        "task": "lung",
+        "input": {"preprocessing": {"size": size}},
+        "output": {"classes": ["background", "right_lung", "left_lung"], "decision": "argmax"},
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(card))
+    return onnx_path

@@ -210,6 +210,25 @@ def test_a_photo_the_model_finds_turned_is_segmented_upright(tmp_path: Path) -> 
     assert not any("looks" in note for note in scan.notes)
 
 
+def test_an_unsure_orientation_is_checked_against_the_mirrored_picture(tmp_path: Path) -> None:
+    """Below ``TURN_SURE`` the head is asked again about the mirror image; where both
+    answers agree (the mirror image in the mirrored turn) that turn is taken, though
+    the first answer alone would not have been confident enough to act on."""
+    from models import unsure_but_consistent_onnx
+
+    from lungseg.imaging.orientation import MIRRORED_TURN
+
+    hu, lungs = ct_slice(64)
+    picture = display_slice(hu)
+    picture[:, :6] = 255  # brighter on the left: the stand-in's cue
+    png = write_png(tmp_path / "slice.png", picture)
+    mirror = DIHEDRAL.index((0, True))
+    model = unsure_but_consistent_onnx(tmp_path / "u.onnx", mirror, MIRRORED_TURN[mirror])
+    result = Predictor(model, infection=False).predict(png)
+    assert any("looks mirrored left-right" in note for note in result.notes)
+    assert _dice(result.lung == LUNG_RIGHT, lungs == 2) > 0.95  # segmented mirrored back
+
+
 @pytest.mark.parametrize(
     ("name", "pixels"),
     [

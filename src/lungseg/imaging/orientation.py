@@ -122,3 +122,24 @@ def undo_dihedral(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """The inverse of ``apply_dihedral``."""
     out = np.rot90(image, -turns, axes=(-2, -1))
     return np.ascontiguousarray(out[..., ::-1] if flip else out)
+
+
+def _turn_index(picture: np.ndarray, upright: np.ndarray) -> int:
+    return next(
+        k
+        for k, (turns, flip) in enumerate(DIHEDRAL)
+        if np.array_equal(apply_dihedral(upright, turns, flip), picture)
+    )
+
+
+def _mirrored_turns() -> tuple[int, ...]:
+    probe = np.arange(6).reshape(2, 3)
+    return tuple(
+        _turn_index(apply_dihedral(apply_dihedral(probe, turns, flip), 0, True), probe)
+        for turns, flip in DIHEDRAL
+    )
+
+
+MIRRORED_TURN: tuple[int, ...] = _mirrored_turns()
+"""``MIRRORED_TURN[k]``: the turn (index into ``DIHEDRAL``) of the mirror image of a
+picture in turn ``k``."""

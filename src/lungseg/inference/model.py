@@ -15,7 +15,7 @@ from lungseg.core.masks import clean_lung_labels
 from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_regions
-from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, undo_dihedral
+from lungseg.imaging.orientation import DIHEDRAL, MIRRORED_TURN, apply_dihedral, undo_dihedral
 from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
@@ -34,6 +34,10 @@ ORIENTATION_OUTPUT = "orientation"
 TURN_CONFIDENCE = 0.5
 """A photo is turned upright where the orientation head gives one turn at least this
 probability (``training.orientation``)."""
+TURN_SURE = 0.9
+"""Below this top probability the head is asked again about the mirrored picture, and
+the turn both answers make likeliest is taken (chosen on the validation split: 97.9 %
+of its pictures' turns found, against 97.4 % from the one answer)."""
 
 Progress = Callable[[int, int], None]
 """Called with (slices done, slices in all) as work goes on."""
@@ -130,12 +134,20 @@ class SegmentationModel:
             return empty, np.zeros((0, len(DIHEDRAL)), np.float32) if self.orients else None
         return np.concatenate(out), np.concatenate(turns) if self.orients else None
 
-    def turn_of(self, orientation: np.ndarray | None) -> int:
+    def turn_of(self, orientation: np.ndarray | None, square: np.ndarray | None = None) -> int:
         """The turn (index into ``DIHEDRAL``) a picture is in, from its orientation
-        probabilities: 0 (upright, leave it) unless one turn has ``TURN_CONFIDENCE``."""
+        probabilities: 0 (upright, leave it) unless one turn has ``TURN_CONFIDENCE``.
+        Given the picture's model input ``square``, an answer below ``TURN_SURE`` is
+        checked against the head's answer on the mirrored picture: the turn both make
+        likeliest is taken."""
         if orientation is None:
             return 0
         turn = int(np.argmax(orientation))
+        if square is not None and orientation[turn] < TURN_SURE:
+            _, mirrored = self.run(np.ascontiguousarray(square[np.newaxis, :, ::-1]))
+            assert mirrored is not None  # the same model: it has the orientation output
+            both = np.log(orientation + 1e-6) + np.log(mirrored[0][list(MIRRORED_TURN)] + 1e-6)
+            return int(np.argmax(both))
         return turn if orientation[turn] >= TURN_CONFIDENCE else 0
 
     def iter_class_maps(
@@ -187,11 +199,12 @@ class SegmentationModel:
             while (chunk := pending.result()) is not None:
                 # the next chunk is prepared and run while this one's decisions are made
                 pending = pool.submit(next, chunks, None)
-                start, placements, orientation, runs = chunk
+                start, squares, placements, orientation, runs = chunk
                 yield from self._decisions(
                     images,
                     intensities,
                     start,
+                    squares,
                     placements,
                     orientation,
                     runs,
@@ -208,9 +221,11 @@ class SegmentationModel:
         images: list[np.ndarray],
         intensities: list[Intensity],
         companion: SegmentationModel | None,
-    ) -> Iterator[tuple[int, list[Any], np.ndarray | None, list[tuple[Any, np.ndarray]]]]:
-        """Chunk by chunk: its first index, placements, orientation and each network's
-        heads with their probabilities."""
+    ) -> Iterator[
+        tuple[int, np.ndarray, list[Any], np.ndarray | None, list[tuple[Any, np.ndarray]]]
+    ]:
+        """Chunk by chunk: its first index, model inputs, placements, orientation and each
+        network's heads with their probabilities."""
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
@@ -218,13 +233,14 @@ class SegmentationModel:
             runs = [(self.heads, probabilities)]
             if companion is not None:
                 runs.append((companion.heads, companion.probabilities(squares)))
-            yield start, placements, orientation, runs
+            yield start, squares, placements, orientation, runs
 
     def _decisions(
         self,
         images: list[np.ndarray],
         intensities: list[Intensity],
         start: int,
+        squares: np.ndarray,
         placements: list[Any],
         orientation: np.ndarray | None,
         runs: list[tuple[Any, np.ndarray]],
@@ -233,7 +249,11 @@ class SegmentationModel:
         turns: list[int] | None,
     ) -> Iterator[dict[str, np.ndarray]]:
         for number, placement in enumerate(placements):
-            turn = self.turn_of(orientation[number]) if upright and orientation is not None else 0
+            turn = (
+                self.turn_of(orientation[number], squares[number])
+                if upright and orientation is not None
+                else 0
+            )
             if turns is not None:
                 turns.append(turn)
             if turn:
