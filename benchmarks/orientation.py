@@ -18,8 +18,8 @@ import numpy as np
 
 from lungseg.dataset.store import BuiltDataset
 from lungseg.evaluation.evaluate import variants_of
-from lungseg.imaging.orientation import DIHEDRAL, MIRRORED_TURN
-from lungseg.inference.model import TURN_SURE, SegmentationModel
+from lungseg.imaging.orientation import DIHEDRAL
+from lungseg.inference.model import TURN_SURE, SegmentationModel, turn_with_mirror
 
 
 def main() -> None:
@@ -42,9 +42,7 @@ def main() -> None:
         assert answers is not None and mirrored is not None
         for case, answer, second in zip(cases, answers, mirrored, strict=True):
             truth = DIHEDRAL.index((case.turns, case.flip))
-            both = int(
-                np.argmax(np.log(answer + 1e-6) + np.log(second[list(MIRRORED_TURN)] + 1e-6))
-            )
+            both = turn_with_mirror(answer, second)
             one = int(np.argmax(answer))
             shipped = one if answer[one] >= TURN_SURE else both
             found.setdefault(row.source, []).append((one == truth, shipped == truth, both == truth))

@@ -61,16 +61,21 @@ class DarkIsLungBySide(torch.nn.Module):
         return torch.cat([-lung, lung + 20.0 * right - 10.0, lung - 20.0 * right + 10.0], dim=1)
 
 
-def sided_onnx(path: Path, size: int = 64, *, swap: bool = False) -> Path:
-    onnx_path = export_onnx(DarkIsLungBySide(swap), path, size)
+def _sided_lung_onnx(network: torch.nn.Module, path: Path, size: int, name: str) -> Path:
+    """``network`` exported with the card of a lung model with sides."""
+    onnx_path = export_onnx(network, path, size)
     card = {
-        "name": "test-sided-lung",
+        "name": name,
         "task": "lung",
         "input": {"preprocessing": {"size": size}},
         "output": {"classes": ["background", "right_lung", "left_lung"], "decision": "argmax"},
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(card))
     return onnx_path
+
+
+def sided_onnx(path: Path, size: int = 64, *, swap: bool = False) -> Path:
+    return _sided_lung_onnx(DarkIsLungBySide(swap), path, size, "test-sided-lung")
 
 
 class LungsAndGroundGlass(torch.nn.Module):
@@ -121,15 +126,8 @@ class SidedAndTurned(torch.nn.Module):
 
 
 def sided_and_turned_onnx(path: Path, turn: int, confidence: float = 0.95, size: int = 64) -> Path:
-    onnx_path = export_onnx(SidedAndTurned(turn, confidence), path, size)
-    card = {
-        "name": "test-sided-lung-with-orientation",
-        "task": "lung",
-        "input": {"preprocessing": {"size": size}},
-        "output": {"classes": ["background", "right_lung", "left_lung"], "decision": "argmax"},
-    }
-    onnx_path.with_suffix(".json").write_text(json.dumps(card))
-    return onnx_path
+    network = SidedAndTurned(turn, confidence)
+    return _sided_lung_onnx(network, path, size, "test-sided-lung-with-orientation")
 
 
 class UnsureButConsistent(torch.nn.Module):
@@ -158,12 +156,5 @@ class UnsureButConsistent(torch.nn.Module):
 
 
 def unsure_but_consistent_onnx(path: Path, turn: int, mirrored: int, size: int = 64) -> Path:
-    onnx_path = export_onnx(UnsureButConsistent(turn, mirrored), path, size)
-    card = {
-        "name": "test-unsure-orientation",
-        "task": "lung",
-        "input": {"preprocessing": {"size": size}},
-        "output": {"classes": ["background", "right_lung", "left_lung"], "decision": "argmax"},
-    }
-    onnx_path.with_suffix(".json").write_text(json.dumps(card))
-    return onnx_path
+    network = UnsureButConsistent(turn, mirrored)
+    return _sided_lung_onnx(network, path, size, "test-unsure-orientation")

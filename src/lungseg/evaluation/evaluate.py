@@ -154,14 +154,13 @@ def evaluate(
         upright = predicted[0]
         scores.update(slice_scores(upright != 0, truth, spacing))
         scores["dice_no_postprocess"] = slice_scores(raw[0] != 0, truth)["dice"]
-        for variant, labels in zip(cases, predicted, strict=True):
+        for variant, labels, found in zip(cases, predicted, turns, strict=True):
             back = back_to_slice(labels, variant, truth.shape)
             if variant.kind != "orientation" or variant.turns or variant.flip:
                 scores[f"dice_{variant.name}"] = slice_scores(back != 0, truth)["dice"]
             if variant.kind == "orientation":
                 scores[f"side_ok_{variant.name}"] = int(side_agreement(back, sides) >= SIDE_OK)
             if variant.kind == "orientation" and model.orients:
-                found = turns[cases.index(variant)]
                 scores[f"turn_ok_{variant.name}"] = int(
                     found == DIHEDRAL.index((variant.turns, variant.flip))
                 )

@@ -43,6 +43,14 @@ Progress = Callable[[int, int], None]
 """Called with (slices done, slices in all) as work goes on."""
 
 
+def turn_with_mirror(orientation: np.ndarray, mirrored: np.ndarray) -> int:
+    """The turn that a picture's orientation probabilities and those of its mirror image
+    (which is in turn ``MIRRORED_TURN[k]`` where the picture is in turn ``k``) make
+    likeliest together."""
+    both = np.log(orientation + 1e-6) + np.log(mirrored[list(MIRRORED_TURN)] + 1e-6)
+    return int(np.argmax(both))
+
+
 class SegmentationModel:
     """An exported segmentation model (lung or infection) and its card, loaded once.
 
@@ -146,8 +154,7 @@ class SegmentationModel:
         if square is not None and orientation[turn] < TURN_SURE:
             _, mirrored = self.run(np.ascontiguousarray(square[np.newaxis, :, ::-1]))
             assert mirrored is not None  # the same model: it has the orientation output
-            both = np.log(orientation + 1e-6) + np.log(mirrored[0][list(MIRRORED_TURN)] + 1e-6)
-            return int(np.argmax(both))
+            return turn_with_mirror(orientation, mirrored[0])
         return turn if orientation[turn] >= TURN_CONFIDENCE else 0
 
     def iter_class_maps(

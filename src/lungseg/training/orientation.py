@@ -42,6 +42,7 @@ from lungseg.training.data import PreparedSlice, prepare_split
 from lungseg.training.export import export_onnx, onnx_max_difference
 from lungseg.training.model import TwoDecoderUNet, _levels, create_model
 from lungseg.training.quantize import quantize_run
+from lungseg.training.train import reseed_worker
 
 ORIENTATION_CLASSES = tuple(dihedral_name(turns, flip) for turns, flip in DIHEDRAL)
 """Output ``k`` of the head: the picture is the upright slice through ``DIHEDRAL[k]``."""
@@ -208,12 +209,6 @@ class OrientationResult:
     minutes: float
 
 
-def _reseed(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    if info is not None and isinstance(info.dataset, TurnedSlices) and info.dataset.augmenter:
-        info.dataset.augmenter.reseed(info.seed % (2**32))
-
-
 def _accuracy(
     model: OrientedNetwork, loader: DataLoader[tuple[torch.Tensor, int]]
 ) -> tuple[float, float]:
@@ -257,7 +252,7 @@ def train_orientation(
         batch_size=32,
         shuffle=True,
         num_workers=config.num_workers,
-        worker_init_fn=_reseed,
+        worker_init_fn=reseed_worker,
         persistent_workers=config.num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -48,10 +48,12 @@ class TrainResult:
     onnx_max_difference: float
 
 
-def _reseed_worker(worker_id: int) -> None:
+def reseed_worker(worker_id: int) -> None:
+    """A data-loader worker's own augmentation draws (any dataset with an ``augmenter``)."""
     info = get_worker_info()
-    if info is not None and isinstance(info.dataset, SliceDataset) and info.dataset.augmenter:
-        info.dataset.augmenter.reseed(info.seed % (2**32))
+    augmenter = getattr(info.dataset, "augmenter", None) if info is not None else None
+    if info is not None and augmenter is not None:
+        augmenter.reseed(info.seed % (2**32))
 
 
 def launched_by_ddp() -> bool:
@@ -99,7 +101,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         SliceDataset(train_slices, preprocessing, augmenter),
         batch_size=config.batch_size,
         shuffle=True,
-        worker_init_fn=_reseed_worker,
+        worker_init_fn=reseed_worker,
         generator=torch.Generator().manual_seed(config.seed),
         num_workers=workers,
         persistent_workers=persistent,
