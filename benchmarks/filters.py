@@ -32,10 +32,10 @@ CANDIDATES = {
 def onnx_ms_per_slice(path: Path, size: int, repeats: int = 20) -> float:
     model = SegmentationModel(path)
     squares = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
-    model.probabilities(squares)
+    model.scores(squares)
     start = time.perf_counter()
     for _ in range(repeats):
-        model.probabilities(squares)
+        model.scores(squares)
     return (time.perf_counter() - start) / repeats * 1000.0
 
 

@@ -58,10 +58,10 @@ def measure(predictor: Predictor, slices: list[Path], series: Path, out: Path) -
     squares = np.random.default_rng(0).random(
         (1, predictor.model.size, predictor.model.size), dtype=np.float32
     )
-    predictor.model.probabilities(squares)
+    predictor.model.scores(squares)
     started = time.perf_counter()
     for _ in range(10):
-        predictor.model.probabilities(squares)
+        predictor.model.scores(squares)
     model_ms = (time.perf_counter() - started) * 100.0
     started = time.perf_counter()
     volume = predictor.predict(series)

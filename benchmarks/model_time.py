@@ -28,10 +28,10 @@ def main() -> None:
         for path, model in zip(args.models, models, strict=True):
             square = np.random.default_rng(0).random((1, model.size, model.size), np.float32)
             for _ in range(5):
-                model.probabilities(square)
+                model.scores(square)
             started = time.perf_counter()
             for _ in range(args.repeats):
-                model.probabilities(square)
+                model.scores(square)
             ms = (time.perf_counter() - started) / args.repeats * 1000
             print(f"{path}: {ms:.1f} ms per slice ({len(model.classes)} classes)")
 

@@ -60,7 +60,7 @@ def main() -> None:
     for path in paths:
         image = read_image(path)
         squares, placements = model.prepare([image.array], [image.intensity])
-        probabilities = model.probabilities(squares)[0]
+        probabilities = model.scores(squares)[0]
         heads = [probabilities[a:b] for a, b in model.heads.values()]
         placement = placements[0]
 

@@ -28,9 +28,9 @@ TO_LABELS = np.array([0, LUNG_RIGHT, LUNG_LEFT], np.uint8)
 
 def sides(model: SegmentationModel, image: np.ndarray, intensity: Intensity, mirror: bool):
     squares, placements = model.prepare([image], [intensity])
-    probabilities = model.probabilities(squares)[0]
+    probabilities = model.scores(squares)[0]
     if mirror:  # the patient's right stays right: average with the mirrored answer, turned back
-        mirrored = model.probabilities(np.ascontiguousarray(squares[:, :, ::-1]))[0]
+        mirrored = model.scores(np.ascontiguousarray(squares[:, :, ::-1]))[0]
         probabilities = (probabilities + mirrored[:, :, ::-1]) / 2
     raw = TO_LABELS[from_model_square(probabilities, placements[0]).argmax(axis=0)]
     return postprocess_slice(raw, image, intensity)

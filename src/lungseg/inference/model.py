@@ -123,12 +123,14 @@ class SegmentationModel:
         stacked = np.stack(squares) if squares else np.zeros((0, self.size, self.size), np.float32)
         return stacked, placements
 
-    def probabilities(self, squares: np.ndarray, batch_size: int = 4) -> np.ndarray:
-        """Class probabilities ``(n, classes, size, size)`` of inputs ``(n, size, size)`` in [0, 1]."""
+    def scores(self, squares: np.ndarray, batch_size: int = 4) -> np.ndarray:
+        """Class scores ``(n, classes, size, size)`` of inputs ``(n, size, size)`` in [0, 1]:
+        the argmax per head is the decision. They are probabilities from a float export
+        and logits from an int8 model (``training.fast_graph`` drops the softmax)."""
         return self.run(squares, batch_size)[0]
 
     def run(self, squares: np.ndarray, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class probabilities of inputs ``(n, size, size)`` in [0, 1], and, for a model with
+        """Class scores (``scores``) of inputs ``(n, size, size)`` in [0, 1], and, for a model with
         an orientation head, the probability of each turn ``(n, 8)`` (else ``None``)."""
         out, turns = [], []
         for start in range(0, squares.shape[0], batch_size):
@@ -165,7 +167,7 @@ class SegmentationModel:
         progress: Progress | None = None,
         head: str | None = None,
     ) -> Iterator[np.ndarray]:
-        """The decision (argmax of the probabilities) of ``head`` (by default the model's
+        """The decision (argmax of the scores) of ``head`` (by default the model's
         first) for each slice in turn, at the slice's own size. ``progress(done, total)``
         is called after each chunk (it may raise to stop)."""
         name = head or next(iter(self.heads))
@@ -184,7 +186,7 @@ class SegmentationModel:
     ) -> Iterator[dict[str, np.ndarray]]:
         """Each head's decision per slice, at the slice's own size, from one model pass.
         Slices go through the model in chunks of ``CHUNK``, so memory holds one chunk's
-        inputs and probabilities, never a scan's.
+        inputs and scores, never a scan's.
 
         ``companion``: a second network with the same input contract (``shares_input``)
         and heads of other names, run on the very inputs prepared for this one; its
@@ -232,14 +234,14 @@ class SegmentationModel:
         tuple[int, np.ndarray, list[Any], np.ndarray | None, list[tuple[Any, np.ndarray]]]
     ]:
         """Chunk by chunk: its first index, model inputs, placements, orientation and each
-        network's heads with their probabilities."""
+        network's heads with their scores."""
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
-            probabilities, orientation = self.run(squares)
-            runs = [(self.heads, probabilities)]
+            scores, orientation = self.run(squares)
+            runs = [(self.heads, scores)]
             if companion is not None:
-                runs.append((companion.heads, companion.probabilities(squares)))
+                runs.append((companion.heads, companion.scores(squares)))
             yield start, squares, placements, orientation, runs
 
     def _decisions(
@@ -268,8 +270,8 @@ class SegmentationModel:
                 yield self._turned_back(images[index], intensities[index], turn, companion)
                 continue
             yield {
-                name: decision_at_slice_size(probabilities[number, a:b], placement)
-                for heads, probabilities in runs
+                name: decision_at_slice_size(scores[number, a:b], placement)
+                for heads, scores in runs
                 for name, (a, b) in heads.items()
             }
 

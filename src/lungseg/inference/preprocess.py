@@ -137,10 +137,11 @@ def to_model_square(
     return np.asarray(resized, dtype=dtype), placement
 
 
-def decision_at_slice_size(probabilities: np.ndarray, placement: Placement) -> np.ndarray:
-    """The argmax class of ``(classes, size, size)`` probabilities, each brought back to
-    the slice's ``(rows, cols)`` one class at a time (the same as ``from_model_square``
-    then argmax, ties to the first class, without holding every class at full size).
+def decision_at_slice_size(scores: np.ndarray, placement: Placement) -> np.ndarray:
+    """The argmax class of ``(classes, size, size)`` scores (probabilities or logits),
+    each brought back to the slice's ``(rows, cols)`` one class at a time (the same as
+    ``from_model_square`` then argmax, ties to the first class, without holding every
+    class at full size).
 
     Where the model's input was smaller than the slice (the usual case), only the
     window around what is not background at model size is resized: a bilinear sample is
@@ -149,12 +150,12 @@ def decision_at_slice_size(probabilities: np.ndarray, placement: Placement) -> n
     is too. Pillow samples a window with weights equal to the whole square's up to float
     rounding, so a pixel whose two best classes tie to within about 1e-6 may go either
     way."""
-    size = probabilities.shape[-1]
-    if placement.side <= size or probabilities.shape[0] < 2:
+    size = scores.shape[-1]
+    if placement.side <= size or scores.shape[0] < 2:
         return _decide(
-            probabilities, placement, placement.top, placement.left, placement.rows, placement.cols
+            scores, placement, placement.top, placement.left, placement.rows, placement.cols
         )
-    found = probabilities.argmax(axis=0) != 0
+    found = scores.argmax(axis=0) != 0
     rows_found = np.flatnonzero(found.any(axis=1))
     cols_found = np.flatnonzero(found.any(axis=0))
     decision = np.zeros((placement.rows, placement.cols), np.uint8)
@@ -168,7 +169,7 @@ def decision_at_slice_size(probabilities: np.ndarray, placement: Placement) -> n
         return decision
     decision[
         top - placement.top : bottom - placement.top, left - placement.left : right - placement.left
-    ] = _decide(probabilities, placement, top, left, bottom - top, right - left)
+    ] = _decide(scores, placement, top, left, bottom - top, right - left)
     return decision
 
 
@@ -183,13 +184,13 @@ def _window(found: np.ndarray, scale: float, size: int, start: int, length: int)
 
 
 def _decide(
-    probabilities: np.ndarray, placement: Placement, top: int, left: int, rows: int, cols: int
+    scores: np.ndarray, placement: Placement, top: int, left: int, rows: int, cols: int
 ) -> np.ndarray:
     """The decision over the padded square's ``rows`` x ``cols`` pixels from ``(top, left)``."""
-    best = _to_window(probabilities[0], placement, top, left, rows, cols)
+    best = _to_window(scores[0], placement, top, left, rows, cols)
     decision = np.zeros(best.shape, np.uint8)
-    for index in range(1, probabilities.shape[0]):
-        plane = _to_window(probabilities[index], placement, top, left, rows, cols)
+    for index in range(1, scores.shape[0]):
+        plane = _to_window(scores[index], placement, top, left, rows, cols)
         better = plane > best
         decision[better] = index
         np.maximum(best, plane, out=best)

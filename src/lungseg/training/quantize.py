@@ -25,6 +25,7 @@ from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.export import INPUT_NAME
+from lungseg.training.fast_graph import LOGITS_NAME, rewrite_for_int8
 
 CALIBRATION_SLICES = 96
 INT8_NAME = "model_int8.onnx"
@@ -44,8 +45,15 @@ def calibration_inputs(
     return np.stack([view.model_input(i)[0][None] for i in range(len(view))]).astype(np.float32)
 
 
-def quantize_onnx(source: Path, target: Path, calibration: np.ndarray) -> Path:
-    """Write ``source`` as an int8 QDQ model to ``target`` (aside, then renamed)."""
+def quantize_onnx(
+    source: Path,
+    target: Path,
+    calibration: np.ndarray,
+    heads: list[tuple[int, int]] | None = None,
+) -> Path:
+    """Write ``source`` (an export with a softmax per head, ``heads``: their channels;
+    none: one softmax) as an int8 QDQ model to ``target`` (aside, then renamed), first
+    rewritten for integer kernels (``training.fast_graph``: it gives logits)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -64,8 +72,9 @@ def quantize_onnx(source: Path, target: Path, calibration: np.ndarray) -> Path:
 
     partial = target.with_name(target.name + ".partial")
     with tempfile.TemporaryDirectory(prefix="lungseg-quantize-") as scratch:
+        rewritten = rewrite_for_int8(source, Path(scratch) / "rewritten.onnx", heads or [])
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+        quant_pre_process(str(rewritten), str(prepared))
         quantize_static(
             str(prepared),
             str(partial),
@@ -84,7 +93,7 @@ def decision_agreement(first: Path, second: Path, inputs: np.ndarray) -> float:
     from lungseg.inference.model import SegmentationModel
 
     a, b = SegmentationModel(first), SegmentationModel(second)
-    pa, pb = a.probabilities(inputs[:, 0]), b.probabilities(inputs[:, 0])
+    pa, pb = a.scores(inputs[:, 0]), b.scores(inputs[:, 0])
     same = [
         (pa[:, start:stop].argmax(1) == pb[:, start:stop].argmax(1)).mean()
         for start, stop in a.heads.values()
@@ -100,8 +109,14 @@ def quantize_run(run: Path, data: Path, calibration_slices: int = CALIBRATION_SL
         raise LungsegError(f"{run}: not a lungseg training run (no model.onnx and config.json)")
     config = TrainConfig.load(run / "config.json")
     inputs = calibration_inputs(BuiltDataset(data), config, calibration_slices)
-    target = quantize_onnx(source, run / INT8_NAME, inputs)
     card: dict[str, Any] = json.loads((run / "model_card.json").read_text())
+    heads = sorted((int(a), int(b)) for a, b in card["output"].get("heads", {}).values())
+    target = quantize_onnx(source, run / INT8_NAME, inputs, heads)
+    card["output"]["name"] = LOGITS_NAME
+    card["output"]["values"] = (
+        "logits: the argmax per head is the decision; a softmax per head gives the "
+        "probabilities (model.onnx gives those)"
+    )
     card["onnx"] = {
         "file": target.name,
         "sha256": sha256_of(target),
