@@ -132,7 +132,7 @@ def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("architecture", ["unet", "unet-two-decoders"])
+@pytest.mark.parametrize("architecture", ["unet", "unet-two-decoders", "unet-light-infection"])
 def test_one_network_gives_lungs_and_infection_in_one_pass(
     medseg_dataset: Path, tmp_path: Path, architecture: str
 ) -> None:
@@ -154,7 +154,9 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
         else:  # typed: each class, never the one-class targets
             assert set(np.unique(target)) <= {0, 1, 2, 3}
             assert IS_INFECTION not in target and NOT_INFECTION not in target
-    config = replace(_tiny_config("lung+infection"), architecture=architecture)
+    config = replace(
+        _tiny_config("lung+infection"), architecture=architecture, infection_widths=(8, 4)
+    )
     result = train(config, medseg_dataset, tmp_path / "run")
     assert result.onnx_max_difference < 1e-4
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())

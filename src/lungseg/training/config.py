@@ -62,9 +62,10 @@ class TrainConfig:
     Attributes:
         task: ``lung``, ``infection``, ``infection-all`` or ``lung+infection`` (``core.tasks``).
         image_size: model input side in pixels (slices are padded square and resized).
-        architecture: ``unet``, or ``unet-two-decoders`` for a task with a lung and an
-            infection head: one encoder, a decoder per head (``training.model.create_model``);
-            named in the model card.
+        architecture: ``unet``, or for a task with a lung and an infection head
+            ``unet-two-decoders`` (one encoder, a decoder per head) or
+            ``unet-light-infection`` (the lung U-Net and a light infection decoder on its
+            encoder) (``training.model.create_model``); named in the model card.
         channels: filters per U-Net level.
         num_res_units: residual units per level.
         batch_size, learning_rate, weight_decay: optimiser settings (AdamW, cosine schedule).
@@ -86,6 +87,8 @@ class TrainConfig:
             With two decoders it starts the encoder and the lung decoder.
         init_infection_from: with two decoders, a checkpoint of an infection run whose
             decoder starts the infection decoder.
+        infection_widths: with ``unet-light-infection``, the filters of the light
+            infection decoder's levels, from the deepest up (``training.model``).
         monitor: the validation figure that picks the checkpoint and stops early:
             ``val_dice`` (the lungs, or the task's foreground) or ``val_score`` (for a
             task with both heads, the mean of the lungs' and the infection's Dice).
@@ -114,6 +117,7 @@ class TrainConfig:
     monitor: str = "val_dice"
     init_from: str = ""
     init_infection_from: str = ""
+    infection_widths: tuple[int, ...] = (64, 32, 16)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:
@@ -131,7 +135,7 @@ class TrainConfig:
         unknown = set(augment) - {f.name for f in fields(AugmentConfig)}
         if unknown:
             raise LungsegError(f"unknown augmentation settings: {', '.join(sorted(unknown))}")
-        for key in ("channels",):
+        for key in ("channels", "infection_widths"):
             if key in values:
                 values[key] = tuple(values[key])
         if "zoom" in augment:

@@ -14,7 +14,7 @@ from lungseg.core.tasks import task_spec
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
 
-ARCHITECTURES = ("unet", "unet-two-decoders")
+ARCHITECTURES = ("unet", "unet-two-decoders", "unet-light-infection")
 
 
 def create_model(config: TrainConfig) -> torch.nn.Module:
@@ -24,16 +24,18 @@ def create_model(config: TrainConfig) -> torch.nn.Module:
     spec = task_spec(config.task)
     if config.architecture == "unet":
         return _unet(config, len(spec.classes))
-    if config.architecture == "unet-two-decoders":
+    if config.architecture in ("unet-two-decoders", "unet-light-infection"):
         heads = spec.heads or {}
         if set(heads) != {"lung", "infection"}:
             raise LungsegError(
-                f"architecture 'unet-two-decoders' needs a task with a lung and an infection "
-                f"head; {config.task!r} has {sorted(heads) or 'one head'}"
+                f"architecture {config.architecture!r} needs a task with a lung and an "
+                f"infection head; {config.task!r} has {sorted(heads) or 'one head'}"
             )
         (a, b), (c, d) = heads["lung"], heads["infection"]
         if not a == 0 < b == c < d:
-            raise LungsegError("unet-two-decoders expects the lung head's channels first")
+            raise LungsegError(f"{config.architecture} expects the lung head's channels first")
+        if config.architecture == "unet-light-infection":
+            return LightInfectionUNet(_unet(config, b - a), d - c, config.infection_widths)
         return TwoDecoderUNet(_unet(config, b - a), _unet(config, d - c))
     raise LungsegError(
         f"unknown architecture {config.architecture!r}; lungseg trains {', '.join(ARCHITECTURES)}"
@@ -106,6 +108,63 @@ class TwoDecoderUNet(torch.nn.Module):
         return torch.cat([lung, infection], dim=1), bottom
 
 
+class LightInfectionUNet(torch.nn.Module):
+    """The lung U-Net whole, and a light infection decoder on its encoder: from the
+    deepest features up, per level a bilinear 2x up-sampling, the encoder's skip beside
+    it and one 3x3 convolution of ``widths[i]`` filters (batch norm, PReLU), for as many
+    levels as ``widths`` has; then a 1x1 convolution to the classes, up-sampled
+    bilinearly to the input's size. It costs a fraction of a second decoder (the lung
+    decoder's top levels, at full and half size, are most of its work). Output: both
+    heads' logits side by side (lung channels first); ``forward_with_bottom`` as
+    ``TwoDecoderUNet``'s."""
+
+    def __init__(self, lung: UNet, classes: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.lung = lung
+        self._lung_levels, self._bottom = _levels(lung)
+        skips = [int(c) for c in lung.channels[:-1]]  # each level's down output
+        if not 0 < len(widths) <= len(skips):
+            raise LungsegError(f"infection_widths: 1 to {len(skips)} levels, not {len(widths)}")
+        bottom = int(lung.channels[-1])
+        layers = []
+        for skip, width in zip(reversed(skips), widths, strict=False):
+            layers.append(
+                torch.nn.Sequential(
+                    torch.nn.Conv2d(bottom + skip, width, 3, padding=1, bias=False),
+                    torch.nn.BatchNorm2d(width),
+                    torch.nn.PReLU(),
+                )
+            )
+            bottom = width
+        self.infection = torch.nn.ModuleList(layers)
+        self.infection_out = torch.nn.Conv2d(bottom, classes, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_bottom(image)[0]
+
+    def forward_with_bottom(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skips = []
+        x = image
+        for level in self._lung_levels:
+            x = level[0](x)
+            skips.append(x)
+        bottom = lung = infection = self._bottom.submodule(x)
+        for skip, level in zip(reversed(skips), reversed(self._lung_levels), strict=True):
+            lung = level[2](torch.cat([skip, lung], dim=1))
+        for skip, layer in zip(reversed(skips), self.infection, strict=False):
+            infection = torch.nn.functional.interpolate(
+                infection, size=skip.shape[-2:], mode="bilinear", align_corners=False
+            )
+            infection = layer(torch.cat([skip, infection], dim=1))
+        infection = torch.nn.functional.interpolate(
+            self.infection_out(infection),
+            size=image.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        return torch.cat([lung, infection], dim=1), bottom
+
+
 def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
     """Start ``model`` from the config's earlier runs (``init_from``, and for two
     decoders ``init_infection_from`` for the infection decoder, unless ``init_from`` is
@@ -119,6 +178,10 @@ def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
             )
     elif isinstance(model, TwoDecoderUNet):
         parts = [(model.lung, config.init_from), (model.infection, config.init_infection_from)]
+    elif isinstance(model, LightInfectionUNet):
+        if config.init_infection_from:
+            raise LungsegError("the light infection decoder starts from random weights")
+        parts = [(model.lung, config.init_from)]
     elif config.init_infection_from:
         raise LungsegError("init_infection_from needs the 'unet-two-decoders' architecture")
     else:

@@ -40,7 +40,7 @@ from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import PreparedSlice, prepare_split
 from lungseg.training.export import export_onnx, onnx_max_difference
-from lungseg.training.model import TwoDecoderUNet, _levels, create_model
+from lungseg.training.model import LightInfectionUNet, TwoDecoderUNet, _levels, create_model
 from lungseg.training.quantize import quantize_run
 from lungseg.training.train import reseed_worker
 
@@ -91,7 +91,7 @@ def unet_with_bottom(net: UNet, image: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def encoder_bottom(net: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     """A U-Net's (or the two-decoder network's) deepest features, without its decoders."""
-    if isinstance(net, TwoDecoderUNet):
+    if isinstance(net, TwoDecoderUNet | LightInfectionUNet):
         levels, bottom_skip = net._lung_levels, net._bottom
     elif isinstance(net, UNet):
         levels, bottom_skip = _levels(net)
@@ -117,7 +117,7 @@ class OrientedNetwork(torch.nn.Module):
         return cast(torch.Tensor, self.head(encoder_bottom(self.net, image)))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.net, TwoDecoderUNet):
+        if isinstance(self.net, TwoDecoderUNet | LightInfectionUNet):
             logits, bottom = self.net.forward_with_bottom(image)
         elif isinstance(self.net, UNet):
             logits, bottom = unet_with_bottom(self.net, image)
