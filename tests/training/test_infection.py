@@ -235,3 +235,33 @@ def test_infection_from_every_source_learns_from_both_kinds_of_labels(tmp_path: 
     prediction = predictor.predict(write_png(tmp_path / "s.png", display_slice(ct_slice(64)[0])))
     assert prediction.infection is not None
     assert prediction.infection.shape == prediction.lung.shape
+
+
+def test_the_class_dice_weighs_a_rare_typed_class_as_much_as_ground_glass() -> None:
+    """``infection_class_dice``: a slice of much ground glass and a little consolidation;
+    calling the consolidation ground glass costs a few pixels' likelihood without it,
+    and a whole class's Dice with it. One-class and unknown pixels add nothing to it."""
+    import torch
+
+    from lungseg.core.tasks import IS_INFECTION, UNKNOWN
+    from lungseg.training.module import infection_loss
+
+    target = torch.zeros((1, 16, 16), dtype=torch.long)
+    target[0, :8] = 1  # ground glass, half the slice
+    target[0, 8, :2] = 2  # two pixels of consolidation
+
+    def confident(classes: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(classes, 4).permute(0, 3, 1, 2).float() * 8.0
+
+    right = confident(target)
+    wrong = target.clone()
+    wrong[target == 2] = 1  # the consolidation called ground glass
+    wrong_logits = confident(wrong)
+    gap_without = infection_loss(wrong_logits, target)[0] - infection_loss(right, target)[0]
+    gap_with = infection_loss(wrong_logits, target, 1.0)[0] - infection_loss(right, target, 1.0)[0]
+    assert gap_without < 0.2 < gap_with  # about a third: one class of three lost
+    # where nothing is typed, the class Dice adds nothing
+    untyped = torch.full((1, 16, 16), UNKNOWN)
+    untyped[0, :4] = IS_INFECTION
+    logits = torch.randn(1, 4, 16, 16)
+    assert torch.equal(infection_loss(logits, untyped, 1.0)[0], infection_loss(logits, untyped)[0])

@@ -87,6 +87,8 @@ class TrainConfig:
             With two decoders it starts the encoder and the lung decoder.
         init_infection_from: with two decoders, a checkpoint of an infection run whose
             decoder starts the infection decoder.
+        infection_class_dice: weight of a soft Dice loss per typed infection class
+            (``training.module.infection_loss``); 0: none.
         infection_widths: with ``unet-light-infection``, the filters of the light
             infection decoder's levels, from the deepest up (``training.model``).
         monitor: the validation figure that picks the checkpoint and stops early:
@@ -114,6 +116,7 @@ class TrainConfig:
     include_flagged: bool = False
     max_slices_per_patient: int = 50
     infection_weight: float = 1.0
+    infection_class_dice: float = 0.0
     monitor: str = "val_dice"
     init_from: str = ""
     init_infection_from: str = ""

@@ -44,7 +44,9 @@ def lesion_classes(target: torch.Tensor) -> torch.Tensor:
     return torch.where(target == IS_INFECTION, 1, torch.where(target > 3, 0, target))
 
 
-def infection_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def infection_loss(
+    logits: torch.Tensor, target: torch.Tensor, class_dice: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of the infection head (4 classes: none, ground glass, consolidation, effusion)
     against targets that say only what their source knows (``core.tasks``).
 
@@ -52,7 +54,10 @@ def infection_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     or consolidation" (the two probabilities summed) or of "neither"; an unknown one
     adds nothing. A soft Dice of "ground glass or consolidation" over the supervised
     pixels is added against the imbalance (lesions are a few per cent of a slice).
-    Returns the loss and the soft Dice (for logging).
+    With ``class_dice``, that weight times the mean soft Dice loss of each typed class
+    (ground glass, consolidation, effusion) over the batch's typed pixels is added:
+    the rare classes weigh as much as ground glass. Returns the loss and the soft Dice
+    (for logging).
     """
     probabilities = torch.softmax(logits, dim=1)
     lesion = probabilities[:, 1] + probabilities[:, 2]
@@ -70,7 +75,17 @@ def infection_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     weight = known.float()
     overlap = (lesion * truth * weight).sum()
     dice = (2.0 * overlap + 1.0) / ((lesion * weight).sum() + (truth * weight).sum() + 1.0)
-    return nll + (1.0 - dice), dice.detach()
+    loss = nll + (1.0 - dice)
+    if class_dice and bool(typed.any()):
+        typed_weight = typed.float()
+        losses = []
+        for index in (1, 2, 3):
+            found = probabilities[:, index] * typed_weight
+            marked = (target == index).float()
+            both = (found * marked).sum()
+            losses.append(1.0 - (2.0 * both + 1.0) / (found.sum() + marked.sum() + 1.0))
+        loss = loss + class_dice * torch.stack(losses).mean()
+    return loss, dice.detach()
 
 
 class LungSegModule(pl.LightningModule):
@@ -94,7 +109,9 @@ class LungSegModule(pl.LightningModule):
         if self.heads is not None:  # an infection head of partial labels (and lungs)
             target = label // LUNG_CODES if both else label  # tasks.split_code
             start, stop = self.heads["infection"]
-            extra, infection_dice = infection_loss(logits[:, start:stop], target[:, 0])
+            extra, infection_dice = infection_loss(
+                logits[:, start:stop], target[:, 0], self.config.infection_class_dice
+            )
             self.log(
                 f"{stage}_infection_dice",
                 infection_dice,
