@@ -71,6 +71,28 @@ def _levels(net: UNet) -> tuple[list[torch.nn.Sequential], SkipConnection]:
         levels.append(deeper)
 
 
+def unet_encode(
+    levels: list[torch.nn.Sequential], bottom: SkipConnection, image: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A MONAI U-Net's encoder (``_levels``): each level's down output (the skips, from
+    the top) and the deepest features."""
+    skips = []
+    x = image
+    for level in levels:
+        x = level[0](x)
+        skips.append(x)
+    return skips, cast(torch.Tensor, bottom.submodule(x))
+
+
+def unet_decode(
+    levels: list[torch.nn.Sequential], skips: list[torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """A MONAI U-Net's decoder from the deepest features ``x`` up, reading ``skips``."""
+    for skip, level in zip(reversed(skips), reversed(levels), strict=True):
+        x = level[2](torch.cat([skip, x], dim=1))
+    return x
+
+
 class TwoDecoderUNet(torch.nn.Module):
     """One encoder, a decoder per head: the lung U-Net whole, and the infection U-Net's
     decoder (its up-sampling layers) reading the lung encoder's features and skips. The
@@ -94,12 +116,8 @@ class TwoDecoderUNet(torch.nn.Module):
 
     def forward_with_bottom(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the encoder's deepest features (for an orientation head)."""
-        skips = []
-        x = image
-        for level in self._lung_levels:
-            x = level[0](x)
-            skips.append(x)
-        bottom = lung = infection = self._bottom.submodule(x)
+        skips, bottom = unet_encode(self._lung_levels, self._bottom, image)
+        lung = infection = bottom
         for skip, lung_level, infection_level in reversed(
             list(zip(skips, self._lung_levels, self._infection_levels, strict=True))
         ):
@@ -110,8 +128,8 @@ class TwoDecoderUNet(torch.nn.Module):
 
 class LightInfectionUNet(torch.nn.Module):
     """The lung U-Net whole, and a light infection decoder on its encoder: from the
-    deepest features up, per level a bilinear 2x up-sampling, the encoder's skip beside
-    it and one 3x3 convolution of ``widths[i]`` filters (batch norm, PReLU), for as many
+    deepest features up, per level a bilinear up-sampling to the encoder's skip (none
+    at the deepest, which has the bottom's size), the skip beside it and one 3x3 convolution of ``widths[i]`` filters (batch norm, PReLU), for as many
     levels as ``widths`` has; then a 1x1 convolution to the classes, up-sampled
     bilinearly to the input's size. It costs a fraction of a second decoder (the lung
     decoder's top levels, at full and half size, are most of its work). Output: both
@@ -143,14 +161,9 @@ class LightInfectionUNet(torch.nn.Module):
         return self.forward_with_bottom(image)[0]
 
     def forward_with_bottom(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        skips = []
-        x = image
-        for level in self._lung_levels:
-            x = level[0](x)
-            skips.append(x)
-        bottom = lung = infection = self._bottom.submodule(x)
-        for skip, level in zip(reversed(skips), reversed(self._lung_levels), strict=True):
-            lung = level[2](torch.cat([skip, lung], dim=1))
+        skips, bottom = unet_encode(self._lung_levels, self._bottom, image)
+        lung = unet_decode(self._lung_levels, skips, bottom)
+        infection = bottom
         for skip, layer in zip(reversed(skips), self.infection, strict=False):
             infection = torch.nn.functional.interpolate(
                 infection, size=skip.shape[-2:], mode="bilinear", align_corners=False

@@ -40,7 +40,14 @@ from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import PreparedSlice, prepare_split
 from lungseg.training.export import export_onnx, onnx_max_difference
-from lungseg.training.model import LightInfectionUNet, TwoDecoderUNet, _levels, create_model
+from lungseg.training.model import (
+    LightInfectionUNet,
+    TwoDecoderUNet,
+    _levels,
+    create_model,
+    unet_decode,
+    unet_encode,
+)
 from lungseg.training.quantize import quantize_run
 from lungseg.training.train import reseed_worker
 
@@ -78,15 +85,8 @@ def unet_with_bottom(net: UNet, image: torch.Tensor) -> tuple[torch.Tensor, torc
     """MONAI's U-Net forward, written out level by level (the same result as
     ``net(image)``), with its deepest features: ``(logits, bottom)``."""
     levels, bottom_skip = _levels(net)
-    skips = []
-    x = image
-    for level in levels:
-        x = level[0](x)
-        skips.append(x)
-    bottom = x = bottom_skip.submodule(x)
-    for skip, level in zip(reversed(skips), reversed(levels), strict=True):
-        x = level[2](torch.cat([skip, x], dim=1))
-    return x, bottom
+    skips, bottom = unet_encode(levels, bottom_skip, image)
+    return unet_decode(levels, skips, bottom), bottom
 
 
 def encoder_bottom(net: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -97,10 +97,7 @@ def encoder_bottom(net: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
         levels, bottom_skip = _levels(net)
     else:
         raise LungsegError(f"no orientation head for a {type(net).__name__}")
-    x = image
-    for level in levels:
-        x = level[0](x)
-    return cast(torch.Tensor, bottom_skip.submodule(x))
+    return unet_encode(levels, bottom_skip, image)[1]
 
 
 class OrientedNetwork(torch.nn.Module):
