@@ -314,16 +314,14 @@ def test_a_bug_on_one_input_is_one_line_and_the_batch_goes_on(
     hu, _ = ct_slice(64)
     first, second = write_png(tmp_path / "a.png", display_slice(hu)), tmp_path / "b.png"
     write_png(second, display_slice(hu))
-    original = Predictor.segment
-    calls = []
+    original = Predictor.predict
 
-    def buggy(self: Predictor, image, **options):  # type: ignore[no-untyped-def]
-        calls.append(image)
-        if len(calls) == 1:  # a.png, the first input segmented
+    def buggy(self: Predictor, path: Path, **options):  # type: ignore[no-untyped-def]
+        if Path(path).name == "a.png":
             raise KeyError("a bug in the code, not a bad file")
-        return original(self, image, **options)
+        return original(self, path, **options)
 
-    monkeypatch.setattr(Predictor, "segment", buggy)
+    monkeypatch.setattr(Predictor, "predict", buggy)
     out = tmp_path / "out"
     code = main(["predict", str(first), str(second), "--out", str(out), "--model", str(model)])
     captured = capsys.readouterr()
@@ -559,55 +557,3 @@ def test_the_png_writer_takes_a_strided_view_and_refuses_four_channels() -> None
         assert np.array_equal(np.asarray(decoded), picture)
     with pytest.raises(ValueError, match="3 channels"):
         png_bytes(np.zeros((4, 4, 4), np.uint8))
-
-
-def test_a_list_reads_the_next_small_input_while_this_one_is_segmented(
-    tmp_path: Path, predictor: Predictor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``predict_files``: a slice file is read ahead on its own thread, a big file (a
-    scan) only in its turn; answers, errors and order are as one at a time."""
-    import threading
-    import time
-
-    from lungseg.inference import outputs
-
-    paths = [write_png(tmp_path / f"s{i}.png", display_slice(ct_slice(64)[0])) for i in range(2)]
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(b"not a picture")
-    paths.insert(1, broken)
-    reads: list[tuple[str, str]] = []
-    read = outputs.read_image
-
-    def recording_read(path: Path, **kwargs: object) -> object:
-        reads.append((Path(path).name, threading.current_thread().name))
-        return read(path, **kwargs)  # type: ignore[arg-type]
-
-    segment = predictor.segment
-    seen: list[list[str]] = []
-
-    def waiting_segment(image: object, **kwargs: object) -> object:
-        for _ in range(100):  # time for a read of the next file to start
-            if len(reads) > len(seen) + 1:
-                break
-            time.sleep(0.01)
-        seen.append(sorted(name for name, _ in reads))
-        return segment(image, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(outputs, "read_image", recording_read)
-    monkeypatch.setattr(predictor, "segment", waiting_segment)
-    outcomes = list(outputs.predict_files(predictor, paths, tmp_path / "out"))
-    assert [o.path for o in outcomes] == paths
-    assert [o.error is None for o in outcomes] == [True, False, True]
-    assert "broken.png" in str(outcomes[1].error)
-    assert seen[0] == ["broken.png", "s0.png"]  # read ahead while s0 was segmented
-    assert seen[1] == ["broken.png", "s0.png", "s1.png"]  # and s1 while broken failed
-    main_thread = threading.current_thread().name
-    assert [thread == main_thread for _, thread in sorted(reads)] == [False, True, False]
-    # over the size limit: read in turn, on the caller's thread
-    reads.clear()
-    seen.clear()
-    monkeypatch.setattr(outputs, "READ_AHEAD_BYTES", 10)
-    outcomes = list(outputs.predict_files(predictor, [paths[0], paths[2]], tmp_path / "out2"))
-    assert all(o.error is None for o in outcomes)
-    assert seen[0] == ["s0.png"]
-    assert {thread for _, thread in reads} == {main_thread}

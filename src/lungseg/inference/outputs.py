@@ -14,7 +14,6 @@ import gzip
 import io
 import os
 import struct
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,8 +31,7 @@ from lungseg.core.files import strip_suffixes
 from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order, to_source_grid, to_stored_order
-from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits, read_image
-from lungseg.imaging.types import CTImage
+from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Prediction, Predictor
 from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay
@@ -385,11 +383,6 @@ def _looks_dicom(path: Path) -> bool:
         return handle.read(132)[128:132] == b"DICM"
 
 
-READ_AHEAD_BYTES = 32 * 2**20
-"""In a list, the next input is read while this one is segmented where it is a file of
-at most this size (a slice: reading a scan ahead would hold two scans at once)."""
-
-
 def predict_files(
     predictor: Predictor,
     paths: list[Path],
@@ -403,29 +396,20 @@ def predict_files(
     in input order.
 
     Writing (PNG and NIfTI compression, which releases the GIL) runs on a second
-    thread while the next input is read and segmented, and a small next input
-    (``READ_AHEAD_BYTES``) is read on a third while this one is segmented. A bad input
-    yields an
+    thread while the next input is read and segmented. A bad input yields an
     ``Outcome`` with ``error`` and the others go on; so does an input that meets a
     bug (its error says so, with the exception's type). ``progress(path)`` gives
     the callback that follows that input's slices.
     """
     if stems is None:
         stems = unique_stems(paths)[0]
-    with ThreadPoolExecutor(max_workers=1) as writer, ThreadPoolExecutor(max_workers=1) as reader:
+    with ThreadPoolExecutor(max_workers=1) as writer:
         pending: tuple[Outcome, Future[list[Path]]] | None = None
-        ahead: Future[CTImage] | None = None
-        for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
+        for path, stem in zip(paths, stems, strict=True):
             outcome = Outcome(path)
-            read, ahead = ahead, None
-            following = paths[index + 1] if index + 1 < len(paths) else None
-            if following is not None and _small_file(following):
-                ahead = reader.submit(read_image, following, limits=limits)
             try:
-                started = time.perf_counter()
-                image = read_image(path, limits=limits) if read is None else read.result()
-                outcome.prediction = predictor.segment(
-                    image, started=started, progress=progress(path) if progress else None
+                outcome.prediction = predictor.predict(
+                    path, limits=limits, progress=progress(path) if progress else None
                 )
             except LungsegError as error:
                 outcome.error = str(error)
@@ -446,13 +430,6 @@ def predict_files(
             )
         if pending is not None:
             yield _finish(*pending)
-
-
-def _small_file(path: Path) -> bool:
-    try:
-        return path.is_file() and path.stat().st_size <= READ_AHEAD_BYTES
-    except OSError:
-        return False  # read in turn, where the error is reported
 
 
 def _finish(outcome: Outcome, future: Future[list[Path]]) -> Outcome:
