@@ -4,8 +4,10 @@ Over real finding-lungs slices and the shipped one-pass network, prints ms per s
   * the decision at slice size: lungseg's window resize (`decision_at_slice_size`)
     against resizing every class over the whole square (`from_model_square`, argmax),
     and how many pixels differ;
-  * the overlay PNG: lungseg's writer (unfiltered rows, zlib level 1) against Pillow's
-    (level 1, its filters), and the files' sizes;
+  * the overlay PNG: lungseg's writer (unfiltered rows, ISA-L deflate) against the same
+    rows deflated by zlib at level 1 (the writer before) and Pillow's (level 1, its
+    filters), and the files' sizes;
+  * the lung mask PNG (palette): lungseg's writer against Pillow's;
   * the overlay with its labels (`annotated_overlay`).
 
     .venv/bin/python benchmarks/picture_time.py [--slices 20]
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from PIL import Image
 
 from lungseg.imaging import read_image
 from lungseg.inference import Predictor
-from lungseg.inference.outputs import annotated_overlay, png_bytes
+from lungseg.inference.outputs import annotated_overlay, lung_png, png_bytes
 from lungseg.inference.preprocess import decision_at_slice_size, from_model_square
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -45,6 +49,31 @@ def pillow_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def zlib_png(array: np.ndarray) -> bytes:
+    """The writer before: unfiltered rows, zlib level 1."""
+    rows, cols = array.shape[:2]
+    scanlines = np.zeros((rows, 1 + array[0].size), np.uint8)
+    scanlines[:, 1:] = array.reshape(rows, -1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)
+    idat = zlib.compress(scanlines.data, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def pillow_mask_png(labels: np.ndarray) -> bytes:
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette([0, 0, 0, 230, 75, 60, 50, 130, 230])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--slices", type=int, default=20)
@@ -56,7 +85,7 @@ def main() -> None:
     model = predictor.model
     figures: dict[str, list[float]] = {}
     differing = 0
-    sizes = {"lungseg": 0, "pillow": 0}
+    sizes = {"lungseg": 0, "zlib": 0, "pillow": 0}
     for path in paths:
         image = read_image(path)
         squares, placements = model.prepare([image.array], [image.intensity])
@@ -81,10 +110,20 @@ def main() -> None:
         figures.setdefault("overlay PNG, lungseg", []).append(
             per_call_ms(lambda: png_bytes(overlay))  # noqa: B023
         )
+        figures.setdefault("overlay PNG, zlib level 1", []).append(
+            per_call_ms(lambda: zlib_png(overlay))  # noqa: B023
+        )
         figures.setdefault("overlay PNG, Pillow", []).append(
             per_call_ms(lambda: pillow_png(overlay))  # noqa: B023
         )
+        figures.setdefault("mask PNG, lungseg", []).append(
+            per_call_ms(lambda: lung_png(prediction.lung))  # noqa: B023
+        )
+        figures.setdefault("mask PNG, Pillow", []).append(
+            per_call_ms(lambda: pillow_mask_png(prediction.lung))  # noqa: B023
+        )
         sizes["lungseg"] += len(png_bytes(overlay))
+        sizes["zlib"] += len(zlib_png(overlay))
         sizes["pillow"] += len(pillow_png(overlay))
     print(f"{len(paths)} finding-lungs slices of 512x512, {model.path.name} ({len(heads)} heads)")
     for name, values in figures.items():
@@ -92,6 +131,7 @@ def main() -> None:
     print(f"pixels where the window and the whole-square decision differ: {differing}")
     print(
         f"overlay PNG size, mean: lungseg {sizes['lungseg'] / len(paths) / 1000:.0f} kB, "
+        f"zlib level 1 {sizes['zlib'] / len(paths) / 1000:.0f} kB, "
         f"Pillow {sizes['pillow'] / len(paths) / 1000:.0f} kB"
     )
 

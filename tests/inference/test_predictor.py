@@ -549,6 +549,34 @@ def test_the_png_writer_round_trips_any_grey_or_rgb_picture(
         assert np.array_equal(np.asarray(decoded), picture)
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_label_pngs_round_trip_any_labels_with_their_palette(
+    rows: int, cols: int, seed: int
+) -> None:
+    from lungseg.inference.outputs import label_png_bytes
+
+    labels = np.random.default_rng(seed).integers(0, 256, (rows, 2 * cols), dtype=np.uint8)
+    labels = labels[:, ::2]  # a strided view, as a slice of a volume can be
+    data = label_png_bytes(labels, {1: (1, 2, 3), 255: (7, 8, 9)})
+    with Image.open(io.BytesIO(data)) as checked:
+        checked.verify()  # chunk CRCs
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == "P"
+        palette = decoded.getpalette()
+        assert np.array_equal(np.asarray(decoded), labels)
+    assert palette is not None
+    assert palette[:6] == [0, 0, 0, 1, 2, 3] and palette[-3:] == [7, 8, 9]
+
+
+def test_label_pngs_refuse_what_is_not_a_2d_mask() -> None:
+    from lungseg.inference.outputs import label_png_bytes
+
+    for shape in ((0, 4), (4, 4, 4)):
+        with pytest.raises(ValueError, match="non-empty 2D"):
+            label_png_bytes(np.zeros(shape, np.uint8), {})
+
+
 def test_the_png_writer_takes_a_strided_view_and_refuses_four_channels() -> None:
     from lungseg.inference.outputs import png_bytes
 
