@@ -122,11 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize = commands.add_parser(
         "quantize",
-        help="write a run's int8 model (model_int8.onnx and its card), as lungseg train does",
+        help="write a run's int8 model (model_int8.onnx and its card), as lungseg train does; "
+        "or store an 8-bit model's int8 weights as uint8 (same values, no saturation "
+        "on processors without VNNI)",
     )
-    quantize.add_argument("run", type=Path, help="a run folder of lungseg train")
     quantize.add_argument(
-        "--data", type=Path, required=True, help="the dataset the run was trained on (calibration)"
+        "run",
+        type=Path,
+        help="a run folder of lungseg train, or an 8-bit .onnx model (changed in place, "
+        "with its card's hash)",
+    )
+    quantize.add_argument(
+        "--data", type=Path, help="the dataset the run was trained on (calibration; for a run)"
     )
 
     orient = commands.add_parser(
@@ -501,8 +508,16 @@ def _train(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     import json
 
-    from lungseg.training.quantize import quantize_run
+    from lungseg.training.quantize import make_weights_unsigned, quantize_run
 
+    if args.run.suffix == ".onnx":
+        if not args.run.is_file():
+            raise LungsegError(f"{args.run}: no such model file")
+        changed = make_weights_unsigned(args.run)
+        print(f"{args.run}: {changed} int8 weights stored as uint8 (zero point 128)")
+        return 0
+    if args.data is None:
+        raise LungsegError("lungseg quantize RUN needs --data (the dataset it was trained on)")
     target = quantize_run(args.run, args.data)
     card = json.loads(target.with_suffix(".json").read_text())
     agreement = card["onnx"]["quantization"]["decisions_equal_to_float_model"]
