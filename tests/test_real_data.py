@@ -264,22 +264,27 @@ SHIPPED = ("lung_unet.onnx", "infection_unet.onnx")
 def test_shipped_models_compute_the_same_on_every_processor(shared_data: Path, name: str) -> None:
     """onnxruntime's fused integer convolutions (what lungseg runs) decide as the model's
     own arithmetic (the same graph unfused: dequantise, convolve in float) on real
-    slices of every set. With int8 weights this fails on processors without VNNI
-    (6 % of pixels differ: ``training.quantize``); the shipped weights are uint8."""
+    slices of every set. With 8-bit int8 weights this fails on processors without VNNI
+    (8 % of lung pixels differ: ``training.quantize``); shipped weights are int8 in 7
+    bits or uint8."""
     onnx = pytest.importorskip("onnx")
     import onnxruntime as ort
+    from onnx import numpy_helper
 
     from lungseg.inference.model import SHIPPED_MODEL, SegmentationModel
 
     path = SHIPPED_MODEL.with_name(name)
     graph = onnx.load(str(path)).graph
-    constants = {tensor.name: tensor.data_type for tensor in graph.initializer}
-    int8 = [
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    eight_bit = [
         n.input[0]
         for n in graph.node
-        if n.op_type == "DequantizeLinear" and constants.get(n.input[0]) == onnx.TensorProto.INT8
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in constants
+        and constants[n.input[0]].data_type == onnx.TensorProto.INT8
+        and np.abs(numpy_helper.to_array(constants[n.input[0]]).astype(int)).max() > 64
     ]
-    assert not int8, f"int8 weights: {int8[:3]}"
+    assert not eight_bit, f"8-bit int8 weights: {eight_bit[:3]}"
     model = SegmentationModel(path)
     files = [
         "finding-lungs-ct/2d_images/ID_0008_Z_0065.tif",

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser(
         "quantize",
         help="write a run's int8 model (model_int8.onnx and its card), as lungseg train does; "
-        "or store an 8-bit model's int8 weights as uint8 (same values, no saturation "
-        "on processors without VNNI)",
+        "or make an 8-bit model's weights safe on processors without VNNI "
+        "(training.quantize)",
     )
     quantize.add_argument(
         "run",
@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument(
         "--data", type=Path, help="the dataset the run was trained on (calibration; for a run)"
+    )
+    quantize.add_argument(
+        "--weights",
+        choices=["seven-bit", "unsigned"],
+        default="seven-bit",
+        help="for an .onnx model: quantise its 8-bit weights again in 7 bits (the fast "
+        "kernels stay exact; the default) or store them as uint8 (exactly the same "
+        "values, slower kernels)",
     )
 
     orient = commands.add_parser(
@@ -508,13 +516,13 @@ def _train(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     import json
 
-    from lungseg.training.quantize import make_weights_unsigned, quantize_run
+    from lungseg.training.quantize import convert_weights, quantize_run
 
     if args.run.suffix == ".onnx":
         if not args.run.is_file():
             raise LungsegError(f"{args.run}: no such model file")
-        changed = make_weights_unsigned(args.run)
-        print(f"{args.run}: {changed} int8 weights stored as uint8 (zero point 128)")
+        changed = convert_weights(args.run, args.weights)
+        print(f"{args.run}: {changed} weights made {args.weights}")
         return 0
     if args.data is None:
         raise LungsegError("lungseg quantize RUN needs --data (the dataset it was trained on)")

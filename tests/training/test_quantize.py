@@ -1,5 +1,6 @@
-"""8-bit weights stored unsigned (training.quantize.unsigned_weights): the same values,
-and onnxruntime's integer convolution then computes exactly what the model says."""
+"""8-bit weights made safe on processors without VNNI (training.quantize): quantised
+again in 7 bits, or stored as uint8; onnxruntime's fused integer convolution then
+computes exactly what the model says on every processor, and still fuses."""
 
 from __future__ import annotations
 
@@ -13,17 +14,23 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from lungseg.training.quantize import UNSIGNED_ZERO_POINT, unsigned_weights  # noqa: E402
+from lungseg.training.quantize import (  # noqa: E402
+    UNSIGNED_ZERO_POINT,
+    WEIGHT_LEVELS,
+    seven_bit_weights,
+    unsigned_weights,
+)
 
 CHANNELS = 3
 IN_SCALE = 1.0 / 255.0
 OUT_SCALE = 0.05
 
 
-def qdq_convolution(path: Path, weights: np.ndarray, scales: np.ndarray) -> Path:
+def qdq_convolution(path: Path, weights: np.ndarray, scales: np.ndarray, bias: np.ndarray) -> Path:
     """x in [0, 1] -> Q/DQ (uint8) -> Conv 3x3 with int8 weights per output channel
-    (zero point 0, as quantize_static writes them) -> Q/DQ (uint8): the pattern
-    onnxruntime fuses into one integer convolution."""
+    (zero point 0, as quantize_static writes them) and an int32 bias (scale: input x
+    weight scale) -> Q/DQ (uint8): the pattern onnxruntime fuses into one integer
+    convolution."""
 
     def constant(name: str, array: np.ndarray) -> onnx.TensorProto:
         return numpy_helper.from_array(array, name)
@@ -32,7 +39,8 @@ def qdq_convolution(path: Path, weights: np.ndarray, scales: np.ndarray) -> Path
         helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
         helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
-        helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd", "bd"], ["y"], pads=[1, 1, 1, 1]),
         helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]),
         helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["out"]),
     ]
@@ -47,6 +55,9 @@ def qdq_convolution(path: Path, weights: np.ndarray, scales: np.ndarray) -> Path
             constant("w", weights),
             constant("ws", scales),
             constant("wz", np.zeros(CHANNELS, np.int8)),
+            constant("b", bias),
+            constant("bs", (scales * np.float32(IN_SCALE)).astype(np.float32)),
+            constant("bz", np.zeros(CHANNELS, np.int32)),
             constant("ys", np.float32(OUT_SCALE)),
             constant("yz", np.uint8(0)),
         ],
@@ -56,41 +67,77 @@ def qdq_convolution(path: Path, weights: np.ndarray, scales: np.ndarray) -> Path
     return path
 
 
-def reference(x: np.ndarray, weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """What the model says, in float: dequantised input and weights, a 3x3 convolution,
-    the output quantised."""
+def arithmetic(path: Path, x: np.ndarray) -> np.ndarray:
+    """What the model says, in float64: dequantised input, weights and bias, a 3x3
+    convolution, the output quantised."""
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
     xq = np.clip(np.round(x / IN_SCALE), 0, 255) * IN_SCALE
     padded = np.pad(xq[0, 0], 1)
-    w = weights.astype(np.float64) * scales[:, None, None, None]
-    y = np.zeros((CHANNELS, 8, 8))
+    w = stored["w"].astype(np.float64) * stored["ws"][:, None, None, None]
+    y = np.zeros((CHANNELS, 8, 8)) + (stored["b"] * stored["bs"])[:, None, None]
     for dy in range(3):
         for dx in range(3):
             y += w[:, 0, dy, dx, None, None] * padded[dy : dy + 8, dx : dx + 8]
     return (np.clip(np.round(y / OUT_SCALE), 0, 255) * OUT_SCALE)[np.newaxis]
 
 
-def run(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def run(path: Path, x: np.ndarray, optimised: Path | None = None) -> np.ndarray:
+    options = ort.SessionOptions()
+    if optimised is not None:  # keep the graph onnxruntime runs, to see what it fused
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(optimised)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return np.asarray(session.run(None, {"x": x})[0])
 
 
-def test_unsigned_weights_give_exactly_the_models_arithmetic(tmp_path: Path) -> None:
-    # bright pixels times the largest weights: a pair of products over 16 bits, where
-    # processors without VNNI saturate int8 weights
+def saturating(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A convolution whose bright pixels times its largest weights make pairs of
+    products over 16 bits, where processors without VNNI saturate 8-bit weights."""
     weights = np.full((CHANNELS, 1, 3, 3), 127, np.int8)
     weights[1] = -127
     weights[2, 0, 1] = [-128, 0, 5]
     scales = np.array([0.001, 0.001, 0.002], np.float32)
+    bias = np.array([-20000, 30000, 1000], np.int32)
     x = np.random.default_rng(0).uniform(0.5, 1.0, (1, 1, 8, 8)).astype(np.float32)
-    source = qdq_convolution(tmp_path / "int8.onnx", weights, scales)
+    return qdq_convolution(tmp_path / "int8.onnx", weights, scales, bias), weights, scales, bias, x
 
-    assert unsigned_weights(source, tmp_path / "unsigned.onnx") == 1
-    model = onnx.load(str(tmp_path / "unsigned.onnx"))
-    stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+def test_seven_bit_weights_are_computed_exactly_and_still_fused(tmp_path: Path) -> None:
+    source, weights, scales, bias, x = saturating(tmp_path)
+
+    target = tmp_path / "seven.onnx"
+    assert seven_bit_weights(source, target) == 1
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(target)).graph.initializer}
+    assert stored["w"].dtype == np.int8
+    np.testing.assert_array_equal(np.abs(stored["w"]).reshape(CHANNELS, -1).max(1), WEIGHT_LEVELS)
+    # the same network: weights and bias within half a 7-bit step of the 8-bit ones
+    np.testing.assert_allclose(
+        stored["w"] * stored["ws"][:, None, None, None],
+        weights * scales[:, None, None, None],
+        atol=float(stored["ws"].max()) / 2 + 1e-9,
+    )
+    np.testing.assert_allclose(stored["b"] * stored["bs"], bias * scales * IN_SCALE, rtol=1e-3)
+    # computed exactly where it runs (the fused kernel), and fused
+    got = run(target, x, optimised=tmp_path / "fused.onnx")
+    np.testing.assert_allclose(got, arithmetic(target, x), atol=OUT_SCALE + 1e-6)
+    fused = {node.op_type for node in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
+    assert "QLinearConv" in fused
+    # the 8-bit model's own answer, but for the 7-bit rounding
+    np.testing.assert_allclose(got, arithmetic(source, x), atol=4 * OUT_SCALE)
+    # done twice, nothing left to change
+    assert seven_bit_weights(target, tmp_path / "again.onnx") == 0
+
+
+def test_unsigned_weights_are_the_same_values_computed_exactly(tmp_path: Path) -> None:
+    source, weights, _, _, x = saturating(tmp_path)
+
+    target = tmp_path / "unsigned.onnx"
+    assert unsigned_weights(source, target) == 1
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(target)).graph.initializer}
     assert stored["w"].dtype == np.uint8
     np.testing.assert_array_equal(stored["w"].astype(int) - UNSIGNED_ZERO_POINT, weights)
     np.testing.assert_array_equal(stored["wz"], np.full(CHANNELS, UNSIGNED_ZERO_POINT))
-    expected = reference(x, weights, scales)
-    np.testing.assert_allclose(run(tmp_path / "unsigned.onnx", x), expected, atol=OUT_SCALE)
-    # done twice, nothing left to change
-    assert unsigned_weights(tmp_path / "unsigned.onnx", tmp_path / "again.onnx") == 0
+    got = run(target, x, optimised=tmp_path / "fused.onnx")
+    np.testing.assert_allclose(got, arithmetic(source, x), atol=OUT_SCALE + 1e-6)
+    assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
+    assert unsigned_weights(target, tmp_path / "again.onnx") == 0
