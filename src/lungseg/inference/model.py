@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_regions
 from lungseg.imaging.orientation import DIHEDRAL, MIRRORED_TURN, apply_dihedral, undo_dihedral
 from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
+from lungseg.inference.weights import safe_model, saturates
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
 """The model trained by the project's own commands, shipped inside the package."""
@@ -76,9 +78,10 @@ class SegmentationModel:
         # Idle onnxruntime threads would otherwise spin and take the cores from the
         # pre- and post-processing that runs between two model calls.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.card = self._read_card()
         try:
             self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
+                self._model_source(), options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types
             raise LungsegError(f"{self.path}: not a usable ONNX model: {error}") from error
@@ -88,11 +91,38 @@ class SegmentationModel:
         names = [output.name for output in self.session.get_outputs()]
         self.orients = ORIENTATION_OUTPUT in names[1:]
         """The model also says which way a picture is turned (an orientation head)."""
-        self.card = self._read_card()
         self.preprocessing = self._contract()
         decision = str(self.card.get("output", {}).get("decision", "argmax"))
         if decision not in DECISIONS:
             raise LungsegError(f"{self.path}: unknown decision rule {decision!r} in its card")
+
+    def _model_source(self) -> str | bytes:
+        """The file, or, for an 8-bit model whose card says its weights saturate on
+        processors without VNNI (made before lungseg stored them safely), the same
+        model with those weights stored as uint8: the very same values, computed
+        exactly everywhere (``inference.weights``)."""
+        if not saturates(self.card):
+            return str(self.path)
+        command = f"lungseg quantize {self.path} --weights unsigned"
+        try:
+            safe = safe_model(self.path)
+        except ImportError:
+            warnings.warn(
+                f"{self.path}: its 8-bit weights saturate on processors without VNNI "
+                f"(results may be wrong there); `{command}` makes them safe (needs the "
+                "training extra)",
+                stacklevel=3,
+            )
+            return str(self.path)
+        if safe is None:
+            return str(self.path)
+        warnings.warn(
+            f"{self.path}: its 8-bit weights saturate on processors without VNNI; run with "
+            f"the same values stored as uint8 (exact, slower). `{command}` converts the "
+            "file for good",
+            stacklevel=3,
+        )
+        return safe
 
     def _read_card(self) -> dict[str, Any]:
         for candidate in (self.path.with_suffix(".json"), self.path.parent / "model_card.json"):

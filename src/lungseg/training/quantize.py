@@ -2,19 +2,9 @@
 speed on a CPU (onnxruntime's QDQ format; integer convolutions where the processor has
 them).
 
-Weights are quantised per output channel, symmetrically (int8). onnxruntime
-multiplies uint8 activations by int8 weights with an instruction (``vpmaddubsw``)
-that adds two products into 16 bits and saturates on x86 processors without VNNI
-(AVX2 only: AMD before Zen 4, Intel laptop and desktop chips before Ice Lake): with
-8-bit weights, 255 x 127 x 2 is over 32767, and on such a machine the models shipped
-before decided 8 % of lung pixels unlike their own arithmetic. Two ways out, each
-exact on every processor (``WEIGHT_FORMATS``): the weights quantised again in 7 bits
-(``seven_bit_weights``: 255 x 64 x 2 < 32768, the same fast kernel, each weight
-rounded once more), or the 8-bit values stored as uint8 (``unsigned_weights``: the
-very same values, a quarter to a third slower where VNNI is missing;
-``benchmarks/int8_kernels.py``). New models get 7 bits; of the shipped ones, the
-one-pass network has 7 bits and the lung network keeps its 8-bit values, chosen by
-``make evaluate`` (docs/training.md). The activations' ranges come from
+Weights are quantised per output channel, symmetrically, then made safe on
+processors without VNNI (``inference.weights``: 7 bits for new models;
+``WEIGHT_FORMATS``). The activations' ranges come from
 calibration slices: training slices as users send them (HU slices through the
 renderings people export, 8-bit slices as stored), so the ranges cover every input
 the model was trained for. ``lungseg train`` writes ``model_int8.onnx`` with its card
@@ -34,6 +24,11 @@ from lungseg.core.files import sha256_of
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
 from lungseg.inference.preprocess import Preprocessing
+from lungseg.inference.weights import (
+    SAFE_FORMAT_MARK,
+    seven_bit_weights,
+    unsigned_weights,
+)
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.export import INPUT_NAME
@@ -101,107 +96,16 @@ def quantize_onnx(
     return target
 
 
-UNSIGNED_ZERO_POINT = 128
-
-
-def unsigned_weights(source: Path, target: Path) -> int:
-    """Write the QDQ model ``source`` to ``target`` with every int8 weight (a constant
-    that a DequantizeLinear reads, zero point 0 as ``quantize_static`` makes them)
-    stored as uint8 with zero point 128: the same dequantised values, run by
-    onnxruntime's uint8 x uint8 kernels, which do not saturate (module docstring).
-    Returns how many weights were changed (0: nothing was int8; ``target`` is written
-    anyway)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(source))
-    constants = {tensor.name: tensor for tensor in model.graph.initializer}
-    changed = 0
-    for node in model.graph.node:
-        weights = constants.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if weights is None or weights.data_type != onnx.TensorProto.INT8:
-            continue
-        if len(node.input) < 3 or node.input[2] not in constants:
-            raise LungsegError(f"{source}: int8 weights {weights.name} without a zero point")
-        zero = constants[node.input[2]]
-        for tensor in (weights, zero):
-            shifted = numpy_helper.to_array(tensor).astype(np.int16) + UNSIGNED_ZERO_POINT
-            tensor.CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), tensor.name))
-        changed += 1
-    partial = target.with_name(target.name + ".unsigned-partial")
-    onnx.save(model, str(partial))
-    partial.replace(target)
-    return changed
-
-
-WEIGHT_LEVELS = 63
-"""Weights in 7 bits: int8 in [-64, 63], the largest of each output channel at 63."""
-
-
-def seven_bit_weights(source: Path, target: Path) -> int:
-    """Write the QDQ model ``source`` to ``target`` with each convolution's (and
-    Gemm's) 8-bit weights quantised again to 7 bits per output channel, and its
-    int32 bias to the matching scale (input scale x weight scale, which onnxruntime's
-    fused integer convolution requires), so the products never saturate (module
-    docstring). Weights stored as int8 (zero point 0) or as uint8 (zero point 128)
-    are taken. Returns how many weights were changed (0: all were 7-bit already;
-    ``target`` is written anyway)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(source))
-    constants = {tensor.name: tensor for tensor in model.graph.initializer}
-    producers = {output: node for node in model.graph.node for output in node.output}
-
-    def dequantised_by(name: str) -> tuple[Any, Any, Any] | None:
-        node = producers.get(name)
-        if node is None or node.op_type != "DequantizeLinear" or len(node.input) < 3:
-            return None
-        found = [constants.get(n) for n in node.input[:3]]
-        return None if any(t is None for t in found) else (found[0], found[1], found[2])
-
-    def put(tensor: Any, array: np.ndarray) -> None:
-        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
-
-    changed = 0
-    for node in model.graph.node:
-        quantised = dequantised_by(node.input[1]) if node.op_type in ("Conv", "Gemm") else None
-        if quantised is None:
-            continue
-        weights, scale, zero = (numpy_helper.to_array(t) for t in quantised)
-        if weights.dtype not in (np.int8, np.uint8) or len(set(zero.ravel().tolist())) != 1:
-            raise LungsegError(f"{source}: weights {quantised[0].name} are not symmetric 8-bit")
-        values = weights.astype(np.int32) - int(zero.ravel()[0])
-        largest = np.abs(values.reshape(len(values), -1)).max(axis=1)
-        if weights.dtype == np.int8 and largest.max() <= WEIGHT_LEVELS:
-            continue
-        factor = WEIGHT_LEVELS / np.maximum(largest, 1)
-        per_channel = factor.reshape((-1,) + (1,) * (values.ndim - 1))
-        put(quantised[0], np.clip(np.round(values * per_channel), -64, 63).astype(np.int8))
-        put(quantised[1], (scale / factor).astype(np.float32))
-        put(quantised[2], np.zeros(zero.shape, np.int8))
-        bias = dequantised_by(node.input[2]) if len(node.input) > 2 else None
-        if bias is not None:
-            bias_values, bias_scale = (numpy_helper.to_array(t) for t in bias[:2])
-            put(bias[0], np.round(bias_values * factor).astype(np.int32))
-            put(bias[1], (bias_scale / factor).astype(np.float32))
-        changed += 1
-    partial = target.with_name(target.name + ".7bit-partial")
-    onnx.save(model, str(partial))
-    partial.replace(target)
-    return changed
-
-
 WEIGHT_FORMATS = {
     "seven-bit": (
         seven_bit_weights,
-        "onnxruntime QDQ, int8 weights in 7 bits per output channel (no saturation on "
-        "processors without VNNI), uint8 activations",
+        "onnxruntime QDQ, int8 weights in 7 bits per output channel "
+        f"({SAFE_FORMAT_MARK}), uint8 activations",
     ),
     "unsigned": (
         unsigned_weights,
         "onnxruntime QDQ, 8-bit weights per output channel stored as uint8 with zero "
-        "point 128 (no saturation on processors without VNNI), uint8 activations",
+        f"point 128 ({SAFE_FORMAT_MARK}), uint8 activations",
     ),
 }
 """How an 8-bit model's weights are made safe on every processor, and what its card says."""

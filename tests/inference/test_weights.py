@@ -1,20 +1,26 @@
-"""8-bit weights made safe on processors without VNNI (training.quantize): quantised
+"""8-bit weights made safe on processors without VNNI (inference.weights): quantised
 again in 7 bits, or stored as uint8; onnxruntime's fused integer convolution then
-computes exactly what the model says on every processor, and still fuses."""
+computes exactly what the model says on every processor, and still fuses. An older
+8-bit model is run with safe weights as it is loaded."""
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")  # the training extra
+
 ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from lungseg.training.quantize import (  # noqa: E402
+from lungseg.inference.model import SegmentationModel  # noqa: E402
+from lungseg.inference.weights import (  # noqa: E402
+    SAFE_FORMAT_MARK,
     UNSIGNED_ZERO_POINT,
     WEIGHT_LEVELS,
     seven_bit_weights,
@@ -141,3 +147,39 @@ def test_unsigned_weights_are_the_same_values_computed_exactly(tmp_path: Path) -
     np.testing.assert_allclose(got, arithmetic(source, x), atol=OUT_SCALE + 1e-6)
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
     assert unsigned_weights(target, tmp_path / "again.onnx") == 0
+
+
+def card(path: Path, quantization: str) -> Path:
+    """A card beside the model: 8 px input, three classes, its weights' format."""
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "input": {"preprocessing": {"size": 8}},
+                "output": {"classes": ["background", "right_lung", "left_lung"]},
+                "onnx": {"quantization": {"format": quantization}},
+            }
+        )
+    )
+    return path
+
+
+def test_an_older_8bit_model_is_run_with_safe_weights_and_says_so(tmp_path: Path) -> None:
+    source, *_, x = saturating(tmp_path)
+    card(source, "onnxruntime QDQ, int8 weights per output channel, uint8 activations")
+    with pytest.warns(UserWarning, match="saturate on processors without VNNI"):
+        model = SegmentationModel(source)
+    np.testing.assert_allclose(model.scores(x[:, 0]), arithmetic(source, x), atol=OUT_SCALE + 1e-6)
+    # the file itself is left as it is
+    stored = {t.name: t.data_type for t in onnx.load(str(source)).graph.initializer}
+    assert stored["w"] == TensorProto.INT8
+
+
+def test_a_model_with_safe_weights_loads_as_it_is(tmp_path: Path) -> None:
+    source, *_, x = saturating(tmp_path)
+    target = tmp_path / "seven.onnx"
+    seven_bit_weights(source, target)
+    card(target, f"int8 weights in 7 bits ({SAFE_FORMAT_MARK})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning
+        model = SegmentationModel(target)
+    np.testing.assert_allclose(model.scores(x[:, 0]), arithmetic(target, x), atol=OUT_SCALE + 1e-6)
