@@ -139,9 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         choices=["seven-bit", "unsigned"],
         default="seven-bit",
-        help="for an .onnx model: quantise its 8-bit weights again in 7 bits (the fast "
-        "kernels stay exact; the default) or store them as uint8 (exactly the same "
-        "values, slower kernels)",
+        help="8-bit weights safe on processors without VNNI: quantised again in 7 bits "
+        "(the fast kernels stay exact; the default) or stored as uint8 (exactly the "
+        "same values, slower kernels)",
     )
 
     orient = commands.add_parser(
@@ -526,7 +526,7 @@ def _quantize(args: argparse.Namespace) -> int:
         return 0
     if args.data is None:
         raise LungsegError("lungseg quantize RUN needs --data (the dataset it was trained on)")
-    target = quantize_run(args.run, args.data)
+    target = quantize_run(args.run, args.data, weights=args.weights)
     card = json.loads(target.with_suffix(".json").read_text())
     agreement = card["onnx"]["quantization"]["decisions_equal_to_float_model"]
     print(

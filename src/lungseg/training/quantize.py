@@ -57,6 +57,7 @@ def quantize_onnx(
     target: Path,
     calibration: np.ndarray,
     heads: list[tuple[int, int]] | None = None,
+    weights: str = "seven-bit",
 ) -> Path:
     """Write ``source`` (an export with a softmax per head, ``heads``: their channels;
     none: one softmax) as an int8 QDQ model to ``target`` (aside, then renamed), first
@@ -91,7 +92,7 @@ def quantize_onnx(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-    seven_bit_weights(partial, partial)
+    WEIGHT_FORMATS[weights][0](partial, partial)  # safe on processors without VNNI
     partial.replace(target)
     return target
 
@@ -149,9 +150,17 @@ def decision_agreement(first: Path, second: Path, inputs: np.ndarray) -> float:
     return float(np.mean(same))
 
 
-def quantize_run(run: Path, data: Path, calibration_slices: int = CALIBRATION_SLICES) -> Path:
+def quantize_run(
+    run: Path,
+    data: Path,
+    calibration_slices: int = CALIBRATION_SLICES,
+    weights: str = "seven-bit",
+) -> Path:
     """``model_int8.onnx`` and its card ``model_int8.json`` for a run folder of
-    ``lungseg train``, calibrated on ``data`` (the dataset it was trained on)."""
+    ``lungseg train``, calibrated on ``data`` (the dataset it was trained on), its
+    weights made safe as ``WEIGHT_FORMATS[weights]``."""
+    if weights not in WEIGHT_FORMATS:
+        raise LungsegError(f"weights {weights!r}: one of {', '.join(WEIGHT_FORMATS)}")
     source = run / "model.onnx"
     if not source.is_file() or not (run / "config.json").is_file():
         raise LungsegError(f"{run}: not a lungseg training run (no model.onnx and config.json)")
@@ -159,7 +168,7 @@ def quantize_run(run: Path, data: Path, calibration_slices: int = CALIBRATION_SL
     inputs = calibration_inputs(BuiltDataset(data), config, calibration_slices)
     card: dict[str, Any] = json.loads((run / "model_card.json").read_text())
     heads = sorted((int(a), int(b)) for a, b in card["output"].get("heads", {}).values())
-    target = quantize_onnx(source, run / INT8_NAME, inputs, heads)
+    target = quantize_onnx(source, run / INT8_NAME, inputs, heads, weights)
     card["output"]["name"] = LOGITS_NAME
     card["output"]["values"] = (
         "logits: the argmax per head is the decision; a softmax per head gives the "
@@ -169,7 +178,7 @@ def quantize_run(run: Path, data: Path, calibration_slices: int = CALIBRATION_SL
         "file": target.name,
         "sha256": sha256_of(target),
         "quantization": {
-            "format": WEIGHT_FORMATS[DEFAULT_WEIGHTS][1],
+            "format": WEIGHT_FORMATS[weights][1],
             "calibration": f"{len(inputs)} training slices of {data}, HU ones through the "
             "exported renderings in turn",
             "decisions_equal_to_float_model": round(decision_agreement(source, target, inputs), 5),
