@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lungseg.core.morphology import outline as region_outline
-from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay
+from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay, region_centre
 
 
 def layer_by_layer(grey, lung, infection, alpha, outline):
@@ -58,3 +58,16 @@ def test_annotations_stay_inside_a_tiny_picture_and_leave_the_input_alone() -> N
     assert annotated.shape == rgb.shape
     assert np.array_equal(rgb, before)
     assert not np.array_equal(annotated, rgb)  # letters and legend were drawn
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 300), cols=st.integers(1, 300), share=st.floats(0, 1), seed=st.integers(0)
+)
+def test_a_regions_centre_is_the_mean_of_its_pixels(rows, cols, share, seed) -> None:
+    mask = np.random.default_rng(seed).random((rows, cols)) < share
+    where = np.nonzero(mask)
+    expected = (
+        (round(float(where[1].mean())), round(float(where[0].mean()))) if where[0].size else None
+    )
+    assert region_centre(mask) == expected
