@@ -37,6 +37,21 @@ from lungseg.training.fast_graph import LOGITS_NAME, rewrite_for_int8
 CALIBRATION_SLICES = 96
 INT8_NAME = "model_int8.onnx"
 
+WEIGHT_FORMATS = {
+    "seven-bit": (
+        seven_bit_weights,
+        "onnxruntime QDQ, int8 weights in 7 bits per output channel "
+        f"({SAFE_FORMAT_MARK}), uint8 activations",
+    ),
+    "unsigned": (
+        unsigned_weights,
+        "onnxruntime QDQ, 8-bit weights per output channel stored as uint8 with zero "
+        f"point 128 ({SAFE_FORMAT_MARK}), uint8 activations",
+    ),
+}
+"""How an 8-bit model's weights are made safe on every processor, and what its card says."""
+DEFAULT_WEIGHTS = "seven-bit"
+
 
 def calibration_inputs(
     dataset: BuiltDataset, config: TrainConfig, count: int = CALIBRATION_SLICES
@@ -57,7 +72,7 @@ def quantize_onnx(
     target: Path,
     calibration: np.ndarray,
     heads: list[tuple[int, int]] | None = None,
-    weights: str = "seven-bit",
+    weights: str = DEFAULT_WEIGHTS,
 ) -> Path:
     """Write ``source`` (an export with a softmax per head, ``heads``: their channels;
     none: one softmax) as an int8 QDQ model to ``target`` (aside, then renamed), first
@@ -95,22 +110,6 @@ def quantize_onnx(
     WEIGHT_FORMATS[weights][0](partial, partial)  # safe on processors without VNNI
     partial.replace(target)
     return target
-
-
-WEIGHT_FORMATS = {
-    "seven-bit": (
-        seven_bit_weights,
-        "onnxruntime QDQ, int8 weights in 7 bits per output channel "
-        f"({SAFE_FORMAT_MARK}), uint8 activations",
-    ),
-    "unsigned": (
-        unsigned_weights,
-        "onnxruntime QDQ, 8-bit weights per output channel stored as uint8 with zero "
-        f"point 128 ({SAFE_FORMAT_MARK}), uint8 activations",
-    ),
-}
-"""How an 8-bit model's weights are made safe on every processor, and what its card says."""
-DEFAULT_WEIGHTS = "seven-bit"
 
 
 def convert_weights(model: Path, weights: str = DEFAULT_WEIGHTS) -> int:
@@ -154,7 +153,7 @@ def quantize_run(
     run: Path,
     data: Path,
     calibration_slices: int = CALIBRATION_SLICES,
-    weights: str = "seven-bit",
+    weights: str = DEFAULT_WEIGHTS,
 ) -> Path:
     """``model_int8.onnx`` and its card ``model_int8.json`` for a run folder of
     ``lungseg train``, calibrated on ``data`` (the dataset it was trained on), its
