@@ -5,6 +5,9 @@ Prints, measured in one run on this machine:
     write mask and overlay PNGs), over real finding-lungs slices;
   * seconds and slices per second for the 64-slice DICOM series (read, segment,
     write NIfTI and montage), and its lung volumes;
+  * a long list (every finding-lungs slice, 267) as `lungseg predict` runs it: worker
+    processes, one per core (``outputs.predict_pictures_in_processes``, starting them
+    included), against one process (``predict_files``), lungs + infection;
   * the same for a reference network of lungmask's size (a 5-level U-Net starting at
     64 filters on 256x256 input, 31 M parameters, random weights) run through the very
     same pipeline, and the ratio.
@@ -17,6 +20,7 @@ Needs ../shared/data and the training extras (torch builds the reference network
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -27,7 +31,12 @@ import torch
 from monai.networks.nets import BasicUNet
 
 from lungseg.inference import Predictor
-from lungseg.inference.outputs import output_stem, predict_files, write_prediction
+from lungseg.inference.outputs import (
+    output_stem,
+    predict_files,
+    predict_pictures_in_processes,
+    write_prediction,
+)
 from lungseg.training.export import export_onnx
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -80,6 +89,20 @@ def measure(predictor: Predictor, slices: list[Path], series: Path, out: Path) -
     }
 
 
+def long_list(paths: list[Path], out: Path) -> tuple[float, float]:
+    """ms per slice for a long list of pictures: one process, then a worker per core."""
+    predictor = Predictor()
+    predictor.predict(paths[0])
+    started = time.perf_counter()
+    assert all(o.error is None for o in predict_files(predictor, paths, out / "one"))
+    one = (time.perf_counter() - started) * 1000.0 / len(paths)
+    workers = max(os.cpu_count() or 1, 2)
+    started = time.perf_counter()
+    outcomes = predict_pictures_in_processes(None, None, True, paths, out / "many", workers=workers)
+    assert all(o.error is None for o in outcomes)
+    return one, (time.perf_counter() - started) * 1000.0 / len(paths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--slices", type=int, default=30, help="finding-lungs slices to time")
@@ -97,6 +120,8 @@ def main() -> None:
         params = predictor.model.card.get("architecture", {}).get("parameters", 0) / 1e6
         shipped = measure(predictor, slices, series, work / "a")
         with_infection = measure(Predictor(), slices, series, work / "c")
+        every = sorted((args.data / "finding-lungs-ct" / "2d_images").glob("*.tif"))
+        one_process, workers = long_list(every, work / "long")
         reference = measure(
             Predictor(reference_model(work / "reference.onnx"), infection=False),
             slices,
@@ -128,6 +153,11 @@ def main() -> None:
         f"{reference['ms_pipelined'] / shipped['ms_pipelined']:.1f}x for a list, "
         f"{reference['model_ms'] / shipped['model_ms']:.1f}x for the model alone, "
         f"{reference['series_s'] / shipped['series_s']:.1f}x for the series"
+    )
+    print(
+        f"a list of {len(every)} slices, lungs + infection, as `lungseg predict` runs it: "
+        f"{workers:.1f} ms a slice with a worker process per core (starting them included), "
+        f"{one_process:.1f} ms in one process"
     )
     print(
         f"series lung volume (shipped model): {shipped['volume_l']:.2f} L "

@@ -326,6 +326,8 @@ def _predict(args: argparse.Namespace) -> int:
     from lungseg.inference.outputs import (
         expand_inputs,
         predict_files,
+        predict_pictures_in_processes,
+        process_workers,
         sweep_partials,
         unique_stems,
     )
@@ -344,13 +346,27 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
     limits = ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels)
-    outcomes = predict_files(
-        predictor,
-        inputs,
-        args.out,
-        stems,
-        limits=limits,
-        progress=None if args.quiet else _slice_bar,
+    workers = process_workers(inputs)
+    outcomes = (
+        predict_pictures_in_processes(  # a long list of pictures: a process per core
+            args.model,
+            args.infection_model,
+            not args.no_infection,
+            inputs,
+            args.out,
+            stems,
+            workers=workers,
+            limits=limits,
+        )
+        if workers
+        else predict_files(
+            predictor,
+            inputs,
+            args.out,
+            stems,
+            limits=limits,
+            progress=None if args.quiet else _slice_bar,
+        )
     )
     inputs_bar = None
     if not args.quiet and len(inputs) > 1:

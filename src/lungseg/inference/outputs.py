@@ -413,18 +413,7 @@ def predict_files(
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: tuple[Outcome, Future[list[Path]]] | None = None
         for path, stem in zip(paths, stems, strict=True):
-            outcome = Outcome(path)
-            try:
-                outcome.prediction = predictor.predict(
-                    path, limits=limits, progress=progress(path) if progress else None
-                )
-            except LungsegError as error:
-                outcome.error = str(error)
-            except Exception as error:  # a bug: report it on this input's line, go on
-                outcome.error = (
-                    f"{path}: unexpected error {type(error).__name__}: {error} "
-                    "(a bug in lungseg: please report it with this line)"
-                )
+            outcome = _predict_one(predictor, path, limits, progress(path) if progress else None)
             if pending is not None:
                 yield _finish(*pending)
                 pending = None
@@ -437,6 +426,103 @@ def predict_files(
             )
         if pending is not None:
             yield _finish(*pending)
+
+
+def _predict_one(
+    predictor: Predictor, path: Path, limits: ReadLimits, progress: Progress | None
+) -> Outcome:
+    outcome = Outcome(path)
+    try:
+        outcome.prediction = predictor.predict(path, limits=limits, progress=progress)
+    except LungsegError as error:
+        outcome.error = str(error)
+    except Exception as error:  # a bug: report it on this input's line, go on
+        outcome.error = (
+            f"{path}: unexpected error {type(error).__name__}: {error} "
+            "(a bug in lungseg: please report it with this line)"
+        )
+    return outcome
+
+
+PARALLEL_MIN_PICTURES = 64
+"""A list of at least this many 2D pictures is segmented by worker processes
+(``predict_pictures_in_processes``); a worker takes about a second to start."""
+
+
+def process_workers(paths: list[Path]) -> int:
+    """Worker processes for a list of inputs: one per core for a long list of 2D
+    pictures (PNG, JPG, TIFF, BMP files), where one process leaves a core idle between
+    model calls (``benchmarks/inference_speed.py``); 0 (this process) otherwise: scans
+    run one at a time, in bounded memory."""
+    cores = os.cpu_count() or 1
+    pictures = all(p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in paths)
+    return cores if cores > 1 and pictures and len(paths) >= PARALLEL_MIN_PICTURES else 0
+
+
+def predict_pictures_in_processes(
+    model: str | Path | None,
+    infection_model: str | Path | None,
+    infection: bool,
+    paths: list[Path],
+    out: Path,
+    stems: list[str] | None = None,
+    *,
+    workers: int = 2,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> Iterator[Outcome]:
+    """``predict_files`` over ``workers`` processes, each with its own ``Predictor``
+    (``model``, ``infection_model``, ``infection``; one onnxruntime thread), reading,
+    segmenting and writing whole inputs; outcomes in input order. At most two inputs
+    per worker are under way or waiting to be taken, so memory stays bounded however
+    long the list. For 2D pictures: a scan would hold a scan's memory per worker."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if stems is None:
+        stems = unique_stems(paths)[0]
+    settings = {"model": model, "infection_model": infection_model, "infection": infection}
+    context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's threads
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(settings,)
+    ) as pool:
+        pending: deque[tuple[Path, Future[Outcome]]] = deque()
+        try:
+            for path, stem in zip(paths, stems, strict=True):
+                pending.append((path, pool.submit(_worker_predicts, path, out, stem, limits)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft()[1].result()
+            while pending:
+                yield pending.popleft()[1].result()
+        except BrokenProcessPool as error:
+            raise LungsegError(
+                f"a worker process stopped (out of memory?) while segmenting "
+                f"{pending[0][0] if pending else 'the list'}: {error}"
+            ) from error
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+_worker: Predictor | None = None
+"""The worker process's own Predictor (``predict_pictures_in_processes``)."""
+
+
+def _start_worker(settings: dict[str, Any]) -> None:
+    global _worker
+    _worker = Predictor(**settings, threads=1)
+
+
+def _worker_predicts(path: Path, out: Path, stem: str, limits: ReadLimits) -> Outcome:
+    assert _worker is not None, "the worker's initializer loads the Predictor"
+    outcome = _predict_one(_worker, path, limits, None)
+    if outcome.prediction is not None:
+        try:
+            outcome.written = write_prediction(outcome.prediction, out, stem)
+        except OSError as error:
+            outcome.error = f"{outcome.path}: cannot write the outputs: {error}"
+    return outcome
 
 
 def _finish(outcome: Outcome, future: Future[list[Path]]) -> Outcome:

@@ -1,0 +1,87 @@
+"""A long list of pictures segmented by worker processes: the same outcomes, in the
+same order, and the same files as one process gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from synthetic import ct_slice, write_tiff_hu
+
+from lungseg.inference import Predictor, outputs
+from lungseg.inference.outputs import (
+    PARALLEL_MIN_PICTURES,
+    predict_files,
+    predict_pictures_in_processes,
+    process_workers,
+)
+
+
+def test_worker_processes_match_one_process_input_by_input(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    paths = [write_tiff_hu(inputs / f"s{i}.tif", ct_slice(128, seed=i)[0]) for i in range(5)]
+    broken = inputs / "s2b.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    paths.insert(2, broken)
+
+    alone = list(predict_files(Predictor(), paths, tmp_path / "alone"))
+    workers = list(
+        predict_pictures_in_processes(None, None, True, paths, tmp_path / "workers", workers=2)
+    )
+
+    assert [o.path for o in workers] == paths  # input order, whichever worker ends first
+    for one, many in zip(alone, workers, strict=True):
+        assert (one.error is None) == (many.error is None), (one.error, many.error)
+        if one.prediction is None:
+            assert many.error is not None and "s2b.png" in many.error
+            continue
+        assert many.prediction is not None
+        assert many.prediction.measures == one.prediction.measures
+        assert [p.name for p in many.written] == [p.name for p in one.written]
+        for a, b in zip(one.written, many.written, strict=True):
+            assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_only_a_long_list_of_pictures_on_several_cores_gets_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pictures = [tmp_path / f"p{i}.png" for i in range(PARALLEL_MIN_PICTURES)]
+    for path in pictures:
+        path.write_bytes(b"")
+    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 2)
+    assert process_workers(pictures) == 2
+    assert process_workers(pictures[:-1]) == 0  # too short to pay for starting workers
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"")
+    assert process_workers([*pictures, scan]) == 0  # scans run one at a time
+    folder = tmp_path / "series"
+    folder.mkdir()
+    assert process_workers([*pictures[:-1], folder]) == 0
+    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 1)
+    assert process_workers(pictures) == 0
+
+
+def test_lungseg_predict_gives_a_long_list_of_pictures_to_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from lungseg.cli import main
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(4):
+        write_tiff_hu(inputs / f"s{i}.tif", ct_slice(96, seed=i)[0])
+    monkeypatch.setattr(outputs, "PARALLEL_MIN_PICTURES", 4)
+    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 2)
+
+    def one_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a long list of pictures goes to worker processes")
+
+    monkeypatch.setattr(outputs, "predict_files", one_process)
+    assert main(["predict", str(inputs), "--out", str(tmp_path / "out"), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(r["file"]).name for r in records] == [f"s{i}.tif" for i in range(4)]
+    for i in range(4):
+        assert (tmp_path / "out" / f"s{i}_overlay.png").is_file()
