@@ -5,9 +5,9 @@ Prints, measured in one run on this machine:
     write mask and overlay PNGs), over real finding-lungs slices;
   * seconds and slices per second for the 64-slice DICOM series (read, segment,
     write NIfTI and montage), and its lung volumes;
-  * a long list (every finding-lungs slice, 267) as `lungseg predict` runs it: worker
-    processes, one per core (``outputs.predict_pictures_in_processes``, starting them
-    included), against one process (``predict_files``), lungs + infection;
+  * a long list (the folder of every finding-lungs slice, 267) through `lungseg
+    predict` from the command line, lungs + infection: worker processes, one per core
+    (``outputs.predict_pictures_in_processes``), against one process (--processes 0);
   * the same for a reference network of lungmask's size (a 5-level U-Net starting at
     64 filters on 256x256 input, 31 M parameters, random weights) run through the very
     same pipeline, and the ratio.
@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,12 +33,7 @@ import torch
 from monai.networks.nets import BasicUNet
 
 from lungseg.inference import Predictor
-from lungseg.inference.outputs import (
-    output_stem,
-    predict_files,
-    predict_pictures_in_processes,
-    write_prediction,
-)
+from lungseg.inference.outputs import output_stem, predict_files, write_prediction
 from lungseg.training.export import export_onnx
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -89,18 +86,21 @@ def measure(predictor: Predictor, slices: list[Path], series: Path, out: Path) -
     }
 
 
-def long_list(paths: list[Path], out: Path) -> tuple[float, float]:
-    """ms per slice for a long list of pictures: one process, then a worker per core."""
-    predictor = Predictor()
-    predictor.predict(paths[0])
-    started = time.perf_counter()
-    assert all(o.error is None for o in predict_files(predictor, paths, out / "one"))
-    one = (time.perf_counter() - started) * 1000.0 / len(paths)
-    workers = max(os.cpu_count() or 1, 2)
-    started = time.perf_counter()
-    outcomes = predict_pictures_in_processes(None, None, True, paths, out / "many", workers=workers)
-    assert all(o.error is None for o in outcomes)
-    return one, (time.perf_counter() - started) * 1000.0 / len(paths)
+def long_list(folder: Path, out: Path) -> tuple[float, float]:
+    """ms per slice for a long list of pictures, as `lungseg predict FOLDER` runs it from
+    the command line (starting included): one process, then a worker per core."""
+    count = len(list(folder.glob("*.tif")))
+    times = []
+    for processes in ("0", str(max(os.cpu_count() or 1, 2))):
+        command = [sys.executable, "-m", "lungseg", "predict", str(folder), "--quiet"]
+        started = time.perf_counter()
+        subprocess.run(
+            [*command, "--out", str(out / processes), "--processes", processes],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        times.append((time.perf_counter() - started) * 1000.0 / count)
+    return times[0], times[1]
 
 
 def main() -> None:
@@ -120,7 +120,7 @@ def main() -> None:
         params = predictor.model.card.get("architecture", {}).get("parameters", 0) / 1e6
         shipped = measure(predictor, slices, series, work / "a")
         with_infection = measure(Predictor(), slices, series, work / "c")
-        every = sorted((args.data / "finding-lungs-ct" / "2d_images").glob("*.tif"))
+        every = args.data / "finding-lungs-ct" / "2d_images"
         one_process, workers = long_list(every, work / "long")
         reference = measure(
             Predictor(reference_model(work / "reference.onnx"), infection=False),
@@ -155,9 +155,9 @@ def main() -> None:
         f"{reference['series_s'] / shipped['series_s']:.1f}x for the series"
     )
     print(
-        f"a list of {len(every)} slices, lungs + infection, as `lungseg predict` runs it: "
-        f"{workers:.1f} ms a slice with a worker process per core (starting them included), "
-        f"{one_process:.1f} ms in one process"
+        f"`lungseg predict` on a folder of {len(list(every.glob('*.tif')))} slices, lungs + "
+        f"infection, from the command line: {workers:.1f} ms a slice with a worker process "
+        f"per core, {one_process:.1f} ms in one process (--processes 0)"
     )
     print(
         f"series lung volume (shipped model): {shipped['volume_l']:.2f} L "

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--workers", type=int, default=2, help="with --cohort: local worker processes (default 2)"
     )
+    predict.add_argument(
+        "--processes",
+        type=int,
+        help="worker processes for a list of 2D pictures (default: one per core from 64 "
+        "pictures on; 0: none)",
+    )
     _add_limit_flags(predict)
 
     serve = commands.add_parser("serve", help="stage 3: the web API and the viewer page")
@@ -346,7 +352,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
     limits = ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels)
-    workers = process_workers(inputs)
+    workers = process_workers(inputs, args.processes)
     outcomes = (
         predict_pictures_in_processes(  # a long list of pictures: a process per core
             args.model,

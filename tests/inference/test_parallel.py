@@ -60,6 +60,9 @@ def test_only_a_long_list_of_pictures_on_several_cores_gets_workers(
     assert process_workers([*pictures[:-1], folder]) == 0
     monkeypatch.setattr(outputs.os, "cpu_count", lambda: 1)
     assert process_workers(pictures) == 0
+    assert process_workers(pictures[:2], requested=3) == 3  # as asked (--processes)
+    assert process_workers(pictures, requested=0) == 0
+    assert process_workers([scan, scan], requested=2) == 0  # never for scans
 
 
 def test_lungseg_predict_gives_a_long_list_of_pictures_to_workers(

@@ -449,14 +449,21 @@ PARALLEL_MIN_PICTURES = 64
 (``predict_pictures_in_processes``); a worker takes about a second to start."""
 
 
-def process_workers(paths: list[Path]) -> int:
-    """Worker processes for a list of inputs: one per core for a long list of 2D
-    pictures (PNG, JPG, TIFF, BMP files), where one process leaves a core idle between
-    model calls (``benchmarks/inference_speed.py``); 0 (this process) otherwise: scans
-    run one at a time, in bounded memory."""
+def process_workers(paths: list[Path], requested: int | None = None) -> int:
+    """Worker processes for a list of inputs: for 2D pictures only (PNG, JPG, TIFF, BMP
+    files; scans run one at a time, in bounded memory), ``requested`` of them, by
+    default one per core from ``PARALLEL_MIN_PICTURES`` pictures on, where one process
+    leaves a core idle between model calls (``benchmarks/inference_speed.py``); 0: this
+    process segments them."""
+    pictures = len(paths) > 1 and all(
+        p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in paths
+    )
+    if not pictures:
+        return 0
+    if requested is not None:
+        return max(requested, 0)
     cores = os.cpu_count() or 1
-    pictures = all(p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in paths)
-    return cores if cores > 1 and pictures and len(paths) >= PARALLEL_MIN_PICTURES else 0
+    return cores if cores > 1 and len(paths) >= PARALLEL_MIN_PICTURES else 0
 
 
 def predict_pictures_in_processes(
