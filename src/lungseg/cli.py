@@ -10,6 +10,7 @@ from typing import Any
 
 from lungseg import __version__
 from lungseg.errors import LungsegError
+from lungseg.inference.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -137,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument(
         "--weights",
-        choices=["seven-bit", "unsigned"],
-        default="seven-bit",
+        choices=sorted(WEIGHT_FORMATS),
+        default=DEFAULT_WEIGHTS,
         help="8-bit weights safe on processors without VNNI: quantised again in 7 bits "
         "(the fast kernels stay exact; the default) or stored as uint8 (exactly the "
         "same values, slower kernels)",

@@ -16,6 +16,7 @@ from lungseg.core.labels import (
     LUNG_SIDE_UNKNOWN,
     PLEURAL_EFFUSION,
 )
+from lungseg.core.morphology import label_edges
 
 LUNG_COLOURS: dict[int, tuple[int, int, int]] = {
     LUNG_RIGHT: (230, 75, 60),  # right lung: red
@@ -62,26 +63,12 @@ def overlay(
     if outline:  # an outline pixel is a layer of its own: n + k for the k-th colour
         for code, labels, colours in ((lung_code, lung, lungs), (lesion_code, infection, lesions)):
             if labels is not None and colours:
-                code += (_edges(labels) & (code != 0)).view(np.uint8) * np.uint8(len(colours))
+                code += (label_edges(labels) & (code != 0)).view(np.uint8) * np.uint8(len(colours))
     # every colour a pixel can end with, by (lung layer, lesion layer, grey), looked up at once
     table = _tint_table(weight, tuple(lungs.values()), tuple(lesions.values()))
     index = (lung_code.astype(np.intp) * (2 * len(lesions) + 1) + lesion_code) * 256
     index += grey.astype(np.intp, copy=False)
     return np.take(table, index, axis=0)  # (a gather by np.take: several times faster here)
-
-
-def _edges(labels: np.ndarray) -> np.ndarray:
-    """Pixels with a 4-neighbour of another label, or on the image's border: the
-    outline of each label's region (``core.morphology.outline`` of each at once)."""
-    edge = np.ones(labels.shape, bool)
-    edge[1:-1, 1:-1] = False
-    across = labels[1:, :] != labels[:-1, :]
-    edge[1:, :] |= across
-    edge[:-1, :] |= across
-    along = labels[:, 1:] != labels[:, :-1]
-    edge[:, 1:] |= along
-    edge[:, :-1] |= along
-    return edge
 
 
 def _layer_codes(

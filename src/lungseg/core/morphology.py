@@ -73,13 +73,15 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def outline(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour outside it (or on the image edge)."""
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    inner[0, :] = inner[-1, :] = False
-    inner[:, 0] = inner[:, -1] = False
-    return mask & ~inner
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a 2D label map with a 4-neighbour of another label, or on the image's
+    border: every label's outline at once (a mask's outline is ``mask & label_edges(mask)``)."""
+    edge = np.ones(labels.shape, bool)
+    edge[1:-1, 1:-1] = False
+    across = labels[1:, :] != labels[:-1, :]
+    edge[1:, :] |= across
+    edge[:-1, :] |= across
+    along = labels[:, 1:] != labels[:, :-1]
+    edge[:, 1:] |= along
+    edge[:, :-1] |= along
+    return edge

@@ -496,12 +496,12 @@ def predict_pictures_in_processes(
     ) as pool:
         pending: deque[tuple[Path, Future[Outcome]]] = deque()
         try:
-            for path, stem in zip(paths, stems, strict=True):
+            for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
                 pending.append((path, pool.submit(_worker_predicts, path, out, stem, limits)))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft()[1].result()
-            while pending:
-                yield pending.popleft()[1].result()
+                while pending and (len(pending) >= 2 * workers or index == len(paths) - 1):
+                    outcome = pending[0][1].result()  # the input named if its worker died
+                    pending.popleft()
+                    yield outcome
         except BrokenProcessPool as error:
             raise LungsegError(
                 f"a worker process stopped (out of memory?) while segmenting "

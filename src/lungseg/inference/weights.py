@@ -130,6 +130,23 @@ def seven_bit_weights(source: Path, target: Path) -> int:
     return _rewrite(source, target, make_seven_bit)
 
 
+WEIGHT_FORMATS = {
+    "seven-bit": (
+        seven_bit_weights,
+        "onnxruntime QDQ, int8 weights in 7 bits per output channel "
+        f"({SAFE_FORMAT_MARK}), uint8 activations",
+    ),
+    "unsigned": (
+        unsigned_weights,
+        "onnxruntime QDQ, 8-bit weights per output channel stored as uint8 with zero "
+        f"point 128 ({SAFE_FORMAT_MARK}), uint8 activations",
+    ),
+}
+"""How an 8-bit model's weights are made safe on every processor, and what its card says
+(``lungseg quantize --weights``)."""
+DEFAULT_WEIGHTS = "seven-bit"
+
+
 def saturates(card: dict[str, Any]) -> bool:
     """Whether a model card describes 8-bit weights that are not safe (an 8-bit
     model made before lungseg stored them safely)."""

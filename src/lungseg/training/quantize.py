@@ -24,11 +24,7 @@ from lungseg.core.files import sha256_of
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
 from lungseg.inference.preprocess import Preprocessing
-from lungseg.inference.weights import (
-    SAFE_FORMAT_MARK,
-    seven_bit_weights,
-    unsigned_weights,
-)
+from lungseg.inference.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.export import INPUT_NAME
@@ -36,21 +32,6 @@ from lungseg.training.fast_graph import LOGITS_NAME, rewrite_for_int8
 
 CALIBRATION_SLICES = 96
 INT8_NAME = "model_int8.onnx"
-
-WEIGHT_FORMATS = {
-    "seven-bit": (
-        seven_bit_weights,
-        "onnxruntime QDQ, int8 weights in 7 bits per output channel "
-        f"({SAFE_FORMAT_MARK}), uint8 activations",
-    ),
-    "unsigned": (
-        unsigned_weights,
-        "onnxruntime QDQ, 8-bit weights per output channel stored as uint8 with zero "
-        f"point 128 ({SAFE_FORMAT_MARK}), uint8 activations",
-    ),
-}
-"""How an 8-bit model's weights are made safe on every processor, and what its card says."""
-DEFAULT_WEIGHTS = "seven-bit"
 
 
 def calibration_inputs(
