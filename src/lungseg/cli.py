@@ -155,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     orient.add_argument("--epochs", type=int, default=8, help="epochs of the head (default 8)")
 
+    recover = commands.add_parser(
+        "recover",
+        help="turn a model file (as lungseg ships them) back into a run that training can "
+        "start from (init_from), orient and quantize (training.recover)",
+    )
+    recover.add_argument("model", type=Path, help="an .onnx model with its card beside it")
+    recover.add_argument("--out", type=Path, required=True, help="the run folder to write")
+    recover.add_argument(
+        "--data", type=Path, required=True, help="a built dataset (calibrates the batch norms)"
+    )
+    recover.add_argument(
+        "--overwrite", action="store_true", help="replace the run folder if it exists"
+    )
+
     predict = commands.add_parser(
         "predict",
         help="segment the lungs in slices and scans",
@@ -572,6 +586,19 @@ def _orient(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from lungseg.training.recover import recover_run
+
+    result = recover_run(args.model, args.out, args.data, overwrite=args.overwrite)
+    print(
+        f"{result.run}: {result.modules} layers read back from {args.model}; the run's "
+        f"float network decides as the model file does on {100 * result.decisions_equal:.2f} % "
+        f"of the calibration pixels. Start training from it with "
+        f'"init_from": "{result.run}/checkpoints/best.ckpt"'
+    )
+    return 0
+
+
 def _dataset_build(args: argparse.Namespace) -> int:
     from lungseg.dataset.build import BuildConfig, build_dataset
 
@@ -625,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("evaluate", ""): _evaluate,
         ("quantize", ""): _quantize,
         ("orient", ""): _orient,
+        ("recover", ""): _recover,
         ("predict", ""): _predict,
         ("serve", ""): _serve,
     }

@@ -132,17 +132,7 @@ def _transposed_convolutions_to_phases(graph: onnx.GraphProto) -> None:
             bias = (bias - mean) * scale + beta
             result = norm.output[0]
             folded.add(norm.name)
-        phases = np.zeros((4 * outputs, kernel.shape[0], 2, 2))
-        for row_phase in (0, 1):
-            for col_phase in (0, 1):
-                block = slice(
-                    (row_phase * 2 + col_phase) * outputs, (row_phase * 2 + col_phase + 1) * outputs
-                )
-                for dy in (0, 1):
-                    for dx in (0, 1):
-                        ty, tx = _TAP[row_phase][dy], _TAP[col_phase][dx]
-                        if ty is not None and tx is not None:
-                            phases[block, :, dy, dx] = kernel[:, :, ty, tx].T
+        phases = transposed_to_phases(kernel)
         weight_name, bias_name = f"{node.name}/phases_weight", f"{node.name}/phases_bias"
         graph.initializer.extend(
             [
@@ -167,6 +157,43 @@ def _transposed_convolutions_to_phases(graph: onnx.GraphProto) -> None:
             )
         )  # mode DCR: channel (row_phase * 2 + col_phase) * outputs + o -> pixel's phase
     _replace_nodes(graph, nodes)
+
+
+def _phase_taps(outputs: int) -> Iterable[tuple[slice, int, int, int, int]]:
+    """(channel block of a phase, dy, dx, kernel row, kernel column) for every tap of the
+    phase convolutions: each of the 3x3 kernel's taps is read by exactly one of them."""
+    for row_phase in (0, 1):
+        for col_phase in (0, 1):
+            phase = row_phase * 2 + col_phase
+            block = slice(phase * outputs, (phase + 1) * outputs)
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    ty, tx = _TAP[row_phase][dy], _TAP[col_phase][dx]
+                    if ty is not None and tx is not None:
+                        yield block, dy, dx, ty, tx
+
+
+def transposed_to_phases(kernel: np.ndarray) -> np.ndarray:
+    """A transposed convolution's kernel ``(inputs, outputs, 3, 3)`` as the 2x2 phase
+    convolution's ``(4 * outputs, inputs, 2, 2)`` (phase-major channels, as
+    ``DepthToSpace`` in DCR mode reads them)."""
+    outputs = kernel.shape[1]
+    phases = np.zeros((4 * outputs, kernel.shape[0], 2, 2), dtype=np.float64)
+    for block, dy, dx, ty, tx in _phase_taps(outputs):
+        phases[block, :, dy, dx] = kernel[:, :, ty, tx].T
+    return phases
+
+
+def phases_to_transposed(phases: np.ndarray) -> np.ndarray:
+    """The inverse of ``transposed_to_phases`` (``training.recover`` reads a shipped
+    model's up-sampling back into MONAI's transposed convolution)."""
+    if phases.ndim != 4 or phases.shape[0] % 4 or phases.shape[2:] != (2, 2):
+        raise LungsegError(f"not the weights of a 2x2 phase convolution: shape {phases.shape}")
+    outputs = phases.shape[0] // 4
+    kernel = np.zeros((phases.shape[1], outputs, 3, 3), dtype=np.float64)
+    for block, dy, dx, ty, tx in _phase_taps(outputs):
+        kernel[:, :, ty, tx] = phases[block, :, dy, dx].T
+    return kernel
 
 
 def _is_foldable_batch_norm(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool:
