@@ -223,3 +223,16 @@ def write_covid_kaggle_like(root: Path, cases: int = 3, slices: int = 8) -> Path
         write_nifti(root / "lung_mask" / mask_name, labels)
         write_nifti(root / "infection_mask" / mask_name, infection)
     return root
+
+
+def build_tiny_dataset(root: Path, finding: int = 10, medseg: int = 6) -> Path:
+    """A built dataset of finding-lungs-like and MedSeg-like slices (64 px), split
+    0.6 / 0.2 / 0.2: what the training tests train and calibrate on."""
+    from lungseg.dataset.build import BuildConfig, build_dataset
+
+    sources = [
+        str(write_finding_lungs_like(root / "finding", count=finding, size=64)),
+        str(write_medseg_like(root / "medseg", count=medseg, size=64)),
+    ]
+    build_dataset(BuildConfig(sources=sources, fractions=(0.6, 0.2, 0.2)), root / "dataset")
+    return root / "dataset"

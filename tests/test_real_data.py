@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_slices import one_slice_of_each_source
 
 from lungseg.dataset.build import BuildConfig, build_dataset
 from lungseg.dataset.qc import MASK_MISSES_LUNG, MASK_OUTSIDE_BODY
@@ -286,13 +287,7 @@ def test_shipped_models_compute_the_same_on_every_processor(shared_data: Path, n
     ]
     assert not eight_bit, f"8-bit int8 weights: {eight_bit[:3]}"
     model = SegmentationModel(path)
-    files = [
-        "finding-lungs-ct/2d_images/ID_0008_Z_0065.tif",
-        "medseg-covid-98/images/medseg_005.png",
-        "covid19-ct-seg-clahe/images/ma2020_p5_0552.png",
-    ]
-    images = [read_image(shared_data / f) for f in files]
-    squares, _ = model.prepare([i.array for i in images], [i.intensity for i in images])
+    squares = one_slice_of_each_source(shared_data, model)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     unfused = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

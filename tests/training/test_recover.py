@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import write_finding_lungs_like, write_medseg_like
+from real_slices import one_slice_of_each_source
+from synthetic import build_tiny_dataset
 
 from lungseg.cli import main
-from lungseg.dataset.build import BuildConfig, build_dataset
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
@@ -27,13 +27,7 @@ HEADS = {"lung": (0, 3), "infection": (3, 7)}
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    sources = [
-        str(write_finding_lungs_like(root / "finding", count=8, size=64)),
-        str(write_medseg_like(root / "medseg", count=4, size=64)),
-    ]
-    build_dataset(BuildConfig(sources=sources, fractions=(0.6, 0.2, 0.2)), root / "dataset")
-    return root / "dataset"
+    return build_tiny_dataset(tmp_path_factory.mktemp("data"), finding=8, medseg=4)
 
 
 def _card() -> dict[str, object]:
@@ -189,20 +183,13 @@ def test_the_shipped_models_read_back_into_their_networks(shared_data: Path, nam
     could rename them): read back without calibration (the batch norms left the
     identity, the same function), each network decides as its file does on real slices
     in three renderings."""
-    from lungseg.imaging import read_image
     from lungseg.inference.model import SHIPPED_MODEL, SegmentationModel
     from lungseg.training.recover import read_network
 
     path = SHIPPED_MODEL.with_name(f"{name}.onnx")
     _, network, _, _ = read_network(path)
     model = SegmentationModel(path)
-    files = [
-        "finding-lungs-ct/2d_images/ID_0008_Z_0065.tif",
-        "medseg-covid-98/images/medseg_005.png",
-        "covid19-ct-seg-clahe/images/ma2020_p5_0552.png",
-    ]
-    images = [read_image(shared_data / f) for f in files]
-    squares, _ = model.prepare([i.array for i in images], [i.intensity for i in images])
+    squares = one_slice_of_each_source(shared_data, model)
     expected = model.scores(squares)
     with torch.no_grad():
         got = network(torch.from_numpy(squares[:, None].astype(np.float32)))[0].numpy()

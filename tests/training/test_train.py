@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from synthetic import ct_slice, write_finding_lungs_like, write_medseg_like
+from synthetic import build_tiny_dataset, ct_slice
 
 from lungseg.cli import main
-from lungseg.dataset.build import BuildConfig, build_dataset
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
 from lungseg.imaging import Intensity
@@ -58,13 +57,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    sources = [
-        str(write_finding_lungs_like(root / "finding", count=10, size=64)),
-        str(write_medseg_like(root / "medseg", count=6, size=64)),
-    ]
-    build_dataset(BuildConfig(sources=sources, fractions=(0.6, 0.2, 0.2)), root / "dataset")
-    return root / "dataset"
+    return build_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 def _epochs(metrics: Path, key: str) -> list[float]:
