@@ -196,3 +196,22 @@ def test_the_shipped_models_read_back_into_their_networks(shared_data: Path, nam
     for head, (start, stop) in model.heads.items():
         same = (got[:, start:stop].argmax(1) == expected[:, start:stop].argmax(1)).mean()
         assert same > 0.995, (head, same)
+
+
+def test_a_recovery_that_fails_leaves_the_earlier_run_and_no_partial_one(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lungseg.training import recover
+
+    model = _write_model(_trained_looking(), tmp_path / "model.onnx")
+    recover_run(model, tmp_path / "run", dataset)
+    before = (tmp_path / "run" / "checkpoints" / "best.ckpt").read_bytes()
+
+    def broken(*_args: object) -> float:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(recover, "decision_agreement", broken)
+    with pytest.raises(OSError, match="disk full"):
+        recover_run(model, tmp_path / "run", dataset, overwrite=True)
+    assert not (tmp_path / "run.partial").exists()
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").read_bytes() == before

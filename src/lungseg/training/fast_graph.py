@@ -54,7 +54,7 @@ def rewrite_for_int8(source: Path, target: Path, heads: Iterable[tuple[int, int]
     return target
 
 
-def _initializers(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def initializers(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
 
 
@@ -76,7 +76,7 @@ def _replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
 
 
 def _prelu_to_leaky_relu(graph: onnx.GraphProto) -> None:
-    weights = _initializers(graph)
+    weights = initializers(graph)
     for node in graph.node:
         slope = weights.get(node.input[1]) if node.op_type == "PRelu" else None
         if slope is not None and slope.size == 1:
@@ -107,7 +107,7 @@ def _is_upsampling(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool
 
 
 def _transposed_convolutions_to_phases(graph: onnx.GraphProto) -> None:
-    weights = _initializers(graph)
+    weights = initializers(graph)
     users = _consumers(graph)
     nodes: list[onnx.NodeProto] = []
     folded: set[str] = set()

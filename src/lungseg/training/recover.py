@@ -25,6 +25,7 @@ model file's on the calibration slices and written to ``recovery.json``.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -35,14 +36,14 @@ from typing import Any, cast
 import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from lungseg.core.files import sha256_of
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
 from lungseg.training.export import export_onnx, write_model_card
-from lungseg.training.fast_graph import phases_to_transposed, rewrite_for_int8
+from lungseg.training.fast_graph import initializers, phases_to_transposed, rewrite_for_int8
 from lungseg.training.model import create_model
 from lungseg.training.orientation import HEAD_FILE, OrientedNetwork, head_for
 from lungseg.training.quantize import calibration_inputs, decision_agreement
@@ -107,19 +108,19 @@ def _norm_after(network: torch.nn.Module) -> dict[str, str]:
     return pairs
 
 
-def _initializers(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-
-
-def _node_weights(path: Path) -> dict[str, dict[str, Any]]:
-    """Per ``Conv``/``Gemm`` node: ``weight`` and ``bias`` in float (de-quantised where
-    the file stores them in integers) and ``transB``; per ``LeakyRelu`` node: ``alpha``."""
+def _load(path: Path) -> onnx.ModelProto:
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as error:  # onnx raises DecodeError, OSError and others
         raise LungsegError(f"{path}: not a readable ONNX model ({error})") from error
+
+
+def _node_weights(model: onnx.ModelProto, path: Path) -> dict[str, dict[str, Any]]:
+    """Per ``Conv``/``Gemm`` node of ``model`` (read from ``path``): ``weight`` and
+    ``bias`` in float (de-quantised where the file stores them in integers) and
+    ``transB``; per ``LeakyRelu`` node: ``alpha``."""
     graph = model.graph
-    constants = _initializers(graph)
+    constants = initializers(graph)
     producers = {name: node for node in graph.node for name in node.output}
 
     def value(name: str) -> np.ndarray:
@@ -133,7 +134,9 @@ def _node_weights(path: Path) -> dict[str, dict[str, Any]]:
         integers = constants[node.input[0]].astype(np.float64)
         scale = constants[node.input[1]].astype(np.float64)
         zero = constants[node.input[2]].astype(np.float64) if len(node.input) > 2 else np.zeros(1)
-        axis = int(next((helper.get_attribute_value(a) for a in node.attribute), 1))
+        axis = int(
+            next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+        )
         if scale.size > 1:  # per channel along ``axis``
             shape = [1] * integers.ndim
             shape[axis] = -1
@@ -175,17 +178,14 @@ def _shipped_form_weights(
 ) -> dict[str, dict[str, Any]]:
     """``_node_weights`` of a model file in the form lungseg ships (``training.fast_graph``
     rewrites a run's float ``model.onnx`` first)."""
-    try:
-        operators = {node.op_type for node in onnx.load(str(path)).graph.node}
-    except Exception as error:  # onnx raises DecodeError, OSError and others
-        raise LungsegError(f"{path}: not a readable ONNX model ({error})") from error
-    if not operators & {"PRelu", "ConvTranspose"}:
-        return _node_weights(path)
+    model = _load(path)
+    if not {node.op_type for node in model.graph.node} & {"PRelu", "ConvTranspose"}:
+        return _node_weights(model, path)
     with tempfile.TemporaryDirectory(prefix="lungseg-recover-") as scratch:
         rewritten = rewrite_for_int8(
             path, Path(scratch) / "rewritten.onnx", sorted((heads or {}).values())
         )
-        return _node_weights(rewritten)
+        return _node_weights(_load(rewritten), rewritten)
 
 
 def _as_module_weight(entry: dict[str, Any], module: torch.nn.Module) -> np.ndarray:
@@ -205,8 +205,6 @@ def _node_modules(
     architecture: a copy with distinct random weights (batch norms the identity, each
     PReLU its own slope) is exported and rewritten, and each node's weights are found
     among the modules'."""
-    import copy
-
     probe = copy.deepcopy(network).eval()
     generator = torch.Generator().manual_seed(0)
     slopes: dict[float, str] = {}
@@ -231,7 +229,7 @@ def _node_modules(
         rewritten = rewrite_for_int8(
             exported, Path(scratch) / "rewritten.onnx", sorted((heads or {}).values())
         )
-        nodes = _node_weights(rewritten)
+        nodes = _node_weights(_load(rewritten), rewritten)
     found: dict[str, str] = {}
     for node_name, entry in nodes.items():
         if entry["op"] == "LeakyRelu":
@@ -396,6 +394,32 @@ def recover_run(
     if out.exists():
         shutil.rmtree(out)
     (out / "checkpoints").mkdir(parents=True)
+    try:
+        agreement = _write_run(out, model, data, config, network, heads, card, images)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.is_dir():
+        shutil.rmtree(final)
+    elif final.exists():
+        final.unlink()
+    out.replace(final)
+    layers = sum(isinstance(m, (*_WEIGHTED, torch.nn.PReLU)) for m in network.modules())
+    return Recovery(final, agreement, layers)
+
+
+def _write_run(
+    out: Path,
+    model: Path,
+    data: Path,
+    config: TrainConfig,
+    network: torch.nn.Module,
+    heads: dict[str, tuple[int, int]] | None,
+    card: dict[str, Any],
+    images: np.ndarray,
+) -> float:
+    """The run's files in ``out``; returns the share of calibration pixels decided as
+    the model file decides them."""
     net = network.net if isinstance(network, OrientedNetwork) else network
     config.save(out / "config.json")
     state = {f"model.{k}": v for k, v in net.state_dict().items()}
@@ -420,10 +444,4 @@ def recover_run(
     }
     write_model_card(out / "model_card.json", run_card)
     (out / "recovery.json").write_text(json.dumps(run_card["recovered"], indent=2) + "\n")
-    if final.is_dir():
-        shutil.rmtree(final)
-    elif final.exists():
-        final.unlink()
-    out.replace(final)
-    layers = sum(isinstance(m, (*_WEIGHTED, torch.nn.PReLU)) for m in network.modules())
-    return Recovery(final, agreement, layers)
+    return agreement
