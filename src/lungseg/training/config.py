@@ -94,6 +94,13 @@ class TrainConfig:
         monitor: the validation figure that picks the checkpoint and stops early:
             ``val_dice`` (the lungs, or the task's foreground) or ``val_score`` (for a
             task with both heads, the mean of the lungs' and the infection's Dice).
+        teacher: a checkpoint of this network whose infection probabilities, averaged
+            with its answer on the left-right mirror image, the infection head also
+            learns (``training.module.distillation_loss``); empty: none.
+        teacher_weight: weight of that loss.
+        train_only: the name of the one part of the network that trains (``infection``:
+            the infection decoder of ``unet-two-decoders``); the rest keeps its weights
+            and batch-norm statistics, so its outputs do not change. Empty: all of it.
     """
 
     task: str = "lung"
@@ -121,6 +128,9 @@ class TrainConfig:
     init_from: str = ""
     init_infection_from: str = ""
     infection_widths: tuple[int, ...] = (64, 32, 16)
+    teacher: str = ""
+    teacher_weight: float = 1.0
+    train_only: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:

@@ -1,7 +1,7 @@
 """``lungseg train``: fit the U-Net on a built dataset and leave a complete run folder.
 
 A run folder holds ``config.json``, ``metrics.csv`` (per epoch), TensorBoard logs,
-``checkpoints/`` (best by validation Dice, and last), ``curves.png``,
+``checkpoints/`` (best by validation Dice, and the last epoch's), ``curves.png``,
 ``model.onnx`` and ``model_card.json``.
 """
 
@@ -117,12 +117,11 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
     for line in warm_start(module.model, config):
         print(line)
     best = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor=config.monitor,
-        mode="max",
-        save_last=True,
+        dirpath=out / "checkpoints", filename="best", monitor=config.monitor, mode="max"
     )
+    # the network after the last epoch, every epoch (Lightning's save_last writes it only
+    # when a best one is written, so it was the best again)
+    last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1)
     trainer = pl.Trainer(
         default_root_dir=out,
         max_epochs=config.max_epochs,
@@ -133,6 +132,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         num_nodes=config.num_nodes,
         callbacks=[
             best,
+            last,
             EarlyStopping(monitor=config.monitor, mode="max", patience=config.patience),
             LearningRateMonitor(logging_interval="epoch"),
         ],
