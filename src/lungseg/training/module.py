@@ -93,8 +93,9 @@ def mirrored_probabilities(
     network: torch.nn.Module, image: torch.Tensor, start: int, stop: int
 ) -> torch.Tensor:
     """The softmax of ``network``'s channels ``[start, stop)``, averaged with its answer on
-    the left-right mirror image (mirrored back): the one network's answer that scored
-    better than it alone on every infection test figure (``benchmarks/averaged_models.py``)."""
+    the left-right mirror image (mirrored back): the shipped network's answer averaged
+    so scored above it alone on every infection Dice of the test split
+    (``benchmarks/averaged_models.py``)."""
     with torch.no_grad():
         plain = torch.softmax(network(image)[:, start:stop], dim=1)
         mirrored = torch.softmax(network(image.flip(-1))[:, start:stop], dim=1).flip(-1)
@@ -131,7 +132,8 @@ class LungSegModule(pl.LightningModule):
 
     def _freeze_all_but(self, name: str) -> list[torch.nn.Module]:
         """Keep every part of the network but ``name`` as it is; returns the kept parts."""
-        parts = dict(self.model.named_children())
+        # (names with "_" are second references to modules inside the parts)
+        parts = {k: v for k, v in self.model.named_children() if not k.startswith("_")}
         if name not in parts:
             raise LungsegError(
                 f"train_only: this network has no part {name!r} (it has {', '.join(parts)})"
@@ -142,8 +144,9 @@ class LungSegModule(pl.LightningModule):
         return kept
 
     def train(self, mode: bool = True) -> LungSegModule:
-        """Training mode for what trains; kept parts and the teacher stay in eval mode, so
-        their batch norms neither learn statistics nor use the batch's."""
+        """Training mode for what trains; kept parts stay in eval mode, so their batch
+        norms neither learn statistics nor use the batch's (the teacher is no part of
+        this module and stays in eval mode)."""
         super().train(mode)
         for part in self.frozen:
             part.eval()
