@@ -24,6 +24,7 @@ import onnx
 from onnx import compose, helper, numpy_helper
 
 from lungseg.core.files import sha256_of
+from lungseg.inference.model import model_card
 
 LOWEST = np.iinfo(np.int64).min
 
@@ -51,7 +52,9 @@ def averaged(model: Path, others: list[Path], flips: str, target: Path) -> Path:
         for number, other in enumerate(others, 1)
     ]
     image = main.graph.input[0]
-    logits, orientation = (output.name for output in main.graph.output[:2])
+    logits = main.graph.output[0].name
+    # a model with an orientation head gives it as its second output
+    orientation = main.graph.output[1].name if len(main.graph.output) > 1 else None
     channels, rows, cols = (
         d.dim_value for d in main.graph.output[0].type.tensor_type.shape.dim[1:]
     )
@@ -67,13 +70,12 @@ def averaged(model: Path, others: list[Path], flips: str, target: Path) -> Path:
     split_shape = _constant(
         graph, "split_shape", np.array([len(views), -1, channels, rows, cols], np.int64)
     )
-    turn_shape = _constant(graph, "turn_shape", np.array([len(views), -1, 8], np.int64))
     terms: list[str] = []
     for number, member in enumerate(members):
         prefix = "" if number == 0 else f"m{number}_"
         renames = {member.graph.input[0].name: "views"}
         if number == 0:  # its outputs become inner names; the averaged ones take theirs
-            renames |= {logits: f"inner_{logits}", orientation: f"inner_{orientation}"}
+            renames |= {name: f"inner_{name}" for name in (logits, orientation) if name}
         for node in member.graph.node:
             node.input[:] = [renames.get(name, name) for name in node.input]
             node.output[:] = [renames.get(name, name) for name in node.output]
@@ -92,20 +94,21 @@ def averaged(model: Path, others: list[Path], flips: str, target: Path) -> Path:
     graph.node.append(helper.make_node("Sum", terms, ["summed"]))
     share = _constant(graph, "share", np.array(1.0 / len(terms), np.float32))
     graph.node.append(helper.make_node("Mul", ["summed", share], [logits]))
-    split_turns = "split_turns"
-    graph.node.append(
-        helper.make_node("Reshape", [f"inner_{orientation}", turn_shape], [split_turns])
-    )
-    first = _constant(graph, "first_view", np.array(0, np.int64))
-    graph.node.append(helper.make_node("Gather", [split_turns, first], [orientation], axis=0))
-    graph.output.extend(main.graph.output[:2])
+    if orientation is not None:  # the first model's, on the input as given
+        turn_shape = _constant(graph, "turn_shape", np.array([len(views), -1, 8], np.int64))
+        graph.node.append(
+            helper.make_node("Reshape", [f"inner_{orientation}", turn_shape], ["split_turns"])
+        )
+        first = _constant(graph, "first_view", np.array(0, np.int64))
+        graph.node.append(helper.make_node("Gather", ["split_turns", first], [orientation], axis=0))
+    graph.output.extend(main.graph.output[: 2 if orientation else 1])
 
     combined = helper.make_model(graph, opset_imports=main.opset_import)
     combined.ir_version = main.ir_version
     onnx.checker.check_model(combined)
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(combined, str(target))
-    card = json.loads(model.with_suffix(".json").read_text())
+    card = model_card(model)
     card["name"] = f"{card.get('name', model.stem)}-averaged"
     card["averaged"] = {
         "views": ["as given"] + [{"h": "left-right", "v": "upside down"}[f] for f in flips],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lungseg.evaluation.infection import evaluate_infection
+from lungseg.inference.model import model_card
 
 
 def with_offset(model: Path, channel: int, offset: float, target: Path) -> Path:
@@ -43,7 +43,7 @@ def with_offset(model: Path, channel: int, offset: float, target: Path) -> Path:
     graph.initializer.append(numpy_helper.from_array(shift, "class_offset"))
     graph.node.append(helper.make_node("Add", [raw, "class_offset"], [output.name]))
     onnx.save(graph_model, str(target))
-    shutil.copy(model.with_suffix(".json"), target.with_suffix(".json"))
+    target.with_suffix(".json").write_text(json.dumps(model_card(model), indent=2) + "\n")
     return target
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--offsets", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0])
     parser.add_argument("--class", dest="name", default="consolidation")
     args = parser.parse_args()
-    classes = json.loads(args.model.with_suffix(".json").read_text())["output"]["classes"]
+    classes = model_card(args.model)["output"]["classes"]
     channel = classes.index(args.name)
     with tempfile.TemporaryDirectory(prefix="lungseg-offset-") as scratch:
         picked: tuple[float, float] | None = None

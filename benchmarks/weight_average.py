@@ -89,10 +89,12 @@ def main() -> None:
     if not args.keep_norms:
         images = calibration_inputs(BuiltDataset(args.data), config)
         measure_norms(network, torch.from_numpy(images))
-    head = head_for(config)
     head_file = run / "checkpoints" / HEAD_FILE
-    head.load_state_dict(torch.load(head_file, map_location="cpu")["state_dict"])
-    oriented = OrientedNetwork(network.eval(), head).eval()
+    exported_network: torch.nn.Module = network.eval()
+    if head_file.is_file():  # a run oriented by `lungseg orient`
+        head = head_for(config)
+        head.load_state_dict(torch.load(head_file, map_location="cpu")["state_dict"])
+        exported_network = OrientedNetwork(network, head).eval()
 
     out = args.out
     if out.exists():
@@ -102,10 +104,11 @@ def main() -> None:
     state = {f"model.{k}": v for k, v in network.state_dict().items()}
     averaged_from = [str(path) for path in args.checkpoints]
     torch.save({"state_dict": state, "averaged": averaged_from}, out / "checkpoints" / "best.ckpt")
-    shutil.copy(head_file, out / "checkpoints" / HEAD_FILE)
+    if head_file.is_file():
+        shutil.copy(head_file, out / "checkpoints" / HEAD_FILE)
     heads = card.get("output", {}).get("heads")
     heads = {k: (int(a), int(b)) for k, (a, b) in heads.items()} if heads else None
-    exported = export_onnx(oriented, out / "model.onnx", config.image_size, heads)
+    exported = export_onnx(exported_network, out / "model.onnx", config.image_size, heads)
     card = {k: v for k, v in card.items() if k != "recovered"}
     card["onnx"] = {"file": exported.name, "sha256": sha256_of(exported)}
     card["averaged"] = {"checkpoints": averaged_from, "norms_measured": not args.keep_norms}

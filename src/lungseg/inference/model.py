@@ -53,6 +53,15 @@ def turn_with_mirror(orientation: np.ndarray, mirrored: np.ndarray) -> int:
     return int(np.argmax(both))
 
 
+def model_card(path: Path) -> dict[str, Any]:
+    """The card of the model file ``path``: ``<stem>.json`` beside it (as lungseg ships
+    models) or a run's ``model_card.json``; empty where there is none."""
+    for candidate in (path.with_suffix(".json"), path.parent / "model_card.json"):
+        if candidate.is_file():
+            return dict(json.loads(candidate.read_text()))
+    return {}
+
+
 class SegmentationModel:
     """An exported segmentation model (lung or infection) and its card, loaded once.
 
@@ -125,10 +134,7 @@ class SegmentationModel:
         return safe
 
     def _read_card(self) -> dict[str, Any]:
-        for candidate in (self.path.with_suffix(".json"), self.path.parent / "model_card.json"):
-            if candidate.is_file():
-                return dict(json.loads(candidate.read_text()))
-        return {}
+        return model_card(self.path)
 
     def _contract(self) -> Preprocessing:
         stated = self.card.get("input", {}).get("preprocessing")
