@@ -91,19 +91,30 @@ def write_dicom_series(
     hu_zyx: np.ndarray,
     spacing: tuple[float, float, float] = (5.0, 0.8, 0.8),
     orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    *,
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    tilt: float = 0.0,
 ) -> list[Path]:
-    """Write a standard axial DICOM series (stored values = HU + 1024), file names shuffled,
-    instance numbers from the head down (as many scanners number them)."""
+    """Write an axial DICOM series (stored values = HU + 1024), file names shuffled,
+    instance numbers from the head down (as many scanners number them). Plane ``index``
+    lies ``index * spacing[0]`` mm above ``origin`` (LPS), along z whatever the plane's
+    orientation; ``tilt`` (degrees) tilts the planes about the x axis, as a tilted gantry
+    does (``orientation`` is then ignored): the slices are then not stacked along their
+    planes' normal."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     order = np.random.default_rng(1).permutation(hu_zyx.shape[0])
+    if tilt:
+        angle = np.radians(tilt)
+        orientation = (1, 0, 0, 0, float(np.cos(angle)), float(np.sin(angle)))
     paths = []
     for index, name in zip(range(hu_zyx.shape[0]), order, strict=True):
         path = folder / f"img{name:03d}.dcm"
         write_dicom_slice(
             path,
             hu_zyx[index],
-            z=index * spacing[0],
+            z=origin[2] + index * spacing[0],
+            xy=origin[:2],
             pixel=spacing[1:],
             series_uid=series_uid,
             study_uid=study_uid,
@@ -120,6 +131,7 @@ def write_dicom_slice(
     hu: np.ndarray,
     *,
     z: float = 0.0,
+    xy: tuple[float, float] = (0.0, 0.0),
     pixel: tuple[float, float] = (0.8, 0.8),
     series_uid: str | None = None,
     orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
@@ -154,7 +166,7 @@ def write_dicom_slice(
     ds.PixelSpacing = [pixel[0], pixel[1]]
     ds.SliceThickness = 5.0
     ds.ImageOrientationPatient = list(orientation)
-    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.ImagePositionPatient = [float(xy[0]), float(xy[1]), float(z)]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16

@@ -522,8 +522,17 @@ def _dicom_values(ds: pydicom.Dataset) -> tuple[np.ndarray, Intensity | None]:
     return values, kind
 
 
-def _dicom_affine(ds: pydicom.Dataset, slice_step: float, first_position: np.ndarray) -> np.ndarray:
-    """RAS+ affine for voxel ``(col, row, slice)`` from DICOM's LPS geometry."""
+def _dicom_affine(
+    ds: pydicom.Dataset,
+    slice_step: float,
+    first_position: np.ndarray,
+    slice_vector: np.ndarray | None = None,
+) -> np.ndarray:
+    """RAS+ affine for voxel ``(col, row, slice)`` from DICOM's LPS geometry.
+
+    ``first_position``: the ImagePositionPatient of slice 0; ``slice_vector``: the LPS
+    step from one slice to the next (a tilted gantry's slices do not follow the plane's
+    normal), else the normal times ``slice_step``."""
     orientation = np.array(ds.ImageOrientationPatient, dtype=float)
     row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
     col_dir, row_dir = orientation[:3], orientation[3:]
@@ -531,7 +540,7 @@ def _dicom_affine(ds: pydicom.Dataset, slice_step: float, first_position: np.nda
     affine = np.eye(4)
     affine[:3, 0] = col_dir * col_spacing  # moving along a row: next column
     affine[:3, 1] = row_dir * row_spacing
-    affine[:3, 2] = normal * slice_step
+    affine[:3, 2] = normal * slice_step if slice_vector is None else slice_vector
     affine[:3, 3] = first_position
     return LPS_TO_RAS @ affine
 
@@ -665,8 +674,19 @@ def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
             )
         volume[index] = hu_from_float(values) if kind is Intensity.HU else values
     with _decoding("unreadable DICOM geometry"):
-        affine = _dicom_affine(first, step, np.array(first.ImagePositionPatient, dtype=float))
+        # the grid starts at the lowest slice along the normal, whatever order the files
+        # were listed in; its third axis is the mean step between neighbouring slices
+        start = np.array(chosen[0][1].ImagePositionPatient, dtype=float)
+        end = np.array(chosen[-1][1].ImagePositionPatient, dtype=float)
+        vector = (end - start) / (len(chosen) - 1) if len(chosen) > 1 else None
+        affine = _dicom_affine(chosen[0][1], step, start, vector)
     array, geometry = to_display_order(np.transpose(volume, (2, 1, 0)), affine)
+    if vector is not None and geometry.spacing is not None:
+        tilt = float(np.degrees(np.arccos(min(1.0, step / float(np.linalg.norm(vector))))))
+        if tilt > 0.5:  # a tilted gantry: a voxel's height is the planes' distance
+            notes.append(f"tilted gantry ({tilt:.1f} degrees): slices kept as scanned")
+            if np.isclose(geometry.spacing[0], np.linalg.norm(vector)):
+                geometry = replace(geometry, spacing=(step, *geometry.spacing[1:]))
     datasets = tuple(ds for _, ds in chosen)
     geometry = replace(
         geometry,
