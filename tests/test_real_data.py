@@ -296,3 +296,61 @@ def test_shipped_models_compute_the_same_on_every_processor(shared_data: Path, n
     for head, (start, stop) in model.heads.items():
         same = (got[:, start:stop].argmax(1) == expected[:, start:stop].argmax(1)).mean()
         assert same > 0.998, (head, same)
+
+
+PIPELINE_FILES = [
+    "finding-lungs-ct/2d_images/ID_0008_Z_0065.tif",
+    "finding-lungs-ct/2d_images/ID_0000_Z_0142.tif",
+    "medseg-covid-98/images/medseg_005.png",
+    "medseg-covid-98/images/medseg_010.png",
+    "medseg-covid-98/images/medseg_043.png",
+    "covid19-ct-seg-clahe/images/ma2020_p5_0552.png",
+    "covid19-ct-seg-clahe/images/ma2020_p1_0030.png",
+]
+
+
+@pytest.mark.parametrize("infection", [False, True])
+def test_evaluate_scores_the_masks_predict_writes(shared_data: Path, infection: bool) -> None:
+    """``lungseg evaluate`` and ``lungseg predict`` (and the API, which is the Predictor) give
+    the same mask for the same picture, pixel for pixel, in each of its 8 orientations:
+    every Dice the docs state is a figure for what users get."""
+    from lungseg.evaluation.evaluate import variants_of
+    from lungseg.inference import Predictor
+    from lungseg.inference.model import segment_slices
+
+    predictor = Predictor(infection=infection)
+    for name in PIPELINE_FILES:
+        path = shared_data / name
+        if not path.is_file():
+            continue
+        image = read_image(path)
+        cases = variants_of(image.array, image.intensity)  # as ``lungseg evaluate`` runs them
+        scored = segment_slices(
+            predictor.model, [v.image for v in cases], [v.intensity for v in cases]
+        )
+        for variant, labels in zip(cases, scored, strict=True):
+            found = predictor.predict(variant.image, intensity=variant.intensity).lung
+            np.testing.assert_array_equal(labels, found, err_msg=f"{name} {variant.name}")
+        np.testing.assert_array_equal(predictor.predict(path).lung, scored[0])
+
+
+@pytest.mark.parametrize("infection", [False, True])
+@pytest.mark.parametrize("name", ["medseg_010", "medseg_043"])
+def test_touching_lungs_of_a_tight_crop_come_out_as_two_lungs(
+    shared_data: Path, name: str, infection: bool
+) -> None:
+    """Two MedSeg crops whose lungs meet in front of the heart: both lungs come out, each
+    a whole lung of one side (they had come out as one "right lung", left 0 px)."""
+    from lungseg.core.masks import split_touching
+    from lungseg.inference import Predictor
+
+    result = Predictor(infection=infection).predict(
+        shared_data / "medseg-covid-98" / "images" / f"{name}.png"
+    )
+    parts = split_touching(result.lung > 0)
+    assert parts is not None
+    for part in (1, 2):
+        sides = np.bincount(result.lung[parts == part], minlength=3)[1:]
+        assert sides.max() > 0.98 * sides.sum(), (part, sides)  # one side a lung
+    right, left = (result.measures[side] for side in ("right", "left"))
+    assert min(right, left) > 0.4 * max(right, left)

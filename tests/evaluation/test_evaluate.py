@@ -139,3 +139,33 @@ def test_missing_model_is_a_clear_error(dataset: Path, tmp_path: Path, capsys) -
     )
     assert code == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_the_apex_and_base_levels_are_the_first_and_last_fifth() -> None:
+    from lungseg.evaluation.apex_base import end_levels
+
+    assert end_levels(10) == [0, 1, 8, 9]
+    assert end_levels(11) == [0, 1, 2, 8, 9, 10]
+    assert end_levels(3) == [0, 2]
+    assert end_levels(1) == [0] and end_levels(0) == []
+
+
+def test_the_apex_and_base_of_a_scan_are_scored_as_single_pictures(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """Each apex and base level of the scan is sent alone in every orientation and
+    rendering: the threshold stand-in is right upright and in the lung window, and fails
+    in the soft-tissue window (lungs as black as the air), as on mid-lung slices; the
+    lowest way is reported; the report has the section."""
+    hu, _ = ct_volume(slices=12, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "scan", hu)
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    result = evaluate(model, dataset, "test", tmp_path / "report", scan=tmp_path / "scan")
+    scan = result.summary["apex_base"]["scan"]
+    assert scan["slices"] == 4  # 10 lung-bearing levels: 2 at each end
+    assert scan["ways"]["upright"]["mean_dice"] > 0.97
+    assert scan["ways"]["lung_window.png"]["mean_dice"] > 0.95
+    assert scan["ways"]["soft_tissue.png"]["mean_dice"] < 0.9
+    assert scan["lowest_mean_dice"] == min(w["mean_dice"] for w in scan["ways"].values())
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Apex and base of single slices" in report

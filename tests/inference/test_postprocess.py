@@ -131,3 +131,58 @@ def test_a_soft_tissue_picture_keeps_lungs_as_black_as_the_air() -> None:
     assert otsu_body is not None and not otsu_body[lungs].all()
     body = body_for(labels, grey, Intensity.DISPLAY)
     assert body is not None and body[lungs].all() and not body[0, 0]
+
+
+def touching_lungs(size: int = 128) -> np.ndarray:
+    """Two lungs (1: image left, 2: image right) that meet in front of the heart."""
+    _, lung = ct_slice(size)
+    joined = lung.copy()
+    junction = slice(int(size * 0.3), int(size * 0.38)), slice(int(size * 0.3), int(size * 0.7))
+    joined[junction] = np.where(np.arange(size)[junction[1]] < size // 2, 1, 2)
+    return joined
+
+
+@pytest.mark.parametrize("turns", [0, 1])
+def test_touching_lungs_are_split_where_they_meet(turns: int) -> None:
+    """One connected region, two lungs: each lung comes out whole, whichever way the
+    picture is turned, and the cut lies at the junction."""
+    from lungseg.core.masks import split_touching
+
+    lungs = np.rot90(touching_lungs(), turns)
+    parts = split_touching(lungs > 0)
+    assert parts is not None
+    for lung in (1, 2):
+        shares = np.bincount(parts[lungs == lung], minlength=3)[1:] / (lungs == lung).sum()
+        assert shares.max() > 0.97, (lung, shares)
+
+
+def test_one_lung_is_not_split() -> None:
+    """An apex slice's single lung, and a lung with a shallow waist, stay one piece."""
+    from synthetic import ellipse
+
+    from lungseg.core.masks import split_touching
+
+    assert split_touching(ellipse((96, 96), (48, 30), (20, 12))) is None
+    waisted = ellipse((96, 96), (30, 48), (18, 20)) | ellipse((96, 96), (62, 48), (18, 20))
+    assert split_touching(waisted | ellipse((96, 96), (46, 48), (12, 14))) is None
+
+
+@pytest.mark.parametrize("votes", ["model", "all-right", "mostly-right"])
+def test_touching_lungs_keep_both_sides_whatever_the_model_votes(votes: str) -> None:
+    """A slice's touching lungs always come out as a right and a left lung: by the
+    model's side pixels where it tells them apart, and where it calls most of both
+    lungs one side (as it did on two MedSeg crops), the lung with more of that side's
+    votes takes it and the other the other side."""
+    from lungseg.core.masks import clean_lung_labels
+
+    lungs = touching_lungs()
+    raw = np.where(lungs > 0, LUNG_RIGHT, 0).astype(np.uint8)
+    if votes == "model":
+        raw[lungs == 2] = LUNG_LEFT
+    elif votes == "mostly-right":  # 30 % of the image-right lung voted left
+        rows, cols = np.nonzero(lungs == 2)
+        chosen = np.random.default_rng(0).random(rows.size) < 0.3
+        raw[rows[chosen], cols[chosen]] = LUNG_LEFT
+    labels = clean_lung_labels(raw)
+    for lung, side in ((1, LUNG_RIGHT), (2, LUNG_LEFT)):
+        assert (labels[lungs == lung] == side).mean() > 0.97, (votes, lung)

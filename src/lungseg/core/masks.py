@@ -29,8 +29,14 @@ BOX_MARGIN = 16
 SUBSTANTIAL = 0.1
 """A region of at least this share of the largest is a lung (or a lung's part), not a speck."""
 MIXED_SIDE_SHARE = 0.25
-"""A connected lung region whose minority side is below this share takes its majority side
-(the lungs touch in few places; a region that is mostly one lung is one lung)."""
+"""A slice's connected lung region that cannot be split in two lungs (``split_touching``)
+and whose minority side is below this share takes its majority side (one lung)."""
+NECK_SHARE = 0.5
+"""Two lungs touch through a neck: a region is two lungs where the pixels deeper than
+some depth fall into two substantial cores, that depth at most this share of each
+core's own deepest pixel (a lung's narrow waist stays one lung)."""
+SECOND_LUNG_SHARE = 0.2
+"""... and the smaller core's part holds at least this share of the larger one's."""
 
 
 def clean_lung_mask(
@@ -220,23 +226,39 @@ def _fill_unsided(mask: np.ndarray, sides: np.ndarray) -> None:
     local[inside] = local[tuple(index[inside] for index in nearest)]
 
 
-def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
+def _majority_sides(
+    mask: np.ndarray,
+    sides: np.ndarray,
+    regions: np.ndarray | None = None,
+    count: int = 0,
+) -> np.ndarray:
     """Whole lungs from the model's per-pixel sides.
 
     Two (or more) substantial separate regions are two lungs: the two largest take
     opposite sides, whichever way agrees with more of the model's pixels (so a model
     unsure on one lung is overruled by the other); further regions take their own
-    majority. One region is one lung (its majority side) unless its minority side is
-    at least ``MIXED_SIDE_SHARE``: then the lungs touch, and each side keeps its own
-    pixels, its stray specks given to the other side.
+    majority. On a slice, one region that ``split_touching`` cuts in two is two lungs
+    that touch (in front of the heart, as on a tight crop), sided as two separate
+    ones. Otherwise one region keeps the model's side pixel by pixel, its stray specks
+    given to the other side; on a slice, a region whose minority side is below
+    ``MIXED_SIDE_SHARE`` is one lung (an apex, a base) and takes its majority side.
+    ``regions``, ``count``: the regions of ``mask`` where already known.
     """
-    regions, count = label(mask)
+    if regions is None:
+        regions, count = label(mask)
     sizes = component_sizes(regions, count, mask)  # lung pixels only: fast
     right = component_sizes(regions, count, sides == LUNG_RIGHT)
     left = component_sizes(regions, count, sides == LUNG_LEFT)
     verdict = np.where(right >= left, LUNG_RIGHT, LUNG_LEFT).astype(np.uint8)
     verdict[0] = 0
     order = [int(i) for i in np.argsort(sizes)[::-1] if sizes[i] >= SUBSTANTIAL * sizes.max()]
+    if len(order) == 1 and mask.ndim == 2:  # one region: two lungs that touch?
+        parts = split_touching(regions == order[0])
+        if parts is not None:  # each lung a region of its own, the rest as they were
+            regions = np.where(parts == 0, regions, 0).astype(regions.dtype)
+            regions[parts == 1] = order[0]
+            regions[parts == 2] = count + 1
+            return _majority_sides(mask, sides, regions, count + 1)
     if len(order) >= 2:
         first, second = order[:2]
         as_is = right[first] + left[second] >= left[first] + right[second]
@@ -247,7 +269,7 @@ def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
     if not order:
         return lookup(verdict, regions)
     lung = order[0]
-    if min(right[lung], left[lung]) < MIXED_SIDE_SHARE * sizes[lung]:
+    if mask.ndim == 2 and min(right[lung], left[lung]) < MIXED_SIDE_SHARE * sizes[lung]:
         return lookup(verdict, regions)
     out = np.where(regions == lung, sides, lookup(verdict, regions)).astype(np.uint8)
     for side, other in ((LUNG_RIGHT, LUNG_LEFT), (LUNG_LEFT, LUNG_RIGHT)):
@@ -258,6 +280,51 @@ def _majority_sides(mask: np.ndarray, sides: np.ndarray) -> np.ndarray:
         stray[0] = False
         out[lookup(stray, pieces)] = other
     return out
+
+
+def split_touching(region: np.ndarray) -> np.ndarray | None:
+    """A slice's one connected lung region cut into two lungs where they touch, or
+    ``None`` where it is one lung.
+
+    The pixels deeper inside the region than a depth ``t`` (distance to its edge) form
+    cores; ``t`` grows until two substantial cores appear, each at least
+    ``1 / NECK_SHARE`` times deeper than ``t`` (two lungs joined by a neck, not a lung
+    pinched at a fissure). Every pixel then joins the core it lies nearest. Orientation
+    plays no part, so a turned photo splits as an upright one.
+
+    Returns:
+        labels 0 (outside), 1 and 2 (the two lungs, the larger 1), or ``None``.
+    """
+    box = bounding_box(region)
+    if box is None:
+        return None
+    local = np.pad(region[box], 1)
+    depth = ndi.distance_transform_edt(local)
+    deepest = float(depth.max())
+    for threshold in np.arange(1.0, NECK_SHARE * deepest + 1e-6):
+        cores, count = label(depth > threshold)
+        if count < 2:
+            continue
+        sizes = component_sizes(cores, count)
+        sizes[0] = 0
+        first, second = (int(i) for i in np.argsort(sizes)[::-1][:2])
+        if sizes[second] < SUBSTANTIAL * sizes[first]:
+            continue
+        core_depth = ndi.maximum(depth, cores, [first, second])
+        if threshold > NECK_SHARE * min(core_depth):
+            return None
+        seeds = np.where(cores == first, 1, np.where(cores == second, 2, 0)).astype(np.uint8)
+        _, nearest = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+        parts = np.where(local, seeds[tuple(nearest)], 0).astype(np.uint8)
+        part_sizes = np.bincount(parts.ravel(), minlength=3)
+        if min(part_sizes[1:]) < SECOND_LUNG_SHARE * max(part_sizes[1:]):
+            return None
+        if part_sizes[2] > part_sizes[1]:
+            parts = np.array([0, 2, 1], np.uint8)[parts]
+        out = np.zeros(region.shape, np.uint8)
+        out[box] = parts[1:-1, 1:-1]
+        return out
+    return None
 
 
 def side_agreement(sides: np.ndarray, reference: np.ndarray) -> float:

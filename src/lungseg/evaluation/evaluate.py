@@ -32,13 +32,15 @@ from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
 from lungseg.imaging.render import EVAL_JPEG_QUALITY, RENDERINGS, jpeg, render_hu
-from lungseg.inference.model import SegmentationModel, postprocess_slice, raw_lung_labels
+from lungseg.inference.model import SegmentationModel, segment_slices
 from lungseg.reporting import write_csv
 
 SCORES = ("dice", "iou", "precision", "recall", "hd95")
 WORST_KEPT = 3
 """Worst slices per rendering kept for the report's picture."""
 SIDE_OK = 0.9
+ORDERED_SOURCES = ("covid19-ct-seg-clahe",)
+"""Sources whose slices are ordered within a patient: their apex and base are scored apart."""
 """A slice's sides are right when at least this share of the lung found carries its own side."""
 
 
@@ -135,15 +137,11 @@ def evaluate(
         cases = variants_of(record.image, record.intensity)
         if not variants:
             cases = cases[:1]
-        # pictures, as users send photos: a turned one is segmented upright where the
-        # model's orientation head finds it turned
         turns: list[int] = []
-        raw = raw_lung_labels(
-            model, [v.image for v in cases], [v.intensity for v in cases], upright=True, turns=turns
+        raw: list[np.ndarray] = []
+        predicted = segment_slices(
+            model, [v.image for v in cases], [v.intensity for v in cases], turns=turns, raw=raw
         )
-        predicted = [
-            postprocess_slice(m, v.image, v.intensity) for m, v in zip(raw, cases, strict=True)
-        ]
         scores: dict[str, Any] = {
             "slice_id": row.slice_id,
             "source": row.source,
@@ -172,6 +170,13 @@ def evaluate(
         masks[row.slice_id] = upright != 0
         result.rows.append(scores)
     result.summary = summarise(result.rows, split, model)
+    ordered = [s for s in ORDERED_SOURCES if s in result.summary["sources"]]
+    if variants and (ordered or scan is not None):
+        from lungseg.evaluation.apex_base import check_apex_base
+
+        result.summary["apex_base"] = check_apex_base(
+            model, dataset, split, ordered, None if scan is None else Path(scan)
+        )
     if scan is not None:
         from lungseg.evaluation.series import check_series
 

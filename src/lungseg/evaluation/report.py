@@ -144,9 +144,7 @@ def examples_picture(model: SegmentationModel, image: np.ndarray, path: Path) ->
     from lungseg.evaluation.evaluate import variants_of
 
     cases = [v for v in variants_of(image, Intensity.HU) if not v.name.endswith(".jpg")]
-    labels = segment_slices(
-        model, [v.image for v in cases], [v.intensity for v in cases], upright=True
-    )
+    labels = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])
     columns = 8
     rows = -(-len(cases) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows), squeeze=False)
@@ -356,6 +354,7 @@ def write_evaluation_report(
         "![Dice against lung fraction](dice_vs_lung_fraction.png)",
         "",
     ]
+    lines += _apex_base_lines(summary.get("apex_base"))
     series = summary.get("series")
     if series:
         volumes = series["volume_ml"]
@@ -376,3 +375,54 @@ def write_evaluation_report(
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _apex_base_lines(figures: dict[str, Any] | None) -> list[str]:
+    """The apex and base section: per source, the lowest mean Dice and share of right
+    sides over every way a slice is sent, then each way's figures."""
+    if not figures:
+        return []
+    targets = figures["targets"]
+    sources = {k: v for k, v in figures.items() if k != "targets"}
+    ways = sorted({w for stats in sources.values() for w in stats["ways"]})
+    lines = [
+        "## Apex and base of single slices",
+        "",
+        "The first and last fifth of each test patient's lung-bearing slices (and of the "
+        "whole scan's, against its HU threshold labels; that scan is a training scan), each "
+        "sent alone as a picture in every orientation and rendering. Target: mean Dice "
+        f"≥ {targets['mean_dice']} and sides right on ≥ {targets['sides_correct']:.0%} of "
+        "the slices, in each way.",
+        "",
+        markdown_table(
+            ["source", "slices", "lowest mean Dice", "lowest sides right"],
+            [
+                [
+                    source,
+                    stats["slices"],
+                    f"{stats['lowest_mean_dice']:.4f}",
+                    f"{100 * stats['lowest_sides_correct']:.1f} %",
+                ]
+                for source, stats in sources.items()
+            ],
+        ),
+        "",
+        "Mean Dice / sides right, each way:",
+        "",
+        markdown_table(
+            ["way", *sources],
+            [
+                [way]
+                + [
+                    f"{stats['ways'][way]['mean_dice']:.4f} / "
+                    f"{100 * stats['ways'][way]['sides_correct']:.0f} %"
+                    if way in stats["ways"]
+                    else "-"
+                    for stats in sources.values()
+                ]
+                for way in ways
+            ],
+        ),
+        "",
+    ]
+    return lines

@@ -48,9 +48,16 @@ Progress = Callable[[int, int], None]
 def turn_with_mirror(orientation: np.ndarray, mirrored: np.ndarray) -> int:
     """The turn that a picture's orientation probabilities and those of its mirror image
     (which is in turn ``MIRRORED_TURN[k]`` where the picture is in turn ``k``) make
-    likeliest together."""
+    likeliest together.
+
+    Where the two answers contradict each other about the mirror (the head calls the
+    picture and its mirror image alike: it cannot tell a mirror here, as on a tight crop
+    of the upper chest), the picture is not mirrored: only its quarter turns are undone."""
     both = np.log(orientation + 1e-6) + np.log(mirrored[list(MIRRORED_TURN)] + 1e-6)
-    return int(np.argmax(both))
+    turn = int(np.argmax(both))
+    consistent = int(np.argmax(mirrored)) == MIRRORED_TURN[int(np.argmax(orientation))]
+    turns, flip = DIHEDRAL[turn]
+    return turn if consistent or not flip else DIHEDRAL.index((turns, False))
 
 
 def model_card(path: Path) -> dict[str, Any]:
@@ -367,25 +374,6 @@ class SegmentationModel:
         )
 
 
-def raw_lung_labels(
-    model: SegmentationModel,
-    images: list[np.ndarray],
-    intensities: list[Intensity],
-    *,
-    progress: Progress | None = None,
-    upright: bool = False,
-    turns: list[int] | None = None,
-) -> list[np.ndarray]:
-    """The model's lung labels of 2D slices before post-processing, each at its own size:
-    ``LUNG_RIGHT``/``LUNG_LEFT`` from a sided model, ``LUNG_SIDE_UNKNOWN`` from a
-    one-class lung model. A slice of one value (blank) holds no lung. ``upright``: the
-    slices are photos; a turned one is segmented upright, its turn appended to ``turns``
-    (``SegmentationModel.iter_head_maps``)."""
-    return list(
-        _iter_raw_lung_labels(model, images, intensities, progress, upright=upright, turns=turns)
-    )
-
-
 def _iter_raw_lung_labels(
     model: SegmentationModel,
     images: list[np.ndarray],
@@ -422,26 +410,35 @@ def segment_slices(
     images: list[np.ndarray],
     intensities: list[Intensity],
     *,
-    postprocess: bool = True,
-    upright: bool = False,
+    turns: list[int] | None = None,
+    raw: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Lung labels (0, 1 right, 2 left) of 2D slices, each at its own size.
-
-    With ``postprocess``, specks go, holes are filled, nothing outside the body is
-    lung and sides are made whole (``core.masks.clean_lung_labels``). ``upright``:
-    as ``raw_lung_labels``.
-    """
-    raw = raw_lung_labels(model, images, intensities, upright=upright)
-    if not postprocess:
-        return raw
+    """Lung labels (0, 1 right, 2 left) of 2D pictures, each at its own size, run through
+    the model together: each exactly what ``segment_image`` gives for that picture alone
+    (a turned photo segmented upright, its turn appended to ``turns``; then
+    ``postprocess_slice``). ``raw``: as ``segment_image``."""
+    decisions = _iter_raw_lung_labels(model, images, intensities, None, upright=True, turns=turns)
     return [
-        postprocess_slice(labels, image, intensity)
-        for labels, image, intensity in zip(raw, images, intensities, strict=True)
+        _finish_picture(labels, image, intensity, raw)
+        for labels, image, intensity in zip(decisions, images, intensities, strict=True)
     ]
 
 
+def _finish_picture(
+    labels: np.ndarray,
+    image: np.ndarray,
+    intensity: Intensity,
+    raw: list[np.ndarray] | None,
+    postprocess: bool = True,
+) -> np.ndarray:
+    if raw is not None:
+        raw.append(labels.copy())
+    return postprocess_slice(labels, image, intensity) if postprocess else labels
+
+
 def postprocess_slice(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """A slice's raw lung labels cleaned: specks gone, holes filled, nothing outside the body."""
+    """A slice's raw lung labels cleaned: specks gone, holes filled, nothing outside the body
+    (what ``segment_image`` does to a slice)."""
     return clean_lung_labels(labels, body_for(labels, image, intensity))
 
 
@@ -469,9 +466,13 @@ def segment_image(
     infection: np.ndarray | None = None,
     companion: SegmentationModel | None = None,
     turns: list[int] | None = None,
+    raw: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Lung labels (0, 1 right, 2 left) of a slice or a volume (slice by slice, then cleaned
-    in 3D: only what connects to the lungs stays), the shape of ``image.array``.
+    """Lung labels (0, 1 right, 2 left) of a slice or a volume, the shape of ``image.array``:
+    the one way from pixels to a lung mask, for ``lungseg predict``, the API and
+    ``lungseg evaluate`` alike. Slice by slice, nothing outside the body; then a volume
+    is cleaned in 3D (only what connects to the lungs stays), a slice in 2D
+    (``core.masks.clean_lung_labels``).
 
     A photo (a slice whose file says nothing of its orientation) is segmented upright
     where the model's orientation head finds it turned; its turn is appended to
@@ -480,20 +481,25 @@ def segment_image(
     ``infection``: a uint8 buffer of the image's slices ``(n, rows, cols)`` that a model
     with an infection head fills from the same pass (0 none, 1 ground glass, 2
     consolidation, 3 effusion; not yet restricted to the lungs); ``companion``, an
-    infection network sharing the lung model's inputs, gives it instead."""
+    infection network sharing the lung model's inputs, gives it instead. ``raw``: where
+    given, each slice's labels before any clean-up are appended to it (for scoring
+    what the clean-up adds)."""
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
-    stack = np.empty((len(planes), *planes[0].shape), np.uint8)
     photo = not image.is_volume and image.geometry.orientation == "unknown"
-    raw = _iter_raw_lung_labels(
+    decisions = _iter_raw_lung_labels(
         model, planes, intensities, progress, infection, companion, upright=photo, turns=turns
     )
-    for index, labels in enumerate(raw):  # while the model runs on the next chunk
+    if not image.is_volume:  # a slice: cleaned as a slice, as every picture is
+        return _finish_picture(next(decisions), planes[0], image.intensity, raw, postprocess)
+    stack = np.empty((len(planes), *planes[0].shape), np.uint8)
+    for index, labels in enumerate(decisions):  # while the model runs on the next chunk
         stack[index] = labels
+        if raw is not None:
+            raw.append(labels.copy())
         if postprocess:  # nothing outside the body is lung: slice by slice, no body volume
             region = body_for(labels, planes[index], image.intensity)
             if region is not None:
                 stack[index][~region] = 0
-    if postprocess:
-        stack = clean_lung_labels(stack, in_place=True)
-    return stack if image.is_volume else stack[0]
+    # only what connects in 3D to the lungs stays
+    return clean_lung_labels(stack, in_place=True) if postprocess else stack
