@@ -11,6 +11,7 @@ picture, in every orientation and rendering ``lungseg evaluate`` uses, and score
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,11 @@ def dataset_end_slices(dataset: BuiltDataset, split: str, source: str) -> list[E
     """The apex and base slices of each patient of ``source`` in ``split`` (by slice index)."""
     by_patient: dict[str, list[Any]] = defaultdict(list)
     for row in dataset.select(split):
-        if row.source == source and row.lung_fraction > 0 and row.slice_index != "":
+        if row.source == source and row.lung_fraction > 0 and _position(row) is not None:
             by_patient[row.patient].append(row)
     out = []
     for patient in sorted(by_patient):
-        rows = sorted(by_patient[patient], key=lambda r: int(r.slice_index))
+        rows = sorted(by_patient[patient], key=lambda r: _position(r) or 0)
         for position in end_levels(len(rows)):
             record = dataset.load(rows[position])
             out.append(
@@ -71,6 +72,15 @@ def dataset_end_slices(dataset: BuiltDataset, split: str, source: str) -> list[E
                 )
             )
     return out
+
+
+def _position(row: Any) -> int | None:
+    """A slice's place in its volume: the manifest's slice index, else the number that
+    ends its file name (``ma2020_p3_0279.png``)."""
+    if str(row.slice_index).isdigit():
+        return int(row.slice_index)
+    found = re.search(r"(\d+)$", Path(str(row.source_file)).stem)
+    return int(found.group(1)) if found else None
 
 
 def scan_end_slices(scan_path: Path) -> list[EndSlice]:

@@ -48,16 +48,9 @@ Progress = Callable[[int, int], None]
 def turn_with_mirror(orientation: np.ndarray, mirrored: np.ndarray) -> int:
     """The turn that a picture's orientation probabilities and those of its mirror image
     (which is in turn ``MIRRORED_TURN[k]`` where the picture is in turn ``k``) make
-    likeliest together.
-
-    Where the two answers contradict each other about the mirror (the head calls the
-    picture and its mirror image alike: it cannot tell a mirror here, as on a tight crop
-    of the upper chest), the picture is not mirrored: only its quarter turns are undone."""
+    likeliest together."""
     both = np.log(orientation + 1e-6) + np.log(mirrored[list(MIRRORED_TURN)] + 1e-6)
-    turn = int(np.argmax(both))
-    consistent = int(np.argmax(mirrored)) == MIRRORED_TURN[int(np.argmax(orientation))]
-    turns, flip = DIHEDRAL[turn]
-    return turn if consistent or not flip else DIHEDRAL.index((turns, False))
+    return int(np.argmax(both))
 
 
 def model_card(path: Path) -> dict[str, Any]:
