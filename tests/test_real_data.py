@@ -354,3 +354,30 @@ def test_touching_lungs_of_a_tight_crop_come_out_as_two_lungs(
         assert sides.max() > 0.98 * sides.sum(), (part, sides)  # one side a lung
     right, left = (result.measures[side] for side in ("right", "left"))
     assert min(right, left) > 0.4 * max(right, left)
+
+
+def test_pictures_that_are_not_an_axial_chest_ct_are_refused(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Two photographs are refused with a reason and no mask; a chest radiograph and a
+    coronal reformat made from the real series are flagged (this may not be an axial CT
+    slice); a routine mid-lung DICOM slice of the same series is ok (with infection on,
+    the default, and lungs only)."""
+    from not_ct import not_ct_pictures
+
+    from lungseg.inference import Predictor
+
+    pictures = not_ct_pictures(shared_data, tmp_path)
+    for infection in (True, False):
+        predictor = Predictor(infection=infection)
+        for name in ("cat", "coffee"):
+            result = predictor.predict(pictures[name])
+            assert result.check.status == "refused", (name, infection, result.check)
+            assert "colour photograph" in result.check.reasons[0]
+            assert not result.lung.any()
+        for name in ("radiograph", "coronal"):
+            result = predictor.predict(pictures[name])
+            assert result.check.status == "review", (name, infection, result.check)
+            assert "may not be an axial CT slice" in result.check.reasons[0], result.check
+        routine = predictor.predict(shared_data / "chest-ct-dicom" / "Lung_Dx-A0001" / "1-30.dcm")
+        assert routine.check.status == "ok", routine.check

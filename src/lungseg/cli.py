@@ -175,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inputs: PNG/JPG/TIFF slices (or a folder of them), DICOM files, DICOM series "
         "(a folder or a .zip), NIfTI volumes. "
         "Writes <stem>_mask.png and <stem>_overlay.png per slice, <stem>_mask.nii.gz and "
-        "<stem>_overlay.png per volume. Mask labels: 0 background, 1 right lung, 2 left lung.",
+        "<stem>_overlay.png per volume. Mask labels: 0 background, 1 right lung, 2 left lung. "
+        'Every answer carries a check (--json: "check": {"status": "ok" | "review" | '
+        '"refused", "reasons": [...]}): review says why to look before using it; an input '
+        "that is not an axial chest CT (a radiograph, a photograph, a coronal picture) is "
+        "refused with its reason and gets no files. "
+        "Exit status: 0 when every input was segmented, 1 when any failed or was refused, "
+        "2 on a usage or set-up error.",
     )
     predict.add_argument("inputs", nargs="+", type=Path, help="files or DICOM folders")
     predict.add_argument("--out", type=Path, required=True, help="output folder")
@@ -361,7 +367,10 @@ def _predict(args: argparse.Namespace) -> int:
         print(
             f"lungseg: removed a half-written file of an interrupted run: {stale}", file=sys.stderr
         )
-    inputs = expand_inputs(args.inputs)  # a folder of pictures: each picture a slice
+    _check_writable(args.out)  # before any work
+    inputs, skipped = expand_inputs(args.inputs)  # a folder of pictures: each picture a slice
+    for line in skipped:
+        print(f"lungseg: {line}", file=sys.stderr)
     stems, notes = unique_stems(inputs)
     for note in notes:
         print(f"lungseg: note: {note}", file=sys.stderr)
@@ -405,6 +414,10 @@ def _predict(args: argparse.Namespace) -> int:
             if args.json:
                 say(Failure(file=str(path), error=str(outcome.error)).model_dump_json())
             continue
+        refused = prediction.check.status == "refused"
+        if refused:  # not an axial chest CT: no files, and the run fails
+            failed += 1
+            say(f"lungseg: refused: {path}: {prediction.check.reasons[0]}", file=sys.stderr)
         if args.json:
             summary = describe(
                 prediction,
@@ -413,18 +426,38 @@ def _predict(args: argparse.Namespace) -> int:
                 outputs=[str(p) for p in written],
             )
             say(summary.model_dump_json())
-        else:
+        elif not refused:
             m, unit = prediction.measures, prediction.unit
             say(
                 f"{path}: {prediction.kind}, lungs {m['total']:.1f} {unit} "
                 f"(right {m['right']:.1f}, left {m['left']:.1f}), {prediction.seconds:.2f} s -> "
                 + ", ".join(p.name for p in written)
             )
+            for reason in prediction.check.reasons:  # why the answer needs a look
+                say(f"  review: {reason}")
             for note in prediction.notes:  # how it was read: series chosen, values guessed...
                 say(f"  note: {note}")
     if inputs_bar is not None:
         inputs_bar.close()
+    if skipped:  # a folder held more than lungseg reads: say what was done with it
+        print(
+            f"lungseg: {len(inputs)} input(s): {len(inputs) - failed} segmented, {failed} "
+            f"failed or refused; {len(skipped)} file(s) skipped",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be written, before any input is read."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".lungseg-probe-"):
+            pass
+    except OSError as error:
+        raise LungsegError(f"cannot write to --out {out}: {error.strerror or error}") from error
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -176,8 +176,10 @@ def test_a_file_with_orientation_keeps_its_sides_where_the_model_disagrees(
 def test_a_photo_the_model_finds_turned_is_segmented_upright(tmp_path: Path) -> None:
     """With an orientation head that finds a photo mirrored, the photo is segmented
     mirrored back (upright) and the masks mirrored onto it: the stand-in's sides by
-    position then fall on the picture's other side. Below the confidence, or on a file
-    that has its orientation, the picture is taken as it is."""
+    position then fall on the picture's other side. On a file that has its orientation,
+    the picture is taken as it is. A head unsure of every turn that reads the picture and
+    its mirror image alike finds nothing of a CT slice's anatomy: the answer is flagged
+    for review (this may not be an axial CT slice) and the picture taken as it is."""
     from models import sided_and_turned_onnx
 
     hu, lungs = ct_slice(64)
@@ -193,6 +195,8 @@ def test_a_photo_the_model_finds_turned_is_segmented_upright(tmp_path: Path) -> 
     as_is = Predictor(unsure, infection=False).predict(png)
     assert _dice(as_is.lung == LUNG_RIGHT, lungs == 1) > 0.95
     assert not any("looks" in note for note in as_is.notes)
+    assert as_is.check.status == "review"
+    assert "may not be an axial CT slice" in as_is.check.reasons[0]
     # a quarter turn: the masks come back on the picture as given, whole
     turned = write_png(tmp_path / "turned.png", apply_dihedral(display_slice(hu), 1, False))
     quarter = sided_and_turned_onnx(tmp_path / "q.onnx", DIHEDRAL.index((1, False)))
@@ -237,13 +241,14 @@ def test_an_unsure_orientation_is_checked_against_the_mirrored_picture(tmp_path:
         ("zero16.png", np.zeros((64, 64), np.uint16)),
     ],
 )
-def test_a_blank_slice_is_an_empty_mask_with_a_note(
+def test_a_blank_slice_is_refused_with_its_reason(
     tmp_path: Path, predictor: Predictor, name: str, pixels: np.ndarray
 ) -> None:
     Image.fromarray(pixels).save(tmp_path / name)
     result = predictor.predict(tmp_path / name)
     assert not result.lung.any()
-    assert any("blank" in note for note in result.notes)
+    assert result.check.status == "refused"
+    assert result.check.reasons == ["the picture holds one value only: there is no body in it"]
 
 
 def test_a_volume_with_one_blank_slice_is_segmented(tmp_path: Path, predictor: Predictor) -> None:

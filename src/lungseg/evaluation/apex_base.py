@@ -25,7 +25,9 @@ from lungseg.core.metrics import slice_scores
 from lungseg.dataset.pseudo import threshold_lungs
 from lungseg.dataset.store import BuiltDataset
 from lungseg.imaging import Intensity, read_image
-from lungseg.inference.model import SegmentationModel, segment_slices
+from lungseg.imaging.readers import image_from_array
+from lungseg.inference.check import check_slice
+from lungseg.inference.model import SegmentationModel, TurnReading, segment_slices
 
 END_SHARE = 0.2
 """The first and last this share of a patient's lung-bearing slices are apex and base."""
@@ -110,8 +112,14 @@ def score_end_slices(model: SegmentationModel, slices: list[EndSlice]) -> dict[s
         truth = item.lung != 0
         sides = reference_sides(item.lung)
         cases = variants_of(item.image, item.intensity)
-        found = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])
-        for variant, labels in zip(cases, found, strict=True):
+        readings: list[TurnReading | None] = []
+        found = segment_slices(
+            model, [v.image for v in cases], [v.intensity for v in cases], readings=readings
+        )
+        for variant, labels, reading in zip(cases, found, readings, strict=True):
+            picture = image_from_array(variant.image, intensity=variant.intensity)
+            if check_slice(picture, labels, reading).status == "refused":
+                labels = np.zeros_like(labels)  # predict gives no mask
             back = back_to_slice(labels, variant, truth.shape)
             dice = slice_scores(back != 0, truth)["dice"]
             side_ok = int(side_agreement(back, sides) >= SIDE_OK)

@@ -31,8 +31,10 @@ from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
+from lungseg.imaging.readers import image_from_array
 from lungseg.imaging.render import EVAL_JPEG_QUALITY, RENDERINGS, jpeg, render_hu
-from lungseg.inference.model import SegmentationModel, segment_slices
+from lungseg.inference.check import check_slice
+from lungseg.inference.model import SegmentationModel, TurnReading, segment_slices
 from lungseg.reporting import write_csv
 
 SCORES = ("dice", "iou", "precision", "recall", "hd95")
@@ -139,8 +141,14 @@ def evaluate(
             cases = cases[:1]
         turns: list[int] = []
         raw: list[np.ndarray] = []
+        readings: list[TurnReading | None] = []
         predicted = segment_slices(
-            model, [v.image for v in cases], [v.intensity for v in cases], turns=turns, raw=raw
+            model,
+            [v.image for v in cases],
+            [v.intensity for v in cases],
+            turns=turns,
+            raw=raw,
+            readings=readings,
         )
         scores: dict[str, Any] = {
             "slice_id": row.slice_id,
@@ -149,9 +157,16 @@ def evaluate(
             "lung_fraction": row.lung_fraction,
             "hd95_unit": "mm" if spacing else "px",
         }
+        scores["dice_no_postprocess"] = slice_scores(raw[0] != 0, truth)["dice"]
+        for index, (variant, reading) in enumerate(zip(cases, readings, strict=True)):
+            picture = image_from_array(variant.image, intensity=variant.intensity)
+            check = check_slice(picture, predicted[index], reading)
+            scores[f"check_{variant.name}"] = check.status
+            scores[f"reasons_{variant.name}"] = " | ".join(check.reasons)
+            if check.status == "refused":  # predict gives no mask: scored as none found
+                predicted[index] = np.zeros_like(predicted[index])
         upright = predicted[0]
         scores.update(slice_scores(upright != 0, truth, spacing))
-        scores["dice_no_postprocess"] = slice_scores(raw[0] != 0, truth)["dice"]
         for variant, labels, found in zip(cases, predicted, turns, strict=True):
             back = back_to_slice(labels, variant, truth.shape)
             if variant.kind != "orientation" or variant.turns or variant.flip:
@@ -170,6 +185,7 @@ def evaluate(
         masks[row.slice_id] = upright != 0
         result.rows.append(scores)
     result.summary = summarise(result.rows, split, model)
+    result.summary["checks"] = summarise_checks(result.rows)
     ordered = [s for s in ORDERED_SOURCES if s in result.summary["sources"]]
     if variants and (ordered or scan is not None):
         from lungseg.evaluation.apex_base import check_apex_base
@@ -185,6 +201,58 @@ def evaluate(
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     write_evaluation_report(out, dataset, result, masks, worst, model)
     return result
+
+
+LOW_DICE = 0.85
+HIGH_DICE = 0.95
+"""The check's targets: ``review`` catches the answers below ``LOW_DICE`` and leaves
+those at ``HIGH_DICE`` or above alone."""
+
+
+def summarise_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well ``inference.check`` tells wrong answers from right ones: of every slice in
+    every way it was sent, the share flagged (review or refused) among those with lung
+    Dice below ``LOW_DICE`` and among those at ``HIGH_DICE`` or above; how many real CT
+    pictures were refused; the reasons given to good answers."""
+    pairs = []  # (source, Dice, status, reasons)
+    for row in rows:
+        for key, status in row.items():
+            if not key.startswith("check_"):
+                continue
+            name = key[len("check_") :]
+            dice = float(row["dice"] if name == "upright" else row[f"dice_{name}"])
+            if math.isfinite(dice):
+                pairs.append((str(row["source"]), dice, status, str(row[f"reasons_{name}"])))
+
+    def figures(chosen: list[tuple[str, float, str, str]]) -> dict[str, Any]:
+        low = [p for p in chosen if p[1] < LOW_DICE]
+        high = [p for p in chosen if p[1] >= HIGH_DICE]
+        return {
+            "answers": len(chosen),
+            "low_dice": len(low),
+            "low_dice_flagged": round(float(np.mean([p[2] != "ok" for p in low])), 4)
+            if low
+            else None,
+            "high_dice": len(high),
+            "high_dice_flagged": round(float(np.mean([p[2] != "ok" for p in high])), 4)
+            if high
+            else None,
+            "refused": sum(p[2] == "refused" for p in chosen),
+        }
+
+    out = figures(pairs)
+    out["sources"] = {
+        s: figures([p for p in pairs if p[0] == s]) for s in sorted({p[0] for p in pairs})
+    }
+    reasons: dict[str, int] = {}
+    for _, dice, status, text in pairs:
+        if status != "ok" and dice >= HIGH_DICE:
+            for reason in text.split(" | "):
+                short = reason.split(" (")[0].split(":")[0]
+                reasons[short] = reasons.get(short, 0) + 1
+    out["reasons_on_high_dice"] = dict(sorted(reasons.items(), key=lambda i: -i[1]))
+    out["targets"] = {"low_dice_flagged": 0.9, "high_dice_flagged": 0.1}
+    return out
 
 
 def summarise(rows: list[dict[str, Any]], split: str, model: SegmentationModel) -> dict[str, Any]:

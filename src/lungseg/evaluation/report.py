@@ -355,6 +355,7 @@ def write_evaluation_report(
         "",
     ]
     lines += _apex_base_lines(summary.get("apex_base"))
+    lines += _check_lines(summary.get("checks"))
     series = summary.get("series")
     if series:
         volumes = series["volume_ml"]
@@ -426,3 +427,41 @@ def _apex_base_lines(figures: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _check_lines(checks: dict[str, Any] | None) -> list[str]:
+    """The check section: how often ``review`` flags wrong answers and right ones."""
+    if not checks:
+        return []
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f} %"
+
+    rows = [
+        [
+            name,
+            stats["answers"],
+            f"{share(stats['low_dice_flagged'])} of {stats['low_dice']}",
+            f"{share(stats['high_dice_flagged'])} of {stats['high_dice']}",
+            stats["refused"],
+        ]
+        for name, stats in [("all", checks), *checks["sources"].items()]
+    ]
+    targets = checks["targets"]
+    reasons = ", ".join(f"{k} ({v})" for k, v in checks["reasons_on_high_dice"].items())
+    return [
+        "## Saying when to doubt an answer",
+        "",
+        "Every slice in every way it was sent (orientations, renderings, JPEG), checked as "
+        "`lungseg predict` checks it (`lungseg.inference.check`). Flagged: `review` or "
+        f"`refused`. Targets: at least {targets['low_dice_flagged']:.0%} of the answers "
+        f"with lung Dice below 0.85 flagged, at most {targets['high_dice_flagged']:.0%} of "
+        "those at 0.95 or above.",
+        "",
+        markdown_table(
+            ["source", "answers", "Dice < 0.85 flagged", "Dice ≥ 0.95 flagged", "refused"], rows
+        ),
+        "",
+        f"Reasons given to answers at Dice ≥ 0.95: {reasons or 'none'}.",
+        "",
+    ]

@@ -132,6 +132,7 @@ class _Raw:
     geometry: Geometry
     intensity: Intensity | None  # None: decide from the values
     notes: tuple[str, ...] = ()
+    not_ct: str | None = None  # what the file says it is, where that is not CT
 
 
 def read_image(
@@ -185,17 +186,48 @@ def image_from_array(
             raise ValueError(
                 f"expected a 2D or 3D numeric array, got {values.dtype} {values.shape}"
             )
+        if spacing is not None and len(spacing) != values.ndim:
+            raise ValueError(f"spacing {spacing} does not match a {values.ndim}D array")
         if values.ndim == 2:
             limits.check_slice(*values.shape)
         else:
+            _check_volume_axes(values.shape, spacing)
             limits.check_volume(*values.shape)
-        if spacing is not None and len(spacing) != values.ndim:
-            raise ValueError(f"spacing {spacing} does not match a {values.ndim}D array")
         geometry = Geometry(spacing=tuple(float(v) for v in spacing) if spacing else None)
         raw = _Raw(
             values.astype(np.float32) if values.dtype.kind == "b" else values, geometry, None
         )
         return _finish(raw, path, intensity)
+
+
+def _check_volume_axes(shape: tuple[int, ...], spacing: tuple[float, ...] | None) -> None:
+    """Refuse a 3D array whose shape or spacing says it is not ``(slices, rows, cols)``:
+    a picture's colour channels, or a volume in nibabel's ``(x, y, z)`` order (a slice's
+    rows and columns are the two axes of equal length and equal spacing)."""
+    fix = (
+        "give a volume as (slices, rows, columns) with spacing (slice, row, column) in mm: "
+        "np.transpose(data, (2, 1, 0)) for nibabel's (x, y, z) data, or pass the nibabel "
+        "image itself"
+    )
+    if shape[-1] in (3, 4) and min(shape[:2]) > 16:
+        raise ValueError(
+            f"a {shape[0]} x {shape[1]} x {shape[2]} array looks like a colour picture, not a "
+            "volume: convert it to grey (one value per pixel) first"
+        )
+    if shape[0] == shape[1] != shape[2]:
+        raise ValueError(
+            f"a {shape[0]} x {shape[1]} x {shape[2]} array looks like (x, y, z) order (its "
+            f"first two axes are equal, as a slice's rows and columns are): {fix}"
+        )
+    if (
+        spacing is not None
+        and np.isclose(spacing[0], spacing[1])
+        and not np.isclose(spacing[1], spacing[2])
+    ):
+        raise ValueError(
+            f"spacing {tuple(spacing)} looks like (x, y, z) order (a slice's rows and columns "
+            f"come last and usually share one pixel size): {fix}"
+        )
 
 
 def image_from_nifti(img: nib.Nifti1Image, *, limits: ReadLimits = DEFAULT_LIMITS) -> CTImage:
@@ -222,7 +254,7 @@ def _finish(raw: _Raw, path: Path, intensity: Intensity | None) -> CTImage:
     else:
         array, kind, note = classify_values(values)
         notes.append(note)
-    return CTImage(array, raw.geometry, kind, path, tuple(notes))
+    return CTImage(array, raw.geometry, kind, path, tuple(notes), raw.not_ct)
 
 
 def read_mask(
@@ -556,7 +588,31 @@ def _load_dicom_file(path: Path, limits: ReadLimits) -> _Raw:
     _check_dicom_pixels(ds, limits)
     values, kind = _dicom_values(ds)
     with _decoding("unreadable DICOM geometry"):
-        return _dicom_file_raw(ds, values, kind)
+        return replace(_dicom_file_raw(ds, values, kind), not_ct=_not_ct_modality(ds))
+
+
+NOT_CT_MODALITIES = {
+    "CR": "a computed radiograph",
+    "DX": "a digital radiograph",
+    "MG": "a mammogram",
+    "RF": "a fluoroscopy image",
+    "XA": "an X-ray angiogram",
+    "US": "an ultrasound image",
+    "MR": "an MR image",
+    "NM": "a nuclear medicine image",
+    "PT": "a PET image",
+    "OP": "an eye photograph",
+    "XC": "a photograph",
+    "ES": "an endoscopy image",
+}
+"""DICOM modalities that are not CT, and what they are in words."""
+
+
+def _not_ct_modality(ds: pydicom.Dataset) -> str | None:
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in NOT_CT_MODALITIES:
+        return f"{NOT_CT_MODALITIES[modality]} (DICOM Modality {modality}), not CT"
+    return None
 
 
 def _dicom_file_raw(ds: pydicom.Dataset, values: np.ndarray, kind: Intensity | None) -> _Raw:
@@ -695,7 +751,7 @@ def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
         instance_numbers=_instance_numbers(datasets, affine),
     )
     notes.append(f"DICOM series of {len(chosen)} slices in radiological view")
-    return _Raw(array, geometry, kind, tuple(notes))
+    return _Raw(array, geometry, kind, tuple(notes), _not_ct_modality(chosen[0][1]))
 
 
 def _instance_numbers(
@@ -771,7 +827,29 @@ def _load_raster(path: Path, limits: ReadLimits, *, for_mask: bool) -> _Raw:
     kind = Intensity.DISPLAY if values.dtype == np.uint8 and not for_mask else None
     if values.ndim == 3 and len(planes) > 1:
         notes.append(f"{len(planes)}-page image read as a volume without geometry")
-    return _Raw(values, Geometry(), kind, tuple(dict.fromkeys(notes)))
+    colour = 0.0 if for_mask else colour_share(frames_read[0])
+    not_ct = (
+        f"a colour photograph ({colour:.0%} of its pixels in colour), not a CT slice"
+        if colour > PHOTO_COLOUR_SHARE
+        else None
+    )
+    return _Raw(values, Geometry(), kind, tuple(dict.fromkeys(notes)), not_ct)
+
+
+PHOTO_COLOUR_SHARE = 0.2
+"""A picture with more than this share of its pixels in colour is a photograph, not CT:
+CT is grey, and burned-in arrows, text and overlays cover far less of an export."""
+COLOURED = 40
+"""A pixel is in colour where its red, green and blue differ by more than this (0..255)."""
+
+
+def colour_share(img: Image.Image) -> float:
+    """The share of a picture's pixels in colour (0 for a grey one)."""
+    if img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        return 0.0
+    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+    return float((spread > COLOURED).mean())
 
 
 def _raster_plane(img: Image.Image, *, for_mask: bool, notes: list[str]) -> np.ndarray:

@@ -72,6 +72,8 @@ class CTImage:
         intensity: what the values mean.
         source: the file or DICOM folder it came from.
         notes: how the reader decided anything it had to guess (shown in reports).
+        not_ct: what the file itself says this is where that is not a CT image (a
+            colour photograph, a DICOM radiograph), else ``None``.
     """
 
     array: np.ndarray
@@ -79,6 +81,7 @@ class CTImage:
     intensity: Intensity
     source: Path
     notes: tuple[str, ...] = ()
+    not_ct: str | None = None
 
     @property
     def is_volume(self) -> bool:

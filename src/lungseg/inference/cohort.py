@@ -50,6 +50,8 @@ COLUMNS = (
     "consolidation_ml",
     "effusion_ml",
     "seconds",
+    "check_status",
+    "check_reasons",
     "notes",
     "outputs",
 )
@@ -148,6 +150,8 @@ def segment_one(path: str, stem: str, settings: Settings) -> dict[str, str]:
         | {
             "status": "ok",
             "seconds": f"{prediction.seconds:.2f}",
+            "check_status": prediction.check.status,  # ok / review / refused (no files)
+            "check_reasons": " | ".join(prediction.check.reasons),
             "notes": " | ".join(prediction.notes),
             "outputs": json.dumps([p.name for p in written]),
         }

@@ -6,6 +6,7 @@ import json
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,23 @@ of its pictures' turns found, against 97.4 % from the one answer)."""
 
 Progress = Callable[[int, int], None]
 """Called with (slices done, slices in all) as work goes on."""
+
+
+@dataclass(frozen=True)
+class TurnReading:
+    """What the orientation head read of one photo.
+
+    Attributes:
+        turn: the turn taken (index into ``DIHEDRAL``; 0: as given).
+        top: the head's highest turn probability on the picture.
+        mirror_agrees: whether its answer on the mirror image is the mirror of its
+            answer on the picture (``None`` where the picture was not asked again: the
+            head was sure).
+    """
+
+    turn: int
+    top: float
+    mirror_agrees: bool | None = None
 
 
 def turn_with_mirror(orientation: np.ndarray, mirrored: np.ndarray) -> int:
@@ -186,14 +204,22 @@ class SegmentationModel:
         Given the picture's model input ``square``, an answer below ``TURN_SURE`` is
         checked against the head's answer on the mirrored picture: the turn both make
         likeliest is taken."""
+        return self.read_turn(orientation, square).turn
+
+    def read_turn(
+        self, orientation: np.ndarray | None, square: np.ndarray | None = None
+    ) -> TurnReading:
+        """``turn_of`` with what the head read on the way (``TurnReading``)."""
         if orientation is None:
-            return 0
+            return TurnReading(0, 1.0)
         turn = int(np.argmax(orientation))
-        if square is not None and orientation[turn] < TURN_SURE:
+        top = float(orientation[turn])
+        if square is not None and top < TURN_SURE:
             _, mirrored = self.run(np.ascontiguousarray(square[np.newaxis, :, ::-1]))
             assert mirrored is not None  # the same model: it has the orientation output
-            return turn_with_mirror(orientation, mirrored[0])
-        return turn if orientation[turn] >= TURN_CONFIDENCE else 0
+            agrees = int(np.argmax(mirrored[0])) == MIRRORED_TURN[turn]
+            return TurnReading(turn_with_mirror(orientation, mirrored[0]), top, agrees)
+        return TurnReading(turn if top >= TURN_CONFIDENCE else 0, top)
 
     def iter_class_maps(
         self,
@@ -219,6 +245,7 @@ class SegmentationModel:
         companion: SegmentationModel | None = None,
         upright: bool = False,
         turns: list[int] | None = None,
+        readings: list[TurnReading | None] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Each head's decision per slice, at the slice's own size, from one model pass.
         Slices go through the model in chunks of ``CHUNK``, so memory holds one chunk's
@@ -231,7 +258,8 @@ class SegmentationModel:
         ``upright`` (pictures whose orientation nothing else tells: photos): where the
         model's orientation head finds a slice turned, the slice is turned upright,
         run again, and its decisions turned back; the turn of each slice (0: as given)
-        is appended to ``turns``."""
+        is appended to ``turns``, and what the head read of it to ``readings`` (``None``
+        where it was not asked)."""
         if companion is not None and not self.shares_input(companion):
             raise LungsegError(
                 f"{companion.path} cannot share {self.path}'s inputs (its input contract "
@@ -256,6 +284,7 @@ class SegmentationModel:
                     companion,
                     upright,
                     turns,
+                    readings,
                 )
                 done += len(placements)
                 if progress is not None:
@@ -292,15 +321,19 @@ class SegmentationModel:
         companion: SegmentationModel | None,
         upright: bool,
         turns: list[int] | None,
+        readings: list[TurnReading | None] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         for number, placement in enumerate(placements):
-            turn = (
-                self.turn_of(orientation[number], squares[number])
+            reading = (
+                self.read_turn(orientation[number], squares[number])
                 if upright and orientation is not None
-                else 0
+                else None
             )
+            turn = 0 if reading is None else reading.turn
             if turns is not None:
                 turns.append(turn)
+            if readings is not None:
+                readings.append(reading)
             if turn:
                 index = start + number
                 yield self._turned_back(images[index], intensities[index], turn, companion)
@@ -377,6 +410,7 @@ def _iter_raw_lung_labels(
     *,
     upright: bool = False,
     turns: list[int] | None = None,
+    readings: list[TurnReading | None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Raw lung labels per slice; with ``infection`` (a ``(n, rows, cols)`` buffer) the
     infection head's classes of the same pass (of this model, or of ``companion`` run
@@ -389,7 +423,13 @@ def _iter_raw_lung_labels(
     else:
         raise LungsegError(f"{model.path}: not a lung model (classes {model.classes})")
     maps = model.iter_head_maps(
-        images, intensities, progress=progress, companion=companion, upright=upright, turns=turns
+        images,
+        intensities,
+        progress=progress,
+        companion=companion,
+        upright=upright,
+        turns=turns,
+        readings=readings,
     )
     for index, (heads, image) in enumerate(zip(maps, images, strict=True)):
         blank = not image.size or image.min() == image.max()
@@ -405,12 +445,15 @@ def segment_slices(
     *,
     turns: list[int] | None = None,
     raw: list[np.ndarray] | None = None,
+    readings: list[TurnReading | None] | None = None,
 ) -> list[np.ndarray]:
     """Lung labels (0, 1 right, 2 left) of 2D pictures, each at its own size, run through
     the model together: each exactly what ``segment_image`` gives for that picture alone
     (a turned photo segmented upright, its turn appended to ``turns``; then
     ``postprocess_slice``). ``raw``: as ``segment_image``."""
-    decisions = _iter_raw_lung_labels(model, images, intensities, None, upright=True, turns=turns)
+    decisions = _iter_raw_lung_labels(
+        model, images, intensities, None, upright=True, turns=turns, readings=readings
+    )
     return [
         _finish_picture(labels, image, intensity, raw)
         for labels, image, intensity in zip(decisions, images, intensities, strict=True)
@@ -460,6 +503,7 @@ def segment_image(
     companion: SegmentationModel | None = None,
     turns: list[int] | None = None,
     raw: list[np.ndarray] | None = None,
+    readings: list[TurnReading | None] | None = None,
 ) -> np.ndarray:
     """Lung labels (0, 1 right, 2 left) of a slice or a volume, the shape of ``image.array``:
     the one way from pixels to a lung mask, for ``lungseg predict``, the API and
@@ -476,12 +520,21 @@ def segment_image(
     consolidation, 3 effusion; not yet restricted to the lungs); ``companion``, an
     infection network sharing the lung model's inputs, gives it instead. ``raw``: where
     given, each slice's labels before any clean-up are appended to it (for scoring
-    what the clean-up adds)."""
+    what the clean-up adds); ``readings``: what the orientation head read of a photo
+    (``TurnReading``)."""
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
     photo = not image.is_volume and image.geometry.orientation == "unknown"
     decisions = _iter_raw_lung_labels(
-        model, planes, intensities, progress, infection, companion, upright=photo, turns=turns
+        model,
+        planes,
+        intensities,
+        progress,
+        infection,
+        companion,
+        upright=photo,
+        turns=turns,
+        readings=readings,
     )
     if not image.is_volume:  # a slice: cleaned as a slice, as every picture is
         return _finish_picture(next(decisions), planes[0], image.intensity, raw, postprocess)

@@ -231,7 +231,10 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
     a slice's ``<stem>_mask.png`` and ``<stem>_overlay.png``, a scan's
     ``<stem>_mask.nii.gz`` (and ``<stem>_seg.dcm`` for a DICOM series) and a montage,
     the infection mask where there is one. Each
-    file is written whole or not at all. Returns their paths."""
+    file is written whole or not at all; an input refused as not an axial chest CT gets
+    none. Returns their paths."""
+    if prediction.check.status == "refused":
+        return []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not prediction.image.is_volume:
@@ -367,27 +370,56 @@ class Outcome:
     error: str | None = None
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """The inputs as the CLI takes them: a folder of 2D pictures (PNG, JPG, TIFF, BMP and
-    no DICOM file) stands for its pictures, each a slice; any other folder is a DICOM
-    series; files (a ``.zip`` of a series included) are read as they are."""
+SCAN_SUFFIXES = (".nii", ".nii.gz", ".zip")
+"""Files read as they are: NIfTI volumes and zips of a DICOM series."""
+
+
+def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The inputs as the CLI takes them, and a line for each file a folder holds that is
+    not read (why). Files (a ``.zip`` of a series included) are read as they are. A
+    folder holding only DICOM files (and files that are no image: a DICOMDIR, a README)
+    is one DICOM series. A folder holding pictures (PNG, JPG, TIFF, BMP), NIfTI volumes
+    or zips stands for each of them; its DICOM files are then one more input: a lone one
+    is one slice, several are the folder's series."""
     expanded: list[Path] = []
+    skipped: list[str] = []
     for path in paths:
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file())
-            pictures = [p for p in files if p.suffix.lower() in RASTER_SUFFIXES]
-            if pictures and not any(_looks_dicom(p) for p in files):
-                expanded.extend(pictures)
-                continue
-        expanded.append(path)
-    return expanded
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        dicoms = [p for p in files if _looks_dicom(p)]
+        images = [p for p in files if p not in dicoms and _image_kind(p)]
+        if not images:  # a DICOM series (its files may lie in sub-folders)
+            expanded.append(path)
+            continue
+        expanded.extend(images)
+        if len(dicoms) == 1:
+            expanded.append(dicoms[0])
+        elif dicoms:
+            expanded.append(path)  # the reader takes the folder's DICOM files as a series
+        for other in files:
+            if other not in dicoms and other not in images:
+                suffix = "".join(other.suffixes[-2:]) or "no suffix"
+                skipped.append(f"{other}: skipped, not an image lungseg reads ({suffix})")
+        for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+            skipped.append(f"{folder}: skipped, a folder inside a folder of pictures")
+    return expanded, skipped
+
+
+def _image_kind(path: Path) -> bool:
+    name = path.name.lower()
+    return path.suffix.lower() in RASTER_SUFFIXES or name.endswith(SCAN_SUFFIXES)
 
 
 def _looks_dicom(path: Path) -> bool:
     if path.suffix.lower() == ".dcm":
         return True
-    with path.open("rb") as handle:
-        return handle.read(132)[128:132] == b"DICM"
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:  # unreadable: the reader will say so
+        return False
 
 
 def predict_files(

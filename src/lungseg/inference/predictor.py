@@ -43,9 +43,10 @@ from lungseg.inference.model import (
     SHIPPED_INFECTION_MODEL,
     Progress,
     SegmentationModel,
+    TurnReading,
     segment_image,
 )
-from lungseg.inference.result import ModelInfo, SliceLung
+from lungseg.inference.result import Check, ModelInfo, SliceLung
 
 SIDE_AGREEMENT = 0.5
 """Below this share of lung pixels on the file's side, the model's sides are overruled."""
@@ -75,6 +76,7 @@ class Prediction:
     infection: np.ndarray | None = None  # 0 none, 1 ground glass, 2 consolidation, 3 effusion
     involvement: dict[str, object] | None = None  # see inference.infection.involvement
     per_slice: list[SliceLung] | None = None  # a volume's slices: place and lung area
+    check: Check = field(default_factory=lambda: Check(status="ok"))  # whether to trust it
 
     @property
     def kind(self) -> str:
@@ -180,7 +182,12 @@ class Predictor:
         ``progress(done, total)`` counts model passes over slices (lungs, then infection);
         it may raise to stop the work.
         """
+        from lungseg.inference.check import check_prediction, refusal_before_segmenting
+
         started = time.perf_counter() if started is None else started
+        refused = refusal_before_segmenting(image)
+        if refused:  # no model run: an empty answer that says why
+            return self._refused(image, Check(status="refused", reasons=[refused]), started)
         count = image.array.shape[0] if image.is_volume else 1
         second_pass = self.infection_model is not None and self.companion is None
         passes = 2 if second_pass else 1
@@ -196,6 +203,7 @@ class Predictor:
             return lambda done, _total: progress(offset + done, passes * count)
 
         turns: list[int] = []
+        readings: list[TurnReading | None] = []
         lung = segment_image(
             self.model,
             image,
@@ -203,6 +211,7 @@ class Predictor:
             infection=infection,
             companion=self.companion,
             turns=turns,
+            readings=readings,
         )
         notes = list(image.notes)
         turn = turns[0] if turns else 0
@@ -211,8 +220,6 @@ class Predictor:
                 f"the picture looks {describe_turn(*DIHEDRAL[turn])} (from the anatomy); it "
                 "was segmented upright and the masks turned back onto it"
             )
-        if image.array.size and image.array.min() == image.array.max():
-            notes.append("the image holds one value only (blank): no lung to find")
         if len(image.geometry.orientation) == 3 and lung.any():  # axis codes: a known view
             by_position = split_left_right(lung)
             agreement = side_agreement(lung, by_position)
@@ -270,5 +277,18 @@ class Predictor:
                     involvement(plane, lesions)["share"]
                     for plane, lesions in zip(lung, prediction.infection, strict=True)
                 ]
+        prediction.check = check_prediction(prediction, readings[0] if readings else None)
+        if prediction.check.status == "refused":
+            return self._refused(image, prediction.check, started)
         prediction.seconds = time.perf_counter() - started
         return prediction
+
+    def _refused(self, image: CTImage, check: Check, started: float) -> Prediction:
+        """An input refused as not an axial chest CT: no mask, no findings, the reason."""
+        lung = np.zeros(image.array.shape, np.uint8)
+        unit = "px" if image.geometry.spacing is None else ("mL" if image.is_volume else "mm2")
+        measures = lung_measures(lung, image.geometry.spacing)
+        notes = [*image.notes, f"refused: {check.reasons[0]}"]
+        return Prediction(
+            image, lung, measures, unit, time.perf_counter() - started, notes, check=check
+        )

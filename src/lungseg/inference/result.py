@@ -15,6 +15,15 @@ if TYPE_CHECKING:
     from lungseg.inference.predictor import Prediction
 
 
+class Check(BaseModel):
+    """Whether to trust the answer (``lungseg.inference.check``): ``ok``; ``review`` (a
+    mask was made, but look before using it); ``refused`` (not an axial chest CT as far as
+    lungseg can tell: no mask). ``reasons``: why, one short sentence each."""
+
+    status: Literal["ok", "review", "refused"]
+    reasons: list[str] = Field(default_factory=list)
+
+
 class SliceLung(BaseModel):
     """One slice of a volume: where it lies and its lung area."""
 
@@ -98,6 +107,7 @@ class Summary(BaseModel):
 
     file: str
     kind: Literal["slice", "volume"]
+    check: Check = Field(description="whether to trust this answer, and why not")
     size: list[int] = Field(description="array shape: (rows, cols) or (slices, rows, cols)")
     spacing_mm: list[float] | None
     intensity: str = Field(description="hu, or display for 8-bit pictures")
@@ -131,6 +141,7 @@ def describe(
     return Summary(
         file=str(image.source) if file is None else file,
         kind="volume" if image.is_volume else "slice",
+        check=prediction.check,
         size=list(image.array.shape),
         spacing_mm=list(geometry.spacing) if geometry.spacing else None,
         intensity=image.intensity.value,

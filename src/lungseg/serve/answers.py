@@ -76,6 +76,10 @@ def segment_upload(
     if prediction.image.is_volume != volume:
         where = "/api/v1/segment-volume" if prediction.image.is_volume else "/api/v1/segment"
         raise UploadError(400, f"this is a {prediction.kind}; send it to {where}")
+    if prediction.check.status == "refused":  # not an axial chest CT: no mask
+        raise UploadError(
+            422, f"{name}: refused: {prediction.check.reasons[0]}", prediction.check.model_dump()
+        )
     return prediction
 
 

@@ -44,7 +44,10 @@ async def _gone(_request: Request, error: Exception) -> JSONResponse:
 
 async def _upload_error(_request: Request, error: Exception) -> JSONResponse:
     status = error.status if isinstance(error, UploadError) else 400
-    return JSONResponse({"error": str(error)}, status_code=status)
+    body: dict[str, object] = {"error": str(error)}
+    if isinstance(error, UploadError) and error.check is not None:
+        body["check"] = error.check
+    return JSONResponse(body, status_code=status)
 
 
 async def _read_error(_request: Request, error: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from lungseg.inference.result import Summary
+from lungseg.inference.result import Check, Summary
 
 
 class SliceAnswer(Summary):
@@ -41,6 +41,7 @@ class VolumeAnswer(Summary):
 
 class ErrorAnswer(BaseModel):
     error: str
+    check: Check | None = None  # a refused input (422): status "refused" and the reason
 
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -49,6 +50,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         400: "unreadable or unsupported input",
         413: "upload or image over the server's limits",
         415: "not a volume file",
+        422: "refused: not an axial chest CT (the answer's check says why; no mask)",
         499: "the client hung up; its job was stopped",
         503: "busy: retry after the Retry-After seconds",
     }.items()

@@ -122,9 +122,10 @@ class _BodyTooLarge(Exception):
 class UploadError(LungsegError):
     """An upload the server refuses; carries the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, check: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.check = check  # an input refused as not an axial chest CT: the check
 
 
 def file_type(name: str) -> str:

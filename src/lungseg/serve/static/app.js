@@ -127,6 +127,23 @@ function applyZoom() {
   for (const id of ["original", "overlay"]) $(id).style.width = `${100 * zoom}%`;
 }
 
+// The answer's check: a banner with the reasons to look before using it (review).
+function showCheck(check) {
+  const banner = $("check");
+  const doubtful = check && check.status !== "ok";
+  banner.hidden = !doubtful;
+  if (!doubtful) return banner.replaceChildren();
+  const head = document.createElement("strong");
+  head.textContent = check.status === "review" ? "Review this answer before using it:" : "Refused:";
+  const list = document.createElement("ul");
+  list.replaceChildren(...check.reasons.map((reason) => {
+    const item = document.createElement("li");
+    item.textContent = reason;
+    return item;
+  }));
+  banner.replaceChildren(head, list);
+}
+
 function showMeasures(data) {
   const lung = data.lung;
   const unit = lung.unit === "mm2" ? "mm²" : lung.unit === "px" ? "pixels" : "mL";
@@ -135,6 +152,7 @@ function showMeasures(data) {
   $("left").textContent = fmt(lung.left);
   $("total").textContent = fmt(lung.total);
   $("time").textContent = `${data.timings_ms.total} ms`;
+  showCheck(data.check);
   $("notes").replaceChildren(...(data.notes || []).map((note) => {
     const item = document.createElement("li");
     item.textContent = note; // how the file was read: series chosen, values guessed, sides...
