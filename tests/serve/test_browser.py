@@ -84,6 +84,8 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             right = page.locator("#right").inner_text()
             left = page.locator("#left").inner_text()
             assert right and left and not right.startswith("0 ")
+            if SHARED_DATA.exists():  # a routine mid-lung slice: no banner
+                assert page.locator("#check").is_hidden()
             before = page.evaluate("document.getElementById('overlay').toDataURL()")
             page.eval_on_selector(
                 "#opacity", "el => { el.value = '90'; el.dispatchEvent(new Event('input')); }"
@@ -137,6 +139,11 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
                 statuses
             )
             assert page.locator("#slice-control").is_visible()
+            # a phantom's lungs are no adult's: the answer says to review it, and why
+            banner = page.locator("#check")
+            assert banner.is_visible()
+            assert banner.inner_text().startswith("Review this answer before using it:")
+            assert banner.locator("li").count() >= 1
             middle = int(page.locator("#slice").input_value())
             # numbered head to feet (the slider's left end is the head), with z in mm
             label = page.locator("#slice-number").inner_text()
