@@ -10,7 +10,13 @@ consolidation must not count as a gain), then the test split is scored with it a
 without, as ``lungseg evaluate`` does (``evaluation.infection``).
 
     .venv/bin/python benchmarks/class_offset.py MODEL_int8.onnx [--data build/train-dataset]
-        [--offsets 0 0.5 1 1.5 2] [--class consolidation]
+        [--offsets 0 0.5 1 1.5 2] [--class consolidation] [--test-every]
+
+Each line also gives the share of the COVID-free finding-lungs slices with CT severity
+0 (``evaluation.infection.covid_free_slices``). ``--class no_infection`` raises the
+threshold of every finding; ``--test-every`` scores every offset on test, not only the
+one picked (docs/infection.md, "Findings on lungs without COVID-19": ``--class
+no_infection --offsets 0 0.5 1 2 --test-every``).
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("build/train-dataset"))
     parser.add_argument("--offsets", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0])
     parser.add_argument("--class", dest="name", default="consolidation")
+    parser.add_argument("--test-every", action="store_true", help="score every offset on test")
     args = parser.parse_args()
     classes = model_card(args.model)["output"]["classes"]
     channel = classes.index(args.name)
@@ -75,16 +82,18 @@ def main() -> None:
             summary = evaluate_infection(shifted, args.data, Path(scratch) / f"val{offset}", "val")
             infection, cons, ggo = scores(summary)
             medseg = scores(summary, "medseg-covid-98")
+            clahe = scores(summary, "covid19-ct-seg-clahe")
             score = (infection + cons + ggo) / 3
             print(
-                f"  {offset:+.2f}: infection Dice {infection:.4f} (MedSeg {medseg[0]:.4f}), "
-                f"consolidation {cons:.4f}, ground glass {ggo:.4f}; mean {score:.4f}"
+                f"  {offset:+.2f}: infection Dice {infection:.4f} (MedSeg {medseg[0]:.4f}, "
+                f"clahe {clahe[0]:.4f}), consolidation {cons:.4f}, ground glass {ggo:.4f}; "
+                f"mean {score:.4f}; COVID-free severity 0: {_severity_0(summary)}"
             )
             if picked is None or score > picked[1]:
                 picked = (offset, score)
         assert picked is not None
         print(f"picked on validation: {picked[0]:+.2f}")
-        for offset in sorted({0.0, picked[0]}):
+        for offset in sorted(set(args.offsets) if args.test_every else {0.0, picked[0]}):
             shifted = with_offset(args.model, channel, offset, Path(scratch) / f"t{offset}.onnx")
             summary = evaluate_infection(
                 shifted, args.data, Path(scratch) / f"test{offset}", "test"
@@ -99,8 +108,14 @@ def main() -> None:
             infection, cons, ggo = scores(summary)
             print(
                 f"test, offset {offset:+.2f}: infection Dice {', '.join(parts)}, all "
-                f"{infection:.4f}; consolidation {cons:.4f}, ground glass {ggo:.4f}"
+                f"{infection:.4f}; consolidation {cons:.4f}, ground glass {ggo:.4f}; "
+                f"COVID-free severity 0: {_severity_0(summary)}"
             )
+
+
+def _severity_0(summary: dict) -> str:
+    free = summary.get("covid_free")
+    return f"{100 * free['severity_0']:.1f} % of {free['slices']}" if free else "-"
 
 
 if __name__ == "__main__":

@@ -169,3 +169,31 @@ def test_the_apex_and_base_of_a_scan_are_scored_as_single_pictures(
     assert scan["lowest_mean_dice"] == min(w["mean_dice"] for w in scan["ways"].values())
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Apex and base of single slices" in report
+
+
+def test_covid_free_slices_count_every_finding_as_a_false_positive(tmp_path: Path) -> None:
+    """Routine CT from before 2020 (finding-lungs-ct): a stand-in that calls every dark
+    pixel ground glass marks all of each lung, so none of those slices scores severity 0;
+    the report shows the most marked."""
+    from models import dark_is_ground_glass_onnx
+    from synthetic import write_medseg_like
+
+    from lungseg.evaluation.infection import evaluate_infection
+
+    sources = [
+        str(write_finding_lungs_like(tmp_path / "finding-lungs-ct", count=6, size=64)),
+        str(write_medseg_like(tmp_path / "medseg", count=6, size=64)),
+    ]
+    build_dataset(BuildConfig(sources=sources, fractions=(0.5, 0.25, 0.25)), tmp_path / "data")
+    summary = evaluate_infection(
+        dark_is_ground_glass_onnx(tmp_path / "infection.onnx"),
+        tmp_path / "data",
+        tmp_path / "report",
+        "test",
+        lung_model=dark_is_lung_onnx(tmp_path / "lung.onnx"),
+    )
+    free = summary["covid_free"]
+    assert free["slices"] == 6
+    assert free["severity_0"] == 0.0 and free["over_5_percent"] == 1.0
+    assert (tmp_path / "report" / "covid_free_most_involved.png").exists()
+    assert "## COVID-free routine CT" in (tmp_path / "report" / "infection_report.md").read_text()

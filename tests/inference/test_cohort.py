@@ -43,6 +43,11 @@ def test_a_cohort_runs_on_two_workers_and_resumes(tmp_path: Path) -> None:
         assert rows[name]["status"] == "ok" and float(rows[name]["total_ml"]) > 0
         assert rows[name]["severity_total"] != ""  # the shipped infection model ran too
     assert rows["a.nii.gz"]["slices"] == "6" and rows["b.nii.gz"]["slices"] == "5"
+    # each scan's check: a phantom holds no adult's lungs, and b's first slice cuts them
+    assert rows["a.nii.gz"]["check_status"] == "review"
+    assert "outside an adult's" in rows["a.nii.gz"]["check_reasons"]
+    assert "cuts the lungs off" in rows["b.nii.gz"]["check_reasons"]
+    assert rows["c.nii.gz"]["check_status"] == ""  # failed: no answer to check
     assert (out / "a_mask.nii.gz").is_file() and (out / "b_overlay.png").is_file()
 
     # the second run: a is finished (skipped), b lost a file (redone), c is fixed (done)

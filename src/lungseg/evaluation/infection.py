@@ -121,8 +121,58 @@ def evaluate_infection(
             shown.astype(np.uint8),
         )
     summary = _summarise(table, split, model)
+    summary["covid_free"] = covid_free_slices(dataset, predictor, out)
     _write(out, table, summary, pictures)
     return summary
+
+
+COVID_FREE_SOURCES = ("finding-lungs-ct",)
+"""Sources of routine CT from before 2020: every finding on them is a false positive for
+COVID-19 (or other disease that looks alike)."""
+
+
+def covid_free_slices(dataset: BuiltDataset, predictor: Predictor, out: Path) -> dict[str, Any]:
+    """Specificity on COVID-free slices, as ``predict`` reports findings: the share of the
+    slices (of every split) with CT severity 0 in both lungs, and with more than 5 % of the
+    lungs involved; a picture of the most involved (``covid_free_most_involved.png``)."""
+    rows = [r for r in dataset.rows if r.source in COVID_FREE_SOURCES and r.lung_fraction > 0]
+    if not rows:
+        return {}
+    found = []
+    for row in tqdm(rows, desc="COVID-free slices", unit="slice"):
+        record = dataset.load(row)
+        prediction = predictor.predict(record.image, intensity=record.intensity)
+        assert prediction.involvement is not None
+        share = float(prediction.involvement["share"]["total"])  # type: ignore[index]
+        severity = int(prediction.involvement["severity"]["total"])  # type: ignore[index]
+        found.append((share, severity, row, record, prediction))
+    found.sort(key=lambda item: -item[0])
+    fig, axes = plt.subplots(2, 4, figsize=(13, 7.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (share, severity, row, record, prediction) in zip(axes.ravel(), found, strict=False):
+        grey = to_display(record.image, record.intensity)
+        ax.imshow(overlay(grey, infection=prediction.infection))
+        ax.set_title(
+            f"{row.slice_id.split('/')[-1].split('#')[0]}: {share:.1%}, severity {severity}",
+            fontsize=8,
+        )
+    fig.suptitle("COVID-free routine CT: the slices with the most findings", fontsize=9)
+    save_figure(fig, out / "covid_free_most_involved.png", 80, top=0.95)
+    return {
+        "sources": list(COVID_FREE_SOURCES),
+        "slices": len(found),
+        "severity_0": round(sum(s == 0 for _, s, *_ in found) / len(found), 4),
+        "over_5_percent": round(sum(share > 0.05 for share, *_ in found) / len(found), 4),
+        "by_split": {
+            split: round(float(np.mean([s == 0 for _, s, r, *_ in found if r.split == split])), 4)
+            for split in sorted({r.split for r in rows})
+        },
+        "most_involved": [
+            {"slice_id": r.slice_id, "share": round(share, 4), "severity": s}
+            for share, s, r, *_ in found[:8]
+        ],
+    }
 
 
 def _pixel_mm2(row: ManifestRow, shape: tuple[int, ...]) -> float:
@@ -242,4 +292,17 @@ def _write(
         "![worst and best](infection_best_worst.png)",
         "",
     ]
+    free = summary.get("covid_free")
+    if free:
+        lines += [
+            "## COVID-free routine CT",
+            "",
+            f"{free['slices']} slices of {', '.join(free['sources'])} (routine CT from before "
+            f"2020, every split): CT severity 0 on {100 * free['severity_0']:.1f} % of them, "
+            f"more than 5 % of the lungs marked on {100 * free['over_5_percent']:.1f} %. The "
+            "most marked:",
+            "",
+            "![COVID-free slices with the most findings](covid_free_most_involved.png)",
+            "",
+        ]
     (out / "infection_report.md").write_text("\n".join(lines))
