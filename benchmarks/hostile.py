@@ -239,10 +239,12 @@ def _cli(cases: list[Case], out: Path) -> int:
     missed = 0
     print(f"\nlungseg predict over {len(chosen)} cases: exit code {run.returncode}")
     for case, record in zip(chosen, records, strict=False):
-        good = ("error" in record) == (case.expect_from_cli == "refused")
+        refused = "error" in record or record.get("check", {}).get("status") == "refused"
+        good = refused == (case.expect_from_cli == "refused")
         missed += not good
         said = (
             record.get("error")
+            or (refused and "refused: " + record["check"]["reasons"][0])
             or f"{record['kind']} lungs {record['lung']['total']} {record['lung']['unit']}"
         )
         print(

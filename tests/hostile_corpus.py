@@ -251,23 +251,23 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
         "ok",
     )
 
-    # --- odd but valid -------------------------------------------------------------
-    for name, array in (
-        ("all-black PNG", np.zeros((64, 64), np.uint8)),
-        ("uniform grey PNG", np.full((64, 64), 128, np.uint8)),
-        ("16-bit all-zero PNG", np.zeros((64, 64), np.uint16)),
-        ("1 x 1 PNG", np.zeros((1, 1), np.uint8)),
-        ("3 x 1000 PNG", np.zeros((3, 1000), np.uint8)),
-        ("16-bit CT PNG (HU + 1024)", (hu.astype(np.int32) + 1024).astype(np.uint16)),
-        ("RGB PNG", np.stack([display_slice(hu)] * 3, -1)),
+    # --- odd but valid; a picture of one value holds no body: refused -------------
+    for name, array, expect in (
+        ("all-black PNG", np.zeros((64, 64), np.uint8), "refused"),
+        ("uniform grey PNG", np.full((64, 64), 128, np.uint8), "refused"),
+        ("16-bit all-zero PNG", np.zeros((64, 64), np.uint16), "refused"),
+        ("1 x 1 PNG", np.zeros((1, 1), np.uint8), "refused"),
+        ("3 x 1000 PNG", np.zeros((3, 1000), np.uint8), "refused"),
+        ("16-bit CT PNG (HU + 1024)", (hu.astype(np.int32) + 1024).astype(np.uint16), "ok"),
+        ("RGB PNG", np.stack([display_slice(hu)] * 3, -1), "ok"),
     ):
         path = out / (name.replace(" ", "_").replace("(", "").replace(")", "") + ".png")
         Image.fromarray(array).save(path)
-        add(name, "valid-odd", path, "ok")
+        add(name, "valid-odd", path, expect)
     if large:  # 12 s to segment on 2 cores
         big = out / "big_8000.png"
         Image.fromarray(np.zeros((8000, 8000), np.uint8)).save(big)
-        add("8000 x 8000 PNG (64 Mpx, within the limit)", "valid-odd", big, "ok")
+        add("8000 x 8000 PNG (64 Mpx, within the limit)", "valid-odd", big, "refused")
     blank_one = volume.copy()
     blank_one[3] = -1000
     add(

@@ -63,11 +63,20 @@ def test_every_case_through_the_cli(
     wrong = [
         f"{case.name}: {record}"
         for case, record in zip(cases, records, strict=True)
-        if ("error" in record) != (case.expect_from_cli == "refused")
+        if _refused(record) != (case.expect_from_cli == "refused")
     ]
     assert not wrong, "\n".join(wrong)
     assert "Traceback" not in captured.err
-    failures = [line for line in captured.err.splitlines() if line.startswith("lungseg: failed")]
+    failures = [
+        line
+        for line in captured.err.splitlines()
+        if line.startswith(("lungseg: failed", "lungseg: refused"))
+    ]
     assert len(failures) == sum(c.expect_from_cli == "refused" for c in cases)
     assert not any("unexpected error" in line for line in failures)
     assert not list(out.glob("*partial*"))
+
+
+def _refused(record: dict) -> bool:
+    """A record of an input the CLI could not read (``error``) or refused (its check)."""
+    return "error" in record or record.get("check", {}).get("status") == "refused"
