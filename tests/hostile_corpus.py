@@ -153,6 +153,20 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
     bomb = out / "bomb.png"
     Image.new("1", (9000, 9000)).save(bomb)
     add("PNG decompression bomb (81 Mpx)", "size", bomb, "refused")
+    declared = out / "declares_40000.png"  # 2.5 kB saying 40000 x 40000: Pillow's own error
+
+    def png_chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    declared.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(bytes(2500)))
+        + png_chunk(b"IEND", b"")
+    )
+    add("PNG declaring 40000 x 40000 (1.6 Gpx)", "size", declared, "refused")
 
     pages = [Image.fromarray(np.full((2, 2), i % 256, np.uint8)) for i in range(2000)]
     tiff = out / "pages.tif"

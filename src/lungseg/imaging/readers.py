@@ -320,6 +320,8 @@ def _decoding(what: str) -> Iterator[None]:
         yield
     except _TooLarge:
         raise
+    except Image.DecompressionBombError as error:  # Pillow's limit, met before ours
+        raise _TooLarge(f"the picture declares too many pixels ({error})", "max_pixels") from error
     except DECODER_ERRORS as error:
         message = str(error) or type(error).__name__
         raise ValueError(f"{what}: {message}") from error
