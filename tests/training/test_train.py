@@ -476,24 +476,3 @@ def test_lungseg_orient_adds_an_orientation_output_and_leaves_the_lungs_alone(
     outputs = [o.name for o in onnx.load(str(out / "model_int8.onnx")).graph.output]
     assert outputs == ["logits", "orientation"]
     assert SegmentationModel(out / "model_int8.onnx").orients
-
-
-def test_negative_sources_teach_no_infection_everywhere(tiny_dataset: Path) -> None:
-    """With an infection head, a source named in ``negatives`` (routine CT without
-    COVID-19) gives "no infection" at every pixel, its lungs as before; without it, its
-    infection is unknown (not learnt from)."""
-    from lungseg.core.tasks import NOT_INFECTION, UNKNOWN, split_code
-
-    built = BuiltDataset(tiny_dataset)
-    plain = prepare_split(built, "train", task="lung+infection")
-    negative = prepare_split(built, "train", task="lung+infection", negatives=("finding",))
-    finding = [i for i, s in enumerate(plain) if s.slice_id.startswith("finding/")]
-    assert finding and len(finding) < len(plain)
-    for index, (before, after) in enumerate(zip(plain, negative, strict=True)):
-        lung_before, infection_before = split_code(before.labels)
-        lung_after, infection_after = split_code(after.labels)
-        np.testing.assert_array_equal(lung_before, lung_after)
-        if index in finding:
-            assert (infection_before == UNKNOWN).all() and (infection_after == NOT_INFECTION).all()
-        else:
-            np.testing.assert_array_equal(infection_before, infection_after)

@@ -98,9 +98,6 @@ class TrainConfig:
             with its answer on the left-right mirror image, the infection head also
             learns (``training.module.distillation_loss``); empty: none.
         teacher_weight: weight of that loss.
-        negatives: sources whose slices show no infection (routine CT from before 2020):
-            with an infection head, every pixel of theirs is an infection negative
-            (otherwise their infection is unknown and not learnt from).
         train_only: the name of the one part of the network that trains (``infection``:
             the infection decoder of ``unet-two-decoders``); the rest keeps its weights
             and batch-norm statistics, so its outputs do not change. Empty: all of it.
@@ -134,7 +131,6 @@ class TrainConfig:
     teacher: str = ""
     teacher_weight: float = 1.0
     train_only: str = ""
-    negatives: tuple[str, ...] = ()
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:
@@ -152,7 +148,7 @@ class TrainConfig:
         unknown = set(augment) - {f.name for f in fields(AugmentConfig)}
         if unknown:
             raise LungsegError(f"unknown augmentation settings: {', '.join(sorted(unknown))}")
-        for key in ("channels", "infection_widths", "negatives"):
+        for key in ("channels", "infection_widths"):
             if key in values:
                 values[key] = tuple(values[key])
         if "zoom" in augment:

@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from lungseg.core.tasks import NOT_INFECTION, joint_code, split_code
 from lungseg.dataset.store import BuiltDataset, ManifestRow
 from lungseg.dataset.tasks import get_task
 from lungseg.errors import DatasetError
@@ -44,15 +43,12 @@ def prepare_split(
     include_flagged: bool = False,
     task: str = "lung",
     max_slices_per_patient: int = 0,
-    negatives: tuple[str, ...] = (),
 ) -> list[PreparedSlice]:
     """Load every slice of a task's split with its labels.
 
     Args:
         max_slices_per_patient: keep at most this many slices of one patient, evenly
             spaced in their stored order (0 keeps all).
-        negatives: sources without infection: with a lung and an infection head, their
-            slices' infection targets are "no infection" everywhere.
     """
     chosen = get_task(task)
     rows = chosen.rows(dataset, split, include_flagged)
@@ -63,15 +59,11 @@ def prepare_split(
     prepared = []
     for row in tqdm(rows, desc=f"loading {split}", unit="slice", leave=False):
         record = dataset.load(row)
-        labels = chosen.labels(record)
-        if row.source in negatives and chosen.heads and "infection" in chosen.heads:
-            lung, _ = split_code(labels)
-            labels = joint_code(lung, np.full(lung.shape, NOT_INFECTION, np.uint8))
         prepared.append(
             PreparedSlice(
                 record.image,
                 record.intensity,
-                labels,
+                chosen.labels(record),
                 row.slice_id,
                 f"{row.source}/{row.patient}",
             )

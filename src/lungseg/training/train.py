@@ -90,14 +90,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         include_flagged=config.include_flagged,
         task=config.task,
         max_slices_per_patient=config.max_slices_per_patient,
-        negatives=config.negatives,
     )
     val_slices = prepare_split(
-        dataset,
-        "val",
-        task=config.task,
-        max_slices_per_patient=config.max_slices_per_patient,
-        negatives=config.negatives,
+        dataset, "val", task=config.task, max_slices_per_patient=config.max_slices_per_patient
     )
     preprocessing = Preprocessing(size=config.image_size)
     augmenter = Augmenter(config.augment, preprocessing, seed=config.seed)
