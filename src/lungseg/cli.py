@@ -174,17 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment the lungs in slices and scans",
         description="Inputs: PNG/JPG/TIFF slices (or a folder of them), DICOM files, DICOM series "
         "(a folder or a .zip), NIfTI volumes. "
-        "Writes <stem>_mask.png and <stem>_overlay.png per slice, <stem>_mask.nii.gz and "
-        "<stem>_overlay.png per volume. Mask labels: 0 background, 1 right lung, 2 left lung. "
+        "Writes per slice <stem>_mask.png, <stem>_overlay.png and, with infection, "
+        "<stem>_infection.png; per volume <stem>_mask.nii.gz, <stem>_overlay.png (a montage), "
+        "with infection <stem>_infection.nii.gz, and over a DICOM series <stem>_seg.dcm (a "
+        "DICOM Segmentation). Mask labels: 0 background, 1 right lung, 2 left lung; infection "
+        "labels: 1 ground glass, 2 consolidation, 3 pleural effusion. "
         'Every answer carries a check (--json: "check": {"status": "ok" | "review" | '
-        '"refused", "reasons": [...]}): review says why to look before using it; an input '
-        "that is not an axial chest CT (a radiograph, a photograph, a coronal picture) is "
-        "refused with its reason and gets no files. "
+        '"refused", "reasons": [...]}): review says why to look before using it (a picture '
+        "that may not be an axial CT slice, as a radiograph or a coronal picture, small apex "
+        "or base lungs, unsure sides, ...); a colour photograph, a DICOM of another modality "
+        "or a blank picture is refused with its reason and gets no files. "
         "Exit status: 0 when every input was segmented, 1 when any failed or was refused, "
         "2 on a usage or set-up error.",
     )
     predict.add_argument("inputs", nargs="+", type=Path, help="files or DICOM folders")
-    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     predict.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
     predict.add_argument("--json", action="store_true", help="print one JSON record per input")
     predict.add_argument(

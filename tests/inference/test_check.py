@@ -174,7 +174,7 @@ def test_a_mixed_folder_says_what_it_read_and_skipped(
         [
             "predict",
             str(folder),
-            "--out",
+            "-o",
             str(tmp_path / "out"),
             "--model",
             str(model),

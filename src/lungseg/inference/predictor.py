@@ -7,6 +7,7 @@
     save_prediction(result, "out/", "slice")     # the mask, overlay (and infection) files
     result.lung                                  # 0 background, 1 right lung, 2 left lung
     result.measures                              # right/left/total in mm² (slice) or mL (volume)
+    result.check                                 # ok / review / refused, and why (inference.check)
 
 Right and left are the patient's, told apart by the model from anatomy (heart,
 aorta, liver), so a mirrored, upside-down or turned photo is labelled right. Where
@@ -33,6 +34,7 @@ from lungseg.imaging.readers import (
     image_from_array,
     image_from_nifti,
 )
+from lungseg.inference.check import check_prediction, refusal_before_segmenting
 from lungseg.inference.infection import (
     infection_labels,
     involvement,
@@ -182,8 +184,6 @@ class Predictor:
         ``progress(done, total)`` counts model passes over slices (lungs, then infection);
         it may raise to stop the work.
         """
-        from lungseg.inference.check import check_prediction, refusal_before_segmenting
-
         started = time.perf_counter() if started is None else started
         refused = refusal_before_segmenting(image)
         if refused:  # no model run: an empty answer that says why
@@ -278,8 +278,6 @@ class Predictor:
                     for plane, lesions in zip(lung, prediction.infection, strict=True)
                 ]
         prediction.check = check_prediction(prediction, readings[0] if readings else None)
-        if prediction.check.status == "refused":
-            return self._refused(image, prediction.check, started)
         prediction.seconds = time.perf_counter() - started
         return prediction
 
