@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 from models import dark_is_lung_onnx
@@ -12,6 +13,7 @@ from synthetic import ct_volume, write_dicom_series
 
 from lungseg.inference import Predictor, save_prediction
 from lungseg.inference.outputs import volume_mask_dicom_seg
+from lungseg.visualize import LUNG_COLOURS
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,11 @@ def test_the_seg_frames_lie_on_their_source_images(
         "Right lung",
         "Left lung",
     ]
+    # each segment shown in the overlay's colour (red right, blue left), as the page does
+    for number in (1, 2):
+        lab = seg.SegmentSequence[number - 1].RecommendedDisplayCIELabValue
+        rgb = hd.color.CIELabColor.from_dicom_value(lab).to_rgb()
+        assert np.abs(np.array(rgb) - np.array(LUNG_COLOURS[number])).max() <= 2, (number, rgb)
     uids = list(truth)
     labels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
     for uid, plane in zip(uids, labels, strict=True):

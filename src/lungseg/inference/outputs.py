@@ -322,6 +322,8 @@ def volume_mask_dicom_seg(prediction: Prediction) -> bytes:
             segmented_property_type=Code(code, "SCT", name),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
+            # the overlay's colours, so that viewers show right and left as the page does
+            display_color=hd.color.CIELabColor.from_rgb(*LUNG_COLOURS[number]),
         )
         for number, name, code in SEG_SEGMENTS
     ]
