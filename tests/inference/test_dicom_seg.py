@@ -82,3 +82,22 @@ def test_a_series_highdicom_cannot_use_still_gets_its_other_files(
     assert "series_seg.dcm" not in names
     assert {"series_mask.nii.gz", "series_overlay.png"} <= names
     assert any("no DICOM Segmentation written" in note for note in prediction.notes)
+
+
+def test_the_montage_runs_head_to_feet_with_instance_numbers(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    """One slice order everywhere: the montage's first tile is the top slice, numbered 1
+    as the page numbers it, with its DICOM instance number (the writer numbers instances
+    from the head down); a NIfTI has no instance numbers."""
+    from lungseg.inference.outputs import montage_captions
+
+    hu, _ = ct_volume(slices=6, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "series", hu)
+    prediction = predictor.predict(tmp_path / "series")
+    top, bottom = len(hu) - 1, 0  # the array runs feet to head
+    assert montage_captions(prediction, [top, bottom]) == [
+        "slice 1/6, instance 1",
+        "slice 6/6, instance 6",
+    ]
+    assert prediction.per_slice is not None and prediction.per_slice[top].number == 1

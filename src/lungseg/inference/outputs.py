@@ -207,10 +207,12 @@ def annotated_overlay(prediction: Prediction) -> np.ndarray:
 
 def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
     """Overlays of ``count`` slices spread over the lungs (over the whole scan if none found),
-    numbered from the feet (the radiological view's stored order)."""
+    head first and numbered head to feet as the page and viewers count, with the DICOM
+    instance number where there is one (``montage_captions``)."""
     with_lung = np.flatnonzero(prediction.lung.any(axis=(1, 2)))
     pool = with_lung if with_lung.size else np.arange(prediction.lung.shape[0])
     picks = pool[np.linspace(0, pool.size - 1, min(count, pool.size)).round().astype(int)]
+    picks = picks[::-1]  # the array runs feet to head
     image, infection = prediction.image, prediction.infection
     slices = [
         (
@@ -220,10 +222,20 @@ def montage(prediction: Prediction, count: int = MONTAGE_SLICES) -> np.ndarray:
         )
         for i in picks.tolist()
     ]
+    return visual_montage(slices, montage_captions(prediction, picks.tolist()), tile=MONTAGE_TILE)
+
+
+def montage_captions(prediction: Prediction, indices: list[int]) -> list[str]:
+    """Each slice's caption: its number head to feet ("slice 1/64" is the top), and its
+    DICOM instance number where the series has them."""
     total = prediction.lung.shape[0]
-    return visual_montage(
-        slices, [f"slice {i + 1}/{total}" for i in picks.tolist()], tile=MONTAGE_TILE
-    )
+    captions = []
+    for index in indices:
+        place = prediction.per_slice[index] if prediction.per_slice else None
+        number = place.number if place is not None else total - index
+        instance = f", instance {place.instance}" if place and place.instance is not None else ""
+        captions.append(f"slice {number}/{total}{instance}")
+    return captions
 
 
 def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list[Path]:
