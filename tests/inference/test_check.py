@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from models import dark_is_lung_onnx
 from PIL import Image
 from synthetic import (
     ct_slice,
@@ -26,16 +25,6 @@ from lungseg.inference import Predictor, save_prediction
 from lungseg.inference.check import check_slice
 from lungseg.inference.model import TurnReading
 from lungseg.serve.app import ServeSettings, create_app
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return dark_is_lung_onnx(tmp_path_factory.mktemp("model") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
-def predictor(model: Path) -> Predictor:
-    return Predictor(model)
 
 
 def colour_photo(path: Path) -> Path:

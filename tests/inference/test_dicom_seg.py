@@ -8,17 +8,11 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from models import dark_is_lung_onnx
 from synthetic import ct_volume, write_dicom_series
 
 from lungseg.inference import Predictor, save_prediction
 from lungseg.inference.outputs import volume_mask_dicom_seg
 from lungseg.visualize import LUNG_COLOURS
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    return Predictor(dark_is_lung_onnx(tmp_path_factory.mktemp("model") / "model.onnx"))
 
 
 @pytest.mark.parametrize(

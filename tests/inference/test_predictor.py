@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import dark_is_lung_onnx
 from PIL import Image
 from synthetic import (
     LPS_AFFINE,
@@ -35,16 +34,6 @@ from lungseg.inference.result import describe
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return dark_is_lung_onnx(tmp_path_factory.mktemp("model") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
-def predictor(model: Path) -> Predictor:
-    return Predictor(model)
 
 
 def test_slice_keeps_its_size_and_sides(tmp_path: Path, predictor: Predictor) -> None:

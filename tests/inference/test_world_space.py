@@ -19,7 +19,6 @@ import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from models import dark_is_lung_onnx
 from synthetic import ct_slice, ct_volume, write_dicom_series, write_dicom_slice, write_nifti
 from world import (
     dicom_sampler,
@@ -36,11 +35,6 @@ from lungseg.serve.app import ServeSettings, create_app
 INSIDE = 0.99
 LUNG_HU = -700.0
 ORIGIN = (-120.0, -95.0, -439.0)  # a series placed where real ones lie, far from 0
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    return Predictor(dark_is_lung_onnx(tmp_path_factory.mktemp("model") / "model.onnx"))
 
 
 def assert_on_lungs(points: np.ndarray, sampler, what: str) -> None:  # type: ignore[no-untyped-def]

@@ -25,17 +25,13 @@ from lungseg.core.metrics import slice_scores
 from lungseg.dataset.pseudo import threshold_lungs
 from lungseg.dataset.store import BuiltDataset
 from lungseg.imaging import Intensity, read_image
-from lungseg.imaging.readers import image_from_array
-from lungseg.inference.check import check_slice
+from lungseg.inference.check import check_picture
 from lungseg.inference.model import SegmentationModel, TurnReading, segment_slices
 
 END_SHARE = 0.2
 """The first and last this share of a patient's lung-bearing slices are apex and base."""
 DICE_TARGET = 0.93
 SIDES_TARGET = 0.99
-SIDE_OK = 0.9
-"""A slice's sides are right when at least this share of the lung found carries its own
-side (as ``evaluate.SIDE_OK``)."""
 
 
 @dataclass
@@ -105,7 +101,7 @@ def scan_end_slices(scan_path: Path) -> list[EndSlice]:
 def score_end_slices(model: SegmentationModel, slices: list[EndSlice]) -> dict[str, Any]:
     """Mean and lowest Dice and the share of right sides per source and way of sending,
     and the lowest of each over every way: ``{source: {...}}``."""
-    from lungseg.evaluation.evaluate import back_to_slice, variants_of
+    from lungseg.evaluation.evaluate import SIDE_OK, back_to_slice, variants_of
 
     scores: dict[str, dict[str, list[tuple[float, int]]]] = defaultdict(lambda: defaultdict(list))
     for item in slices:
@@ -117,8 +113,7 @@ def score_end_slices(model: SegmentationModel, slices: list[EndSlice]) -> dict[s
             model, [v.image for v in cases], [v.intensity for v in cases], readings=readings
         )
         for variant, labels, reading in zip(cases, found, readings, strict=True):
-            picture = image_from_array(variant.image, intensity=variant.intensity)
-            if check_slice(picture, labels, reading).status == "refused":
+            if check_picture(variant.image, variant.intensity, labels, reading).status == "refused":
                 labels = np.zeros_like(labels)  # predict gives no mask
             back = back_to_slice(labels, variant, truth.shape)
             dice = slice_scores(back != 0, truth)["dice"]

@@ -31,9 +31,8 @@ from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import DatasetError
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
-from lungseg.imaging.readers import image_from_array
 from lungseg.imaging.render import EVAL_JPEG_QUALITY, RENDERINGS, jpeg, render_hu
-from lungseg.inference.check import check_slice
+from lungseg.inference.check import check_picture
 from lungseg.inference.model import SegmentationModel, TurnReading, segment_slices
 from lungseg.reporting import write_csv
 
@@ -41,9 +40,9 @@ SCORES = ("dice", "iou", "precision", "recall", "hd95")
 WORST_KEPT = 3
 """Worst slices per rendering kept for the report's picture."""
 SIDE_OK = 0.9
+"""A slice's sides are right when at least this share of the lung found carries its own side."""
 ORDERED_SOURCES = ("covid19-ct-seg-clahe",)
 """Sources whose slices are ordered within a patient: their apex and base are scored apart."""
-"""A slice's sides are right when at least this share of the lung found carries its own side."""
 
 
 @dataclass
@@ -139,14 +138,12 @@ def evaluate(
         cases = variants_of(record.image, record.intensity)
         if not variants:
             cases = cases[:1]
-        turns: list[int] = []
         raw: list[np.ndarray] = []
         readings: list[TurnReading | None] = []
         predicted = segment_slices(
             model,
             [v.image for v in cases],
             [v.intensity for v in cases],
-            turns=turns,
             raw=raw,
             readings=readings,
         )
@@ -159,15 +156,14 @@ def evaluate(
         }
         scores["dice_no_postprocess"] = slice_scores(raw[0] != 0, truth)["dice"]
         for index, (variant, reading) in enumerate(zip(cases, readings, strict=True)):
-            picture = image_from_array(variant.image, intensity=variant.intensity)
-            check = check_slice(picture, predicted[index], reading)
+            check = check_picture(variant.image, variant.intensity, predicted[index], reading)
             scores[f"check_{variant.name}"] = check.status
             scores[f"reasons_{variant.name}"] = " | ".join(check.reasons)
             if check.status == "refused":  # predict gives no mask: scored as none found
                 predicted[index] = np.zeros_like(predicted[index])
         upright = predicted[0]
         scores.update(slice_scores(upright != 0, truth, spacing))
-        for variant, labels, found in zip(cases, predicted, turns, strict=True):
+        for variant, labels, reading in zip(cases, predicted, readings, strict=True):
             back = back_to_slice(labels, variant, truth.shape)
             if variant.kind != "orientation" or variant.turns or variant.flip:
                 scores[f"dice_{variant.name}"] = slice_scores(back != 0, truth)["dice"]
@@ -175,7 +171,8 @@ def evaluate(
                 scores[f"side_ok_{variant.name}"] = int(side_agreement(back, sides) >= SIDE_OK)
             if variant.kind == "orientation" and model.orients:
                 scores[f"turn_ok_{variant.name}"] = int(
-                    found == DIHEDRAL.index((variant.turns, variant.flip))
+                    (0 if reading is None else reading.turn)
+                    == DIHEDRAL.index((variant.turns, variant.flip))
                 )
             if variant.kind == "rendering":  # keep only the worst few pictures in memory
                 kept = worst.setdefault(variant.name, [])

@@ -27,19 +27,18 @@ MedSeg's tight crops have lung on 8-28 % of their border pixels, whole.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.imaging import CTImage, Intensity
+from lungseg.imaging.readers import image_from_array
 from lungseg.inference.model import TURN_CONFIDENCE, TurnReading
 from lungseg.inference.result import Check
 
 if TYPE_CHECKING:
     from lungseg.inference.predictor import Prediction
-
-Status = Literal["ok", "review", "refused"]
 
 NOT_AXIAL_TOP = 0.5
 """A photo may not be an axial CT slice where the orientation head's best turn has less
@@ -62,10 +61,8 @@ ADULT_ML = (1500.0, 9000.0)
 
 
 def check_slice(image: CTImage, lung: np.ndarray, reading: TurnReading | None) -> Check:
-    """The check of a slice's answer (``lung``: its labels, 0 / right / left)."""
-    refusal = refusal_before_segmenting(image)
-    if refusal:
-        return Check(status="refused", reasons=[refusal])
+    """The check (``ok`` or ``review``) of the answer ``lung`` (labels 0 / right / left) for
+    a slice that ``refusal_before_segmenting`` let through."""
     reasons = []
     if reading is not None and reading.top < NOT_AXIAL_TOP and reading.mirror_agrees is False:
         reasons.append(
@@ -97,10 +94,8 @@ def check_slice(image: CTImage, lung: np.ndarray, reading: TurnReading | None) -
 
 
 def check_volume(image: CTImage, lung: np.ndarray, measures: dict[str, float], unit: str) -> Check:
-    """The check of a scan's answer (``lung``: ``(slices, rows, cols)`` labels)."""
-    refusal = refusal_before_segmenting(image)
-    if refusal:
-        return Check(status="refused", reasons=[refusal])
+    """The check (``ok`` or ``review``) of a scan's answer (``lung``: ``(slices, rows, cols)``
+    labels) that ``refusal_before_segmenting`` let through."""
     reasons = _lung_reasons(image, lung)
     if lung.any():
         levels = np.flatnonzero(lung.reshape(len(lung), -1).any(axis=1))
@@ -123,10 +118,22 @@ def check_volume(image: CTImage, lung: np.ndarray, measures: dict[str, float], u
 
 
 def check_prediction(prediction: Prediction, reading: TurnReading | None = None) -> Check:
-    """The check of a prediction, slice or scan."""
+    """The check of a prediction, slice or scan, of an input not refused."""
     if prediction.image.is_volume:
         return check_volume(prediction.image, prediction.lung, prediction.measures, prediction.unit)
     return check_slice(prediction.image, prediction.lung, reading)
+
+
+def check_picture(
+    picture: np.ndarray, intensity: Intensity, lung: np.ndarray, reading: TurnReading | None
+) -> Check:
+    """The check ``lungseg predict`` gives the answer ``lung`` for ``picture`` sent as a
+    picture (``lungseg evaluate`` scores a refused one as no lung found)."""
+    image = image_from_array(picture, intensity=intensity)
+    refusal = refusal_before_segmenting(image)
+    if refusal:
+        return Check(status="refused", reasons=[refusal])
+    return check_slice(image, lung, reading)
 
 
 def refusal_before_segmenting(image: CTImage) -> str | None:
@@ -141,8 +148,13 @@ def refusal_before_segmenting(image: CTImage) -> str | None:
 def _lung_reasons(image: CTImage, lung: np.ndarray) -> list[str]:
     if not lung.any():
         return ["no lung found"]
-    if image.intensity is Intensity.HU:
-        mean = float(image.array[lung != 0].mean())
+    if image.intensity is Intensity.HU:  # a plane at a time: no mask of a scan's size
+        planes = zip(image.slices(), lung.reshape(-1, *lung.shape[-2:]), strict=True)
+        total, count = 0.0, 0
+        for values, labels in planes:
+            inside = values[labels != 0]
+            total, count = total + float(inside.sum(dtype=np.int64)), count + inside.size
+        mean = total / count
         if mean > DENSE_UNDER_LUNG_HU:
             return [f"the tissue marked as lung is dense (mean {mean:.0f} HU), not aerated lung"]
     return []

@@ -198,18 +198,14 @@ class SegmentationModel:
             return empty, np.zeros((0, len(DIHEDRAL)), np.float32) if self.orients else None
         return np.concatenate(out), np.concatenate(turns) if self.orients else None
 
-    def turn_of(self, orientation: np.ndarray | None, square: np.ndarray | None = None) -> int:
-        """The turn (index into ``DIHEDRAL``) a picture is in, from its orientation
-        probabilities: 0 (upright, leave it) unless one turn has ``TURN_CONFIDENCE``.
-        Given the picture's model input ``square``, an answer below ``TURN_SURE`` is
-        checked against the head's answer on the mirrored picture: the turn both make
-        likeliest is taken."""
-        return self.read_turn(orientation, square).turn
-
     def read_turn(
         self, orientation: np.ndarray | None, square: np.ndarray | None = None
     ) -> TurnReading:
-        """``turn_of`` with what the head read on the way (``TurnReading``)."""
+        """The turn (index into ``DIHEDRAL``) a picture is in, from its orientation
+        probabilities, with what the head read on the way (``TurnReading``): turn 0
+        (upright, leave it) unless one turn has ``TURN_CONFIDENCE``. Given the picture's
+        model input ``square``, an answer below ``TURN_SURE`` is checked against the
+        head's answer on the mirrored picture: the turn both make likeliest is taken."""
         if orientation is None:
             return TurnReading(0, 1.0)
         turn = int(np.argmax(orientation))
@@ -244,7 +240,6 @@ class SegmentationModel:
         progress: Progress | None = None,
         companion: SegmentationModel | None = None,
         upright: bool = False,
-        turns: list[int] | None = None,
         readings: list[TurnReading | None] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Each head's decision per slice, at the slice's own size, from one model pass.
@@ -257,9 +252,9 @@ class SegmentationModel:
 
         ``upright`` (pictures whose orientation nothing else tells: photos): where the
         model's orientation head finds a slice turned, the slice is turned upright,
-        run again, and its decisions turned back; the turn of each slice (0: as given)
-        is appended to ``turns``, and what the head read of it to ``readings`` (``None``
-        where it was not asked)."""
+        run again, and its decisions turned back; what the head read of each slice (its
+        turn taken, ``TurnReading``) is appended to ``readings`` (``None`` where it was
+        not asked)."""
         if companion is not None and not self.shares_input(companion):
             raise LungsegError(
                 f"{companion.path} cannot share {self.path}'s inputs (its input contract "
@@ -283,7 +278,6 @@ class SegmentationModel:
                     runs,
                     companion,
                     upright,
-                    turns,
                     readings,
                 )
                 done += len(placements)
@@ -320,7 +314,6 @@ class SegmentationModel:
         runs: list[tuple[Any, np.ndarray]],
         companion: SegmentationModel | None,
         upright: bool,
-        turns: list[int] | None,
         readings: list[TurnReading | None] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         for number, placement in enumerate(placements):
@@ -330,8 +323,6 @@ class SegmentationModel:
                 else None
             )
             turn = 0 if reading is None else reading.turn
-            if turns is not None:
-                turns.append(turn)
             if readings is not None:
                 readings.append(reading)
             if turn:
@@ -409,12 +400,11 @@ def _iter_raw_lung_labels(
     companion: SegmentationModel | None = None,
     *,
     upright: bool = False,
-    turns: list[int] | None = None,
     readings: list[TurnReading | None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Raw lung labels per slice; with ``infection`` (a ``(n, rows, cols)`` buffer) the
     infection head's classes of the same pass (of this model, or of ``companion`` run
-    on the same inputs) are written into it. ``upright``, ``turns``: as
+    on the same inputs) are written into it. ``upright``, ``readings``: as
     ``SegmentationModel.iter_head_maps``."""
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
@@ -428,7 +418,6 @@ def _iter_raw_lung_labels(
         progress=progress,
         companion=companion,
         upright=upright,
-        turns=turns,
         readings=readings,
     )
     for index, (heads, image) in enumerate(zip(maps, images, strict=True)):
@@ -443,16 +432,15 @@ def segment_slices(
     images: list[np.ndarray],
     intensities: list[Intensity],
     *,
-    turns: list[int] | None = None,
     raw: list[np.ndarray] | None = None,
     readings: list[TurnReading | None] | None = None,
 ) -> list[np.ndarray]:
     """Lung labels (0, 1 right, 2 left) of 2D pictures, each at its own size, run through
     the model together: each exactly what ``segment_image`` gives for that picture alone
-    (a turned photo segmented upright, its turn appended to ``turns``; then
-    ``postprocess_slice``). ``raw``: as ``segment_image``."""
+    (a turned photo segmented upright; then ``postprocess_slice``). ``raw``,
+    ``readings``: as ``segment_image``."""
     decisions = _iter_raw_lung_labels(
-        model, images, intensities, None, upright=True, turns=turns, readings=readings
+        model, images, intensities, None, upright=True, readings=readings
     )
     return [
         _finish_picture(labels, image, intensity, raw)
@@ -501,7 +489,6 @@ def segment_image(
     progress: Progress | None = None,
     infection: np.ndarray | None = None,
     companion: SegmentationModel | None = None,
-    turns: list[int] | None = None,
     raw: list[np.ndarray] | None = None,
     readings: list[TurnReading | None] | None = None,
 ) -> np.ndarray:
@@ -512,16 +499,15 @@ def segment_image(
     (``core.masks.clean_lung_labels``).
 
     A photo (a slice whose file says nothing of its orientation) is segmented upright
-    where the model's orientation head finds it turned; its turn is appended to
-    ``turns`` (index into ``DIHEDRAL``, 0: as given).
+    where the model's orientation head finds it turned; what the head read of it (the
+    turn taken, an index into ``DIHEDRAL``) is appended to ``readings``.
 
     ``infection``: a uint8 buffer of the image's slices ``(n, rows, cols)`` that a model
     with an infection head fills from the same pass (0 none, 1 ground glass, 2
     consolidation, 3 effusion; not yet restricted to the lungs); ``companion``, an
     infection network sharing the lung model's inputs, gives it instead. ``raw``: where
     given, each slice's labels before any clean-up are appended to it (for scoring
-    what the clean-up adds); ``readings``: what the orientation head read of a photo
-    (``TurnReading``)."""
+    what the clean-up adds)."""
     planes = list(image.slices())
     intensities = [image.intensity] * len(planes)
     photo = not image.is_volume and image.geometry.orientation == "unknown"
@@ -533,7 +519,6 @@ def segment_image(
         infection,
         companion,
         upright=photo,
-        turns=turns,
         readings=readings,
     )
     if not image.is_volume:  # a slice: cleaned as a slice, as every picture is

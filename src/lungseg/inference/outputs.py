@@ -402,20 +402,20 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
             expanded.append(path)
             continue
         files = sorted(p for p in path.iterdir() if p.is_file())
-        dicoms = [p for p in files if _looks_dicom(p)]
-        images = [p for p in files if p not in dicoms and _image_kind(p)]
+        images = [p for p in files if _image_kind(p)]  # by name: no file is opened
         if not images:  # a DICOM series (its files may lie in sub-folders)
             expanded.append(path)
             continue
         expanded.extend(images)
+        rest = [p for p in files if not _image_kind(p)]
+        dicoms = [p for p in rest if _looks_dicom(p)]
         if len(dicoms) == 1:
             expanded.append(dicoms[0])
         elif dicoms:
             expanded.append(path)  # the reader takes the folder's DICOM files as a series
-        for other in files:
-            if other not in dicoms and other not in images:
-                suffix = "".join(other.suffixes[-2:]) or "no suffix"
-                skipped.append(f"{other}: skipped, not an image lungseg reads ({suffix})")
+        for other in sorted(set(rest) - set(dicoms)):
+            suffix = "".join(other.suffixes[-2:]) or "no suffix"
+            skipped.append(f"{other}: skipped, not an image lungseg reads ({suffix})")
         for folder in sorted(p for p in path.iterdir() if p.is_dir()):
             skipped.append(f"{folder}: skipped, a folder inside a folder of pictures")
     return expanded, skipped

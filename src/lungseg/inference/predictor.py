@@ -202,7 +202,6 @@ class Predictor:
                 return None
             return lambda done, _total: progress(offset + done, passes * count)
 
-        turns: list[int] = []
         readings: list[TurnReading | None] = []
         lung = segment_image(
             self.model,
@@ -210,11 +209,11 @@ class Predictor:
             progress=step(0),
             infection=infection,
             companion=self.companion,
-            turns=turns,
             readings=readings,
         )
         notes = list(image.notes)
-        turn = turns[0] if turns else 0
+        reading = readings[0] if readings else None
+        turn = 0 if reading is None else reading.turn
         if turn:
             notes.append(
                 f"the picture looks {describe_turn(*DIHEDRAL[turn])} (from the anatomy); it "
@@ -277,7 +276,7 @@ class Predictor:
                     involvement(plane, lesions)["share"]
                     for plane, lesions in zip(lung, prediction.infection, strict=True)
                 ]
-        prediction.check = check_prediction(prediction, readings[0] if readings else None)
+        prediction.check = check_prediction(prediction, reading)
         prediction.seconds = time.perf_counter() - started
         return prediction
 
