@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 NOT_AXIAL_TOP = 0.5
 """A photo may not be an axial CT slice where the orientation head's best turn has less
 than this probability and its answer on the mirror image contradicts its answer on the
-picture (a radiograph 0.32, a coronal reformat 0.38; 28 of the 3138 real test answers)."""
+picture (a radiograph 0.32, a coronal reformat 0.38; 28 of the lung network's 3138 real
+test answers, 6 of the one-pass network's)."""
 SMALL_LUNGS = 0.05
 """Lungs found on less than this share of a picture: an apex or base level. Read off the
 test split's answers below lung Dice 0.85 (all under it); the validation split, scored
