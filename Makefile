@@ -8,7 +8,7 @@ TRAIN_DATA ?= build/train-dataset
 RUN ?= runs/default
 SCAN ?= $(DATA)/chest-ct-dicom/Lung_Dx-A0001
 
-.PHONY: run browser test-fast dataset train-data model infection-model recover evaluate test lint docs docs-model clean
+.PHONY: run browser test-fast dataset train-data model infection-model evaluate test lint docs docs-model clean
 
 # Serving needs the core only (no torch, no browser tooling); everything else gets all.
 $(BIN)/.core: pyproject.toml
@@ -70,13 +70,6 @@ infection-model: train-data
 	$(BIN)/lungseg orient runs/joint-classdice --data $(TRAIN_DATA)
 	cp runs/joint-classdice/model_int8.onnx src/lungseg/models/infection_unet.onnx
 	cp runs/joint-classdice/model_int8.json src/lungseg/models/infection_unet.json
-
-# The shipped networks as training runs again (runs/ is not committed): their weights read
-# back out of the ONNX files, batch norms calibrated on training slices (training.recover),
-# so a config's "init_from": "runs/recovered-infection/checkpoints/best.ckpt" continues them.
-recover: train-data
-	$(BIN)/lungseg recover src/lungseg/models/lung_unet.onnx --out runs/recovered-lung --data $(TRAIN_DATA) --overwrite
-	$(BIN)/lungseg recover src/lungseg/models/infection_unet.onnx --out runs/recovered-infection --data $(TRAIN_DATA) --overwrite
 
 # Score the shipped models on the held-out test splits (and the lung model on every level of the scan).
 # Needs the training set: run `make train-data` (or `make model`) first.

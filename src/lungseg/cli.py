@@ -10,7 +10,7 @@ from typing import Any
 
 from lungseg import __version__
 from lungseg.errors import LungsegError
-from lungseg.inference.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
+from lungseg.training.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -123,18 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize = commands.add_parser(
         "quantize",
-        help="write a run's int8 model (model_int8.onnx and its card), as lungseg train does; "
-        "or make an 8-bit model's weights safe on processors without VNNI "
+        help="write a run's int8 model (model_int8.onnx and its card), as lungseg train does "
         "(training.quantize)",
     )
+    quantize.add_argument("run", type=Path, help="a run folder of lungseg train")
     quantize.add_argument(
-        "run",
-        type=Path,
-        help="a run folder of lungseg train, or an 8-bit .onnx model (changed in place, "
-        "with its card's hash)",
-    )
-    quantize.add_argument(
-        "--data", type=Path, help="the dataset the run was trained on (calibration; for a run)"
+        "--data", type=Path, required=True, help="the dataset the run was trained on (calibration)"
     )
     quantize.add_argument(
         "--weights",
@@ -154,20 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, required=True, help="the dataset the run was trained on"
     )
     orient.add_argument("--epochs", type=int, default=8, help="epochs of the head (default 8)")
-
-    recover = commands.add_parser(
-        "recover",
-        help="turn a model file (as lungseg ships them) back into a run that training can "
-        "start from (init_from), orient and quantize (training.recover)",
-    )
-    recover.add_argument("model", type=Path, help="an .onnx model with its card beside it")
-    recover.add_argument("--out", type=Path, required=True, help="the run folder to write")
-    recover.add_argument(
-        "--data", type=Path, required=True, help="a built dataset (calibrates the batch norms)"
-    )
-    recover.add_argument(
-        "--overwrite", action="store_true", help="replace the run folder if it exists"
-    )
 
     predict = commands.add_parser(
         "predict",
@@ -590,16 +570,8 @@ def _train(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     import json
 
-    from lungseg.training.quantize import convert_weights, quantize_run
+    from lungseg.training.quantize import quantize_run
 
-    if args.run.suffix == ".onnx":
-        if not args.run.is_file():
-            raise LungsegError(f"{args.run}: no such model file")
-        changed = convert_weights(args.run, args.weights)
-        print(f"{args.run}: {changed} weights made {args.weights}")
-        return 0
-    if args.data is None:
-        raise LungsegError("lungseg quantize RUN needs --data (the dataset it was trained on)")
     target = quantize_run(args.run, args.data, weights=args.weights)
     card = json.loads(target.with_suffix(".json").read_text())
     agreement = card["onnx"]["quantization"]["decisions_equal_to_float_model"]
@@ -619,19 +591,6 @@ def _orient(args: argparse.Namespace) -> int:
         f"(8 turns of every slice): turn found {100 * result.val_accuracy:.1f} %, mirroring "
         f"{100 * result.val_mirror_accuracy:.1f} % (epoch {result.best_epoch}); "
         f"{args.run}/model.onnx and model_int8.onnx now say which way a picture is turned"
-    )
-    return 0
-
-
-def _recover(args: argparse.Namespace) -> int:
-    from lungseg.training.recover import recover_run
-
-    result = recover_run(args.model, args.out, args.data, overwrite=args.overwrite)
-    print(
-        f"{result.run}: {result.modules} layers read back from {args.model}; the run's "
-        f"float network decides as the model file does on {100 * result.decisions_equal:.2f} % "
-        f"of the calibration pixels. Start training from it with "
-        f'"init_from": "{result.run}/checkpoints/best.ckpt"'
     )
     return 0
 
@@ -689,7 +648,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("evaluate", ""): _evaluate,
         ("quantize", ""): _quantize,
         ("orient", ""): _orient,
-        ("recover", ""): _recover,
         ("predict", ""): _predict,
         ("serve", ""): _serve,
     }

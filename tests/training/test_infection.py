@@ -132,7 +132,7 @@ def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("architecture", ["unet", "unet-two-decoders", "unet-light-infection"])
+@pytest.mark.parametrize("architecture", ["unet", "unet-two-decoders"])
 def test_one_network_gives_lungs_and_infection_in_one_pass(
     medseg_dataset: Path, tmp_path: Path, architecture: str
 ) -> None:
@@ -154,9 +154,7 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
         else:  # typed: each class, never the one-class targets
             assert set(np.unique(target)) <= {0, 1, 2, 3}
             assert IS_INFECTION not in target and NOT_INFECTION not in target
-    config = replace(
-        _tiny_config("lung+infection"), architecture=architecture, infection_widths=(8, 4)
-    )
+    config = replace(_tiny_config("lung+infection"), architecture=architecture)
     result = train(config, medseg_dataset, tmp_path / "run")
     assert result.onnx_max_difference < 1e-4
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())
@@ -265,56 +263,3 @@ def test_the_class_dice_weighs_a_rare_typed_class_as_much_as_ground_glass() -> N
     untyped[0, :4] = IS_INFECTION
     logits = torch.randn(1, 4, 16, 16)
     assert torch.equal(infection_loss(logits, untyped, 1.0)[0], infection_loss(logits, untyped)[0])
-
-
-def test_the_mirrored_teacher_answers_a_mirror_image_with_the_mirror_answer() -> None:
-    import torch
-
-    from lungseg.training.module import distillation_loss, mirrored_probabilities
-
-    torch.manual_seed(0)
-    network = torch.nn.Conv2d(1, 4, 3, padding=1)  # not symmetric: its answers differ
-    image = torch.rand(2, 1, 16, 16)
-    taught = mirrored_probabilities(network, image, 1, 4)
-    assert taught.shape == (2, 3, 16, 16)
-    torch.testing.assert_close(taught.sum(dim=1), torch.ones(2, 16, 16))
-    mirrored = mirrored_probabilities(network, image.flip(-1), 1, 4)
-    torch.testing.assert_close(mirrored, taught.flip(-1))
-    # the loss is zero where the student answers as the teacher, and pulls towards it
-    assert float(distillation_loss(torch.log(taught), taught)) < 1e-6
-    logits = torch.zeros(2, 3, 16, 16, requires_grad=True)
-    distillation_loss(logits, taught).backward()
-    assert logits.grad is not None
-    step = logits.detach() - 100.0 * logits.grad
-    closer = distillation_loss(step, taught)
-    assert float(closer) < float(distillation_loss(torch.zeros(2, 3, 16, 16), taught))
-
-
-@pytest.mark.slow
-def test_a_taught_infection_decoder_trains_alone(medseg_dataset: Path, tmp_path: Path) -> None:
-    import torch
-
-    from lungseg.errors import LungsegError
-
-    config = replace(_tiny_config("lung+infection"), architecture="unet-two-decoders")
-    train(config, medseg_dataset, tmp_path / "start")
-    start = tmp_path / "start" / "checkpoints" / "best.ckpt"
-    taught = replace(
-        config, init_from=str(start), teacher=str(start), train_only="infection", max_epochs=2
-    )
-    train(taught, medseg_dataset, tmp_path / "taught")
-    before = torch.load(start, weights_only=True)["state_dict"]
-    stored = torch.load(tmp_path / "taught" / "checkpoints" / "last.ckpt", weights_only=False)
-    # the last epoch's network: best.ckpt stays at epoch 0 here (the frozen lungs' Dice,
-    # which picks it, cannot improve), and Lightning's save_last copied the best one
-    assert stored["epoch"] == 1
-    after = stored["state_dict"]
-    assert set(after) == set(before)  # the network only: no teacher inside
-    lung = [k for k in before if k.startswith("model.lung.")]
-    infection = [k for k in before if k.startswith("model.infection.") and "weight" in k]
-    assert lung and infection
-    for key in lung:  # weights and batch-norm statistics alike
-        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
-    assert any(not torch.equal(after[k], before[k]) for k in infection)
-    with pytest.raises(LungsegError, match="no part 'decoder'"):
-        train(replace(taught, train_only="decoder"), medseg_dataset, tmp_path / "bad")

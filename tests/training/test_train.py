@@ -101,7 +101,7 @@ def test_training_runs_loss_falls_and_leaves_a_complete_run(
     # its weights safe on processors without VNNI: 7 bits, and the card says so
     from onnx import numpy_helper
 
-    from lungseg.inference.weights import SAFE_FORMAT_MARK
+    from lungseg.inference.card import SAFE_FORMAT_MARK
 
     assert SAFE_FORMAT_MARK in int8["onnx"]["quantization"]["format"]
     constants = {t.name: t for t in graph.initializer}
@@ -354,48 +354,6 @@ def test_two_decoders_read_one_encoder_each_started_from_its_own_run(
         torch.testing.assert_close(restarted(image), out)
     with pytest.raises(LungsegError, match="starts both decoders already"):
         warm_start(restarted, replace(again, init_infection_from=config.init_infection_from))
-
-
-@pytest.mark.parametrize("num_res_units", [0, 2])
-def test_the_light_infection_decoder_reads_the_lung_encoder_and_leaves_the_lungs_as_they_were(
-    tmp_path: Path, num_res_units: int
-) -> None:
-    """``unet-light-infection``: started from a lung run, its lung output is that run's
-    network exactly; the infection output has the input's size, depends on the light
-    decoder's weights, and the deepest features are the encoder's."""
-    import torch
-
-    from lungseg.training.model import LightInfectionUNet, create_model, warm_start
-    from lungseg.training.orientation import encoder_bottom
-
-    torch.manual_seed(0)
-    lung = create_model(tiny_config(num_res_units=num_res_units)).eval()
-    state = {f"model.{key}": value for key, value in lung.state_dict().items()}
-    torch.save({"state_dict": state}, tmp_path / "lung.ckpt")
-    config = tiny_config(
-        task="lung+infection",
-        architecture="unet-light-infection",
-        infection_widths=(8, 4),
-        num_res_units=num_res_units,
-        init_from=str(tmp_path / "lung.ckpt"),
-    )
-    light = create_model(config).eval()
-    assert isinstance(light, LightInfectionUNet)
-    assert len(warm_start(light, config)) == 1
-    image = torch.rand(3, 1, 32, 32)
-    with torch.no_grad():
-        out, bottom = light.forward_with_bottom(image)
-        torch.testing.assert_close(out[:, :3], lung(image))
-        assert out.shape == (3, 7, 32, 32)
-        torch.testing.assert_close(encoder_bottom(light, image), bottom)
-        torch.nn.init.normal_(light.infection_out.weight)
-        changed = light(image)
-    torch.testing.assert_close(changed[:, :3], out[:, :3])
-    assert not torch.allclose(changed[:, 3:], out[:, 3:])
-    with pytest.raises(LungsegError, match="infection_widths: 1 to 2 levels"):
-        create_model(replace(config, infection_widths=(8, 4, 4)))
-    with pytest.raises(LungsegError, match="starts from random weights"):
-        warm_start(light, replace(config, init_infection_from=str(tmp_path / "lung.ckpt")))
 
 
 def infection_encoder_keys(network: torch.nn.Module) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +17,8 @@ from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.body import body_regions
 from lungseg.imaging.orientation import DIHEDRAL, MIRRORED_TURN, apply_dihedral, undo_dihedral
+from lungseg.inference.card import LUNG_CLASSES, ModelCard
 from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
-from lungseg.inference.weights import safe_model, saturates
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "lung_unet.onnx"
 """The model trained by the project's own commands, shipped inside the package."""
@@ -28,8 +27,6 @@ SHIPPED_INFECTION_MODEL = SHIPPED_MODEL.with_name("infection_unet.onnx")
 
 SIDED_LUNG_CLASSES = ("background", "right_lung", "left_lung")
 """Output classes of a lung model that tells the patient's right and left lung apart."""
-LUNG_CLASSES = ("background", "lung")
-"""Output classes of a lung model with one lung class (sides then come from position)."""
 DECISIONS = ("argmax",)
 CHUNK = 32
 """Slices prepared and run through the model together (bounds memory on long scans)."""
@@ -71,15 +68,6 @@ def turn_with_mirror(orientation: np.ndarray, mirrored: np.ndarray) -> int:
     return int(np.argmax(both))
 
 
-def model_card(path: Path) -> dict[str, Any]:
-    """The card of the model file ``path``: ``<stem>.json`` beside it (as lungseg ships
-    models) or a run's ``model_card.json``; empty where there is none."""
-    for candidate in (path.with_suffix(".json"), path.parent / "model_card.json"):
-        if candidate.is_file():
-            return dict(json.loads(candidate.read_text()))
-    return {}
-
-
 class SegmentationModel:
     """An exported segmentation model (lung or infection) and its card, loaded once.
 
@@ -105,10 +93,16 @@ class SegmentationModel:
         # Idle onnxruntime threads would otherwise spin and take the cores from the
         # pre- and post-processing that runs between two model calls.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.card = self._read_card()
+        self.card = ModelCard.read(self.path)
+        if not self.card.safe_weights:
+            warnings.warn(
+                f"{self.path}: its 8-bit weights saturate on processors without VNNI (results "
+                "may be wrong there); `lungseg quantize RUN` writes them safely",
+                stacklevel=2,
+            )
         try:
             self.session = onnxruntime.InferenceSession(
-                self._model_source(), options, providers=["CPUExecutionProvider"]
+                str(self.path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types
             raise LungsegError(f"{self.path}: not a usable ONNX model: {error}") from error
@@ -119,48 +113,13 @@ class SegmentationModel:
         self.orients = ORIENTATION_OUTPUT in names[1:]
         """The model also says which way a picture is turned (an orientation head)."""
         self.preprocessing = self._contract()
-        decision = str(self.card.get("output", {}).get("decision", "argmax"))
-        if decision not in DECISIONS:
-            raise LungsegError(f"{self.path}: unknown decision rule {decision!r} in its card")
-
-    def _model_source(self) -> str | bytes:
-        """The file, or, for an 8-bit model whose card says its weights saturate on
-        processors without VNNI (made before lungseg stored them safely), the same
-        model with those weights stored as uint8: the very same values, computed
-        exactly everywhere (``inference.weights``)."""
-        if not saturates(self.card):
-            return str(self.path)
-        command = f"lungseg quantize {self.path} --weights unsigned"
-        try:
-            safe = safe_model(self.path)
-        except ImportError:
-            warnings.warn(
-                f"{self.path}: its 8-bit weights saturate on processors without VNNI "
-                f"(results may be wrong there); `{command}` makes them safe (needs the "
-                "training extra)",
-                stacklevel=3,
+        if self.card.decision not in DECISIONS:
+            raise LungsegError(
+                f"{self.path}: unknown decision rule {self.card.decision!r} in its card"
             )
-            return str(self.path)
-        if safe is None:
-            return str(self.path)
-        warnings.warn(
-            f"{self.path}: its 8-bit weights saturate on processors without VNNI; run with "
-            f"the same values stored as uint8 (exact, slower). `{command}` converts the "
-            "file for good",
-            stacklevel=3,
-        )
-        return safe
-
-    def _read_card(self) -> dict[str, Any]:
-        return model_card(self.path)
 
     def _contract(self) -> Preprocessing:
-        stated = self.card.get("input", {}).get("preprocessing")
-        contract = (
-            Preprocessing.from_dict(stated)
-            if isinstance(stated, dict)
-            else Preprocessing(size=self.size)
-        )
+        contract = self.card.preprocessing or Preprocessing(size=self.size)
         if contract.size != self.size:
             raise LungsegError(
                 f"{self.path}: its card says {contract.size} px input, the ONNX file takes {self.size}"
@@ -359,16 +318,13 @@ class SegmentationModel:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card.get("output", {}).get("classes", LUNG_CLASSES))
+        return list(self.card.classes)
 
     @property
     def heads(self) -> dict[str, tuple[int, int]]:
         """Output channels ``[start, stop)`` of each head (``lung``, ``infection``); a
         model of one task has one head, all its channels."""
-        stated = self.card.get("output", {}).get("heads")
-        if isinstance(stated, dict) and stated:
-            return {str(k): (int(v[0]), int(v[1])) for k, v in stated.items()}
-        return {self.task: (0, len(self.classes))}
+        return self.card.heads or {self.task: (0, len(self.classes))}
 
     def head_classes(self, head: str) -> list[str]:
         start, stop = self.heads[head]
@@ -381,7 +337,7 @@ class SegmentationModel:
 
     @property
     def task(self) -> str:
-        return str(self.card.get("task", "lung"))
+        return self.card.task
 
     @property
     def sided(self) -> bool:

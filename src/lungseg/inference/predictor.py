@@ -126,8 +126,7 @@ class Predictor:
     def _infection_description(self) -> str:
         """What the infection findings come from, for the page and the JSON."""
         model = self.model if self.infection_head else self.infection_model
-        card = model.card if model is not None else {}
-        trained = str(card.get("description", "a COVID-19 infection model"))
+        trained = (model.card.description if model else "") or "a COVID-19 infection model"
         return (
             f"{trained}. COVID-19 findings, not a diagnosis: other disease that looks alike "
             "(a tumour, fibrosis, oedema) may be marked too."
@@ -137,9 +136,9 @@ class Predictor:
         """Which model answers: its card's name and date, the ONNX file's hash."""
         card = self.model.card
         return ModelInfo(
-            name=str(card.get("name", self.model.path.name)),
-            created=card.get("created"),
-            sha256=card.get("onnx", {}).get("sha256"),
+            name=card.name,
+            created=card.created,
+            sha256=card.sha256,
             lungseg_version=__version__,
         )
 

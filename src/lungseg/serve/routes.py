@@ -66,7 +66,7 @@ async def healthz(request: Request) -> dict[str, str]:  # on the event loop: ans
 @router.get("/api/v1/model")
 def model_card(request: Request) -> dict[str, Any]:
     service = service_of(request)
-    return service.predictor.model.card or service.model_info.model_dump()
+    return service.predictor.model.card.to_dict()
 
 
 @router.post(

@@ -63,9 +63,8 @@ class TrainConfig:
         task: ``lung``, ``infection``, ``infection-all`` or ``lung+infection`` (``core.tasks``).
         image_size: model input side in pixels (slices are padded square and resized).
         architecture: ``unet``, or for a task with a lung and an infection head
-            ``unet-two-decoders`` (one encoder, a decoder per head) or
-            ``unet-light-infection`` (the lung U-Net and a light infection decoder on its
-            encoder) (``training.model.create_model``); named in the model card.
+            ``unet-two-decoders`` (one encoder, a decoder per head)
+            (``training.model.create_model``); named in the model card.
         channels: filters per U-Net level.
         num_res_units: residual units per level.
         batch_size, learning_rate, weight_decay: optimiser settings (AdamW, cosine schedule).
@@ -89,18 +88,9 @@ class TrainConfig:
             decoder starts the infection decoder.
         infection_class_dice: weight of a soft Dice loss per typed infection class
             (``training.module.infection_loss``); 0: none.
-        infection_widths: with ``unet-light-infection``, the filters of the light
-            infection decoder's levels, from the deepest up (``training.model``).
         monitor: the validation figure that picks the checkpoint and stops early:
             ``val_dice`` (the lungs, or the task's foreground) or ``val_score`` (for a
             task with both heads, the mean of the lungs' and the infection's Dice).
-        teacher: a checkpoint of this network whose infection probabilities, averaged
-            with its answer on the left-right mirror image, the infection head also
-            learns (``training.module.distillation_loss``); empty: none.
-        teacher_weight: weight of that loss.
-        train_only: the name of the one part of the network that trains (``infection``:
-            the infection decoder of ``unet-two-decoders``); the rest keeps its weights
-            and batch-norm statistics, so its outputs do not change. Empty: all of it.
     """
 
     task: str = "lung"
@@ -127,10 +117,6 @@ class TrainConfig:
     monitor: str = "val_dice"
     init_from: str = ""
     init_infection_from: str = ""
-    infection_widths: tuple[int, ...] = (64, 32, 16)
-    teacher: str = ""
-    teacher_weight: float = 1.0
-    train_only: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def save(self, path: Path) -> None:
@@ -148,9 +134,8 @@ class TrainConfig:
         unknown = set(augment) - {f.name for f in fields(AugmentConfig)}
         if unknown:
             raise LungsegError(f"unknown augmentation settings: {', '.join(sorted(unknown))}")
-        for key in ("channels", "infection_widths"):
-            if key in values:
-                values[key] = tuple(values[key])
+        if "channels" in values:
+            values["channels"] = tuple(values["channels"])
         if "zoom" in augment:
             augment["zoom"] = tuple(augment["zoom"])
         return cls(**values, augment=AugmentConfig(**augment))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -99,8 +97,3 @@ def onnx_max_difference(
         float(np.abs(got - want.numpy()).max())
         for got, want in zip(onnx_out, expected, strict=True)
     )
-
-
-def write_model_card(path: Path, card: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    return path

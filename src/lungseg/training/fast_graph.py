@@ -184,18 +184,6 @@ def transposed_to_phases(kernel: np.ndarray) -> np.ndarray:
     return phases
 
 
-def phases_to_transposed(phases: np.ndarray) -> np.ndarray:
-    """The inverse of ``transposed_to_phases`` (``training.recover`` reads a shipped
-    model's up-sampling back into MONAI's transposed convolution)."""
-    if phases.ndim != 4 or phases.shape[0] % 4 or phases.shape[2:] != (2, 2):
-        raise LungsegError(f"not the weights of a 2x2 phase convolution: shape {phases.shape}")
-    outputs = phases.shape[0] // 4
-    kernel = np.zeros((phases.shape[1], outputs, 3, 3), dtype=np.float64)
-    for block, dy, dx, ty, tx in _phase_taps(outputs):
-        kernel[:, :, ty, tx] = phases[block, :, dy, dx].T
-    return kernel
-
-
 def _is_foldable_batch_norm(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool:
     """An inference batch norm whose scale, shift, mean and variance are constants."""
     return (

@@ -14,7 +14,7 @@ from lungseg.core.tasks import task_spec
 from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
 
-ARCHITECTURES = ("unet", "unet-two-decoders", "unet-light-infection")
+ARCHITECTURES = ("unet", "unet-two-decoders")
 
 
 def create_model(config: TrainConfig) -> torch.nn.Module:
@@ -24,7 +24,7 @@ def create_model(config: TrainConfig) -> torch.nn.Module:
     spec = task_spec(config.task)
     if config.architecture == "unet":
         return _unet(config, len(spec.classes))
-    if config.architecture in ("unet-two-decoders", "unet-light-infection"):
+    if config.architecture == "unet-two-decoders":
         heads = spec.heads or {}
         if set(heads) != {"lung", "infection"}:
             raise LungsegError(
@@ -34,8 +34,6 @@ def create_model(config: TrainConfig) -> torch.nn.Module:
         (a, b), (c, d) = heads["lung"], heads["infection"]
         if not a == 0 < b == c < d:
             raise LungsegError(f"{config.architecture} expects the lung head's channels first")
-        if config.architecture == "unet-light-infection":
-            return LightInfectionUNet(_unet(config, b - a), d - c, config.infection_widths)
         return TwoDecoderUNet(_unet(config, b - a), _unet(config, d - c))
     raise LungsegError(
         f"unknown architecture {config.architecture!r}; lungseg trains {', '.join(ARCHITECTURES)}"
@@ -126,58 +124,6 @@ class TwoDecoderUNet(torch.nn.Module):
         return torch.cat([lung, infection], dim=1), bottom
 
 
-class LightInfectionUNet(torch.nn.Module):
-    """The lung U-Net whole, and a light infection decoder on its encoder: from the
-    deepest features up, per level a bilinear up-sampling to the encoder's skip (none
-    at the deepest, which has the bottom's size), the skip beside it and one 3x3 convolution of ``widths[i]`` filters (batch norm, PReLU), for as many
-    levels as ``widths`` has; then a 1x1 convolution to the classes, up-sampled
-    bilinearly to the input's size. It costs a fraction of a second decoder (the lung
-    decoder's top levels, at full and half size, are most of its work). Output: both
-    heads' logits side by side (lung channels first); ``forward_with_bottom`` as
-    ``TwoDecoderUNet``'s."""
-
-    def __init__(self, lung: UNet, classes: int, widths: tuple[int, ...]) -> None:
-        super().__init__()
-        self.lung = lung
-        self._lung_levels, self._bottom = _levels(lung)
-        skips = [int(c) for c in lung.channels[:-1]]  # each level's down output
-        if not 0 < len(widths) <= len(skips):
-            raise LungsegError(f"infection_widths: 1 to {len(skips)} levels, not {len(widths)}")
-        bottom = int(lung.channels[-1])
-        layers = []
-        for skip, width in zip(reversed(skips), widths, strict=False):
-            layers.append(
-                torch.nn.Sequential(
-                    torch.nn.Conv2d(bottom + skip, width, 3, padding=1, bias=False),
-                    torch.nn.BatchNorm2d(width),
-                    torch.nn.PReLU(),
-                )
-            )
-            bottom = width
-        self.infection = torch.nn.ModuleList(layers)
-        self.infection_out = torch.nn.Conv2d(bottom, classes, 1)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_bottom(image)[0]
-
-    def forward_with_bottom(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        skips, bottom = unet_encode(self._lung_levels, self._bottom, image)
-        lung = unet_decode(self._lung_levels, skips, bottom)
-        infection = bottom
-        for skip, layer in zip(reversed(skips), self.infection, strict=False):
-            infection = torch.nn.functional.interpolate(
-                infection, size=skip.shape[-2:], mode="bilinear", align_corners=False
-            )
-            infection = layer(torch.cat([skip, infection], dim=1))
-        infection = torch.nn.functional.interpolate(
-            self.infection_out(infection),
-            size=image.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
-        )
-        return torch.cat([lung, infection], dim=1), bottom
-
-
 def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
     """Start ``model`` from the config's earlier runs (``init_from``, and for two
     decoders ``init_infection_from`` for the infection decoder, unless ``init_from`` is
@@ -191,10 +137,6 @@ def warm_start(model: torch.nn.Module, config: TrainConfig) -> list[str]:
             )
     elif isinstance(model, TwoDecoderUNet):
         parts = [(model.lung, config.init_from), (model.infection, config.init_infection_from)]
-    elif isinstance(model, LightInfectionUNet):
-        if config.init_infection_from:
-            raise LungsegError("the light infection decoder starts from random weights")
-        parts = [(model.lung, config.init_from)]
     elif config.init_infection_from:
         raise LungsegError("init_infection_from needs the 'unet-two-decoders' architecture")
     else:

@@ -11,9 +11,8 @@ from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 
 from lungseg.core.metrics import Confusion
 from lungseg.core.tasks import IS_INFECTION, LUNG_CODES, UNKNOWN, task_spec
-from lungseg.errors import LungsegError
 from lungseg.training.config import TrainConfig
-from lungseg.training.model import create_model, start_from
+from lungseg.training.model import create_model
 
 
 def slice_metrics(
@@ -89,26 +88,6 @@ def infection_loss(
     return loss, dice.detach()
 
 
-def mirrored_probabilities(
-    network: torch.nn.Module, image: torch.Tensor, start: int, stop: int
-) -> torch.Tensor:
-    """The softmax of ``network``'s channels ``[start, stop)``, averaged with its answer on
-    the left-right mirror image (mirrored back): the shipped network's answer averaged
-    so scored above it alone on every infection Dice of the test split
-    (``benchmarks/averaged_models.py``)."""
-    with torch.no_grad():
-        plain = torch.softmax(network(image)[:, start:stop], dim=1)
-        mirrored = torch.softmax(network(image.flip(-1))[:, start:stop], dim=1).flip(-1)
-    return (plain + mirrored) / 2.0
-
-
-def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """The mean over pixels of KL(teacher || softmax(logits)) over the class axis."""
-    log_student = torch.log_softmax(logits, dim=1)
-    log_teacher = torch.log(teacher.clamp_min(1e-8))
-    return (teacher * (log_teacher - log_student)).sum(dim=1).mean()
-
-
 class LungSegModule(pl.LightningModule):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__()
@@ -118,48 +97,6 @@ class LungSegModule(pl.LightningModule):
         self.foreground = task_spec(config.task).foreground
         self.heads = task_spec(config.task).heads
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
-        self.frozen: list[torch.nn.Module] = []
-        if config.train_only:
-            self.frozen = self._freeze_all_but(config.train_only)
-        # in a list, so that it is no part of this module: not saved, not loaded, not trained
-        self._teacher: list[torch.nn.Module] = []
-        if config.teacher:
-            if self.heads is None or "infection" not in self.heads:
-                raise LungsegError("a teacher needs a task with an infection head")
-            teacher = create_model(config)
-            start_from(teacher, config.teacher)
-            self._teacher.append(teacher.eval().requires_grad_(False))
-
-    def _freeze_all_but(self, name: str) -> list[torch.nn.Module]:
-        """Keep every part of the network but ``name`` as it is; returns the kept parts."""
-        # (names with "_" are second references to modules inside the parts)
-        parts = {k: v for k, v in self.model.named_children() if not k.startswith("_")}
-        if name not in parts:
-            raise LungsegError(
-                f"train_only: this network has no part {name!r} (it has {', '.join(parts)})"
-            )
-        kept = [part for key, part in parts.items() if key != name]
-        for part in kept:
-            part.requires_grad_(False).eval()
-        return kept
-
-    def train(self, mode: bool = True) -> LungSegModule:
-        """Training mode for what trains; kept parts stay in eval mode, so their batch
-        norms neither learn statistics nor use the batch's (the teacher is no part of
-        this module and stays in eval mode)."""
-        super().train(mode)
-        for part in self.frozen:
-            part.eval()
-        return self
-
-    def on_fit_start(self) -> None:
-        for teacher in self._teacher:
-            teacher.to(self.device)
-
-    def on_train_epoch_start(self) -> None:
-        # Lightning restores each module's mode as it found it around validation
-        for part in self.frozen:
-            part.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
@@ -175,11 +112,6 @@ class LungSegModule(pl.LightningModule):
             extra, infection_dice = infection_loss(
                 logits[:, start:stop], target[:, 0], self.config.infection_class_dice
             )
-            if self._teacher and stage == "train":
-                taught = mirrored_probabilities(self._teacher[0], image, start, stop)
-                extra = extra + self.config.teacher_weight * distillation_loss(
-                    logits[:, start:stop], taught
-                )
             self.log(
                 f"{stage}_infection_dice",
                 infection_dice,
@@ -240,7 +172,7 @@ class LungSegModule(pl.LightningModule):
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimiser = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
+            self.model.parameters(),
             lr=self.config.learning_rate,
             weight_decay=self.config.weight_decay,
         )

@@ -17,7 +17,6 @@ segments it there and turns the masks back (``inference.model``).
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,13 +34,13 @@ from lungseg.errors import LungsegError
 from lungseg.imaging import Intensity
 from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, dihedral_name, undo_dihedral
 from lungseg.imaging.render import RENDERINGS, render_hu
+from lungseg.inference.card import CARD_NAME, ModelCard
 from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import PreparedSlice, prepare_split
 from lungseg.training.export import export_onnx, onnx_max_difference
 from lungseg.training.model import (
-    LightInfectionUNet,
     TwoDecoderUNet,
     _levels,
     create_model,
@@ -91,7 +90,7 @@ def unet_with_bottom(net: UNet, image: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def encoder_bottom(net: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     """A U-Net's (or the two-decoder network's) deepest features, without its decoders."""
-    if isinstance(net, TwoDecoderUNet | LightInfectionUNet):
+    if isinstance(net, TwoDecoderUNet):
         levels, bottom_skip = net._lung_levels, net._bottom
     elif isinstance(net, UNet):
         levels, bottom_skip = _levels(net)
@@ -114,7 +113,7 @@ class OrientedNetwork(torch.nn.Module):
         return cast(torch.Tensor, self.head(encoder_bottom(self.net, image)))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.net, TwoDecoderUNet | LightInfectionUNet):
+        if isinstance(self.net, TwoDecoderUNet):
             logits, bottom = self.net.forward_with_bottom(image)
         elif isinstance(self.net, UNet):
             logits, bottom = unet_with_bottom(self.net, image)
@@ -311,26 +310,29 @@ def _export(
     path = export_onnx(model, run / "model.onnx", config.image_size, heads)
     check = next(iter(val_loader))[0][:8].numpy()
     difference = onnx_max_difference(path, model, check, heads)
-    card_path = run / "model_card.json"
-    card = json.loads(card_path.read_text())
-    card["output"]["orientation"] = {
-        "name": "orientation",
-        "shape": ["batch", len(ORIENTATION_CLASSES)],
-        "classes": list(ORIENTATION_CLASSES),
-        "meaning": "probability that the picture is the upright slice (radiological view) "
-        "mirrored left-right and/or turned counter-clockwise as named "
-        "(imaging.orientation.apply_dihedral)",
-        "trained": f"lungseg orient: the head alone, {result.epochs} epochs in "
-        f"{result.minutes:.1f} min, the segmentation network frozen",
-    }
-    card.setdefault("metrics", {})["orientation_val_accuracy"] = round(result.val_accuracy, 4)
-    card["metrics"]["orientation_val_mirror_accuracy"] = round(result.val_mirror_accuracy, 4)
-    card["onnx"] = {
-        "file": path.name,
-        "sha256": sha256_of(path),
-        "max_abs_difference_vs_pytorch": difference,
-    }
-    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    card = ModelCard.load(run / CARD_NAME)
+    card.but(
+        orientation={
+            "name": "orientation",
+            "shape": ["batch", len(ORIENTATION_CLASSES)],
+            "classes": list(ORIENTATION_CLASSES),
+            "meaning": "probability that the picture is the upright slice (radiological view) "
+            "mirrored left-right and/or turned counter-clockwise as named "
+            "(imaging.orientation.apply_dihedral)",
+            "trained": f"lungseg orient: the head alone, {result.epochs} epochs in "
+            f"{result.minutes:.1f} min, the segmentation network frozen",
+        },
+        metrics={
+            **card.metrics,
+            "orientation_val_accuracy": round(result.val_accuracy, 4),
+            "orientation_val_mirror_accuracy": round(result.val_mirror_accuracy, 4),
+        },
+        onnx={
+            "file": path.name,
+            "sha256": sha256_of(path),
+            "max_abs_difference_vs_pytorch": difference,
+        },
+    ).write(run / CARD_NAME)
     quantize_run(run, data)
 
 

@@ -3,7 +3,7 @@ speed on a CPU (onnxruntime's QDQ format; integer convolutions where the process
 them).
 
 Weights are quantised per output channel, symmetrically, then made safe on
-processors without VNNI (``inference.weights``: 7 bits for new models;
+processors without VNNI (``training.weights``: 7 bits for new models;
 ``WEIGHT_FORMATS``). The activations' ranges come from
 calibration slices: training slices as users send them (HU slices through the
 renderings people export, 8-bit slices as stored), so the ranges cover every input
@@ -13,22 +13,21 @@ beside ``model.onnx``; ``lungseg quantize RUN`` does it for an earlier run.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from lungseg.core.files import sha256_of
 from lungseg.dataset.store import BuiltDataset
 from lungseg.errors import LungsegError
+from lungseg.inference.card import CARD_NAME, ModelCard
 from lungseg.inference.preprocess import Preprocessing
-from lungseg.inference.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 from lungseg.training.config import TrainConfig
 from lungseg.training.data import SliceDataset, prepare_split
 from lungseg.training.export import INPUT_NAME
 from lungseg.training.fast_graph import LOGITS_NAME, rewrite_for_int8
+from lungseg.training.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 
 CALIBRATION_SLICES = 96
 INT8_NAME = "model_int8.onnx"
@@ -93,30 +92,6 @@ def quantize_onnx(
     return target
 
 
-def convert_weights(model: Path, weights: str = DEFAULT_WEIGHTS) -> int:
-    """An 8-bit model's weights made safe in place (a shipped one) as ``WEIGHT_FORMATS``
-    names, its card (``<stem>.json`` beside it) given the new file's hash and format.
-    Returns the weights changed."""
-    if weights not in WEIGHT_FORMATS:
-        raise LungsegError(f"weights {weights!r}: one of {', '.join(WEIGHT_FORMATS)}")
-    convert, description = WEIGHT_FORMATS[weights]
-    changed = convert(model, model)
-    card_path = model.with_suffix(".json")
-    if card_path.is_file():
-        card = json.loads(card_path.read_text())
-        onnx_card = card.setdefault("onnx", {})
-        onnx_card["sha256"] = sha256_of(model)
-        quantization = onnx_card.setdefault("quantization", {})
-        quantization["format"] = description
-        if changed:
-            quantization["weights_converted"] = (
-                f"{weights} by lungseg quantize (training.quantize.convert_weights); the "
-                "figures above were measured on the model before"
-            )
-        card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    return changed
-
-
 def decision_agreement(first: Path, second: Path, inputs: np.ndarray) -> float:
     """Share of pixels where two models' decisions (argmax per head) agree on ``inputs``."""
     from lungseg.inference.model import SegmentationModel
@@ -146,24 +121,24 @@ def quantize_run(
         raise LungsegError(f"{run}: not a lungseg training run (no model.onnx and config.json)")
     config = TrainConfig.load(run / "config.json")
     inputs = calibration_inputs(BuiltDataset(data), config, calibration_slices)
-    card: dict[str, Any] = json.loads((run / "model_card.json").read_text())
-    heads = sorted((int(a), int(b)) for a, b in card["output"].get("heads", {}).values())
-    target = quantize_onnx(source, run / INT8_NAME, inputs, heads, weights)
-    card["output"]["name"] = LOGITS_NAME
-    card["output"]["values"] = (
-        "logits: the argmax per head is the decision; a softmax per head gives the "
-        "probabilities (model.onnx gives those)"
-    )
-    card["onnx"] = {
-        "file": target.name,
-        "sha256": sha256_of(target),
-        "quantization": {
-            "format": WEIGHT_FORMATS[weights][1],
-            "calibration": f"{len(inputs)} training slices of {data}, HU ones through the "
-            "exported renderings in turn",
-            "decisions_equal_to_float_model": round(decision_agreement(source, target, inputs), 5),
-            "float_model_sha256": sha256_of(source),
+    card = ModelCard.load(run / CARD_NAME)
+    target = quantize_onnx(source, run / INT8_NAME, inputs, sorted(card.heads.values()), weights)
+    card.but(
+        output_name=LOGITS_NAME,
+        output_values="logits: the argmax per head is the decision; a softmax per head gives "
+        "the probabilities (model.onnx gives those)",
+        onnx={
+            "file": target.name,
+            "sha256": sha256_of(target),
+            "quantization": {
+                "format": WEIGHT_FORMATS[weights][1],
+                "calibration": f"{len(inputs)} training slices of {data}, HU ones through the "
+                "exported renderings in turn",
+                "decisions_equal_to_float_model": round(
+                    decision_agreement(source, target, inputs), 5
+                ),
+                "float_model_sha256": sha256_of(source),
+            },
         },
-    }
-    (run / "model_int8.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    ).write(run / "model_int8.json")
     return target

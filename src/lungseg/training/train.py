@@ -27,12 +27,13 @@ from lungseg.core.files import sha256_of
 from lungseg.dataset.store import BuiltDataset
 from lungseg.dataset.tasks import get_task
 from lungseg.errors import LungsegError
+from lungseg.inference.card import CARD_NAME, ModelCard
 from lungseg.inference.preprocess import Preprocessing
 from lungseg.training.augment import Augmenter
 from lungseg.training.config import TrainConfig
 from lungseg.training.curves import plot_curves, read_epochs
 from lungseg.training.data import SliceDataset, prepare_split, spread_per_patient
-from lungseg.training.export import export_onnx, onnx_max_difference, write_model_card
+from lungseg.training.export import export_onnx, onnx_max_difference
 from lungseg.training.model import count_parameters, warm_start
 from lungseg.training.module import LungSegModule
 from lungseg.training.quantize import quantize_run
@@ -173,7 +174,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path) -> TrainResult
         out, val_dice[best_epoch], best_epoch, trainer.current_epoch, minutes, difference
     )
     card = model_card(config, dataset, model, result, onnx_path, preprocessing)
-    write_model_card(out / "model_card.json", card)
+    card.write(out / CARD_NAME)
     (out / "train_result.json").write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
     quantize_run(out, data)  # model_int8.onnx: what lungseg ships (training.quantize)
     return result
@@ -201,40 +202,27 @@ def model_card(
     result: TrainResult,
     onnx_path: Path,
     preprocessing: Preprocessing,
-) -> dict[str, object]:
-    """What a user of the exported model needs to know, as JSON."""
+) -> ModelCard:
+    """What a user of the exported model needs to know (``inference.card``)."""
     task = get_task(config.task)
     counts = slices_used(config, dataset)
     build_config = json.loads((dataset.folder / "build_config.json").read_text())
-    return {
-        "name": f"lungseg-{config.task}-unet",
-        "lungseg_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": config.task,
-        "description": task.spec.description,
-        "architecture": {
+    return ModelCard(
+        name=f"lungseg-{config.task}-unet",
+        lungseg_version=__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        task=config.task,
+        description=task.spec.description,
+        architecture={
             "name": config.architecture,
             "channels": list(config.channels),
             "num_res_units": config.num_res_units,
             "parameters": count_parameters(model),
         },
-        "input": {
-            "name": "image",
-            "shape": ["batch", 1, config.image_size, config.image_size],
-            "preprocessing": preprocessing.to_dict(),
-            "note": "lungseg.inference.preprocess.Preprocessing reads 'preprocessing': "
-            "HU through hu_window to [0, 1] (8-bit display values / display_divisor), "
-            "padded to a centred square with pad_value, resized bilinearly to size. "
-            "Any orientation and the common 8-bit renderings are trained.",
-        },
-        "output": {
-            "name": "probabilities",
-            "shape": ["batch", len(task.classes), config.image_size, config.image_size],
-            "classes": list(task.classes),
-            "decision": "argmax",
-            **({"heads": {k: list(v) for k, v in task.heads.items()}} if task.heads else {}),
-        },
-        "training": {
+        preprocessing=preprocessing,
+        classes=tuple(task.classes),
+        heads=dict(task.heads or {}),
+        training={
             "dataset": str(dataset.folder),
             "sources": build_config.get("sources"),
             "split_seed": build_config.get("seed"),
@@ -244,10 +232,10 @@ def model_card(
             "best_epoch": result.best_epoch,
             "minutes": round(result.minutes, 1),
         },
-        "metrics": {"val_dice_best": round(result.best_val_dice, 4)},
-        "onnx": {
+        metrics={"val_dice_best": round(result.best_val_dice, 4)},
+        onnx={
             "file": onnx_path.name,
             "sha256": sha256_of(onnx_path),
             "max_abs_difference_vs_pytorch": result.onnx_max_difference,
         },
-    }
+    )

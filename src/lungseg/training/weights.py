@@ -13,9 +13,8 @@ Two ways out, each exact on every processor:
   128, run by the uint8 x uint8 kernel (16-bit products summed in 32 bits), a quarter
   to a third slower where VNNI is missing (``benchmarks/int8_kernels.py``).
 
-``training.quantize`` applies them to new and shipped models; ``safe_model`` applies
-the second, in memory, to an older 8-bit model as it is loaded. Needs the ``onnx``
-package (the training extra).
+``training.quantize`` applies them to every model it writes, and the card says so
+(``inference.card.SAFE_FORMAT_MARK``). Needs the ``onnx`` package (the training extra).
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from lungseg.errors import LungsegError
+from lungseg.inference.card import SAFE_FORMAT_MARK
 
-SAFE_FORMAT_MARK = "no saturation on processors without VNNI"
-"""What the card of a model with safe weights says in ``onnx.quantization.format``."""
 UNSIGNED_ZERO_POINT = 128
 WEIGHT_LEVELS = 63
 """Weights in 7 bits: int8 in [-64, 63], the largest of each output channel at 63."""
@@ -145,30 +143,3 @@ WEIGHT_FORMATS = {
 """How an 8-bit model's weights are made safe on every processor, and what its card says
 (``lungseg quantize --weights``)."""
 DEFAULT_WEIGHTS = "seven-bit"
-
-
-def saturates(card: dict[str, Any]) -> bool:
-    """Whether a model card describes 8-bit weights that are not safe (an 8-bit
-    model made before lungseg stored them safely)."""
-    quantization = card.get("onnx", {}).get("quantization")
-    if not isinstance(quantization, dict):
-        return False
-    return SAFE_FORMAT_MARK not in str(quantization.get("format", ""))
-
-
-def safe_model(path: Path) -> bytes | None:
-    """The model at ``path`` with its int8 weights stored as uint8 (``make_unsigned``),
-    serialised for onnxruntime; ``None`` where no weight needed it.
-
-    Raises:
-        ImportError: the ``onnx`` package is missing.
-    """
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        model = onnx.load(str(path))
-        changed = make_unsigned(model)
-    except (OSError, DecodeError, LungsegError) as error:
-        raise LungsegError(f"{path}: not a usable ONNX model: {error}") from error
-    return model.SerializeToString() if changed else None
