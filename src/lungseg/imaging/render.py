@@ -10,8 +10,8 @@ histogram equalisation, gamma, JPEG at any quality.
 
 Each step here is a plain function from an array to an 8-bit ``uint8`` picture.
 ``RENDERINGS`` names the fixed exporters that ``lungseg evaluate`` scores;
-training draws random ones (``training.augment``). Torch-free; CLAHE needs
-OpenCV (``opencv-python-headless``, in the train extra).
+training draws random ones (``training.augment``). Numpy and Pillow only, so
+``lungseg evaluate`` runs on the core install.
 """
 
 from __future__ import annotations
@@ -47,12 +47,44 @@ def min_max(values: np.ndarray, *, without_padding: bool = False) -> np.ndarray:
 
 
 def clahe(grey: np.ndarray, clip_limit: float, tiles: int = 8) -> np.ndarray:
-    """OpenCV's contrast-limited adaptive histogram equalisation of an 8-bit picture."""
-    import cv2  # only renderings need OpenCV
+    """Contrast-limited adaptive histogram equalisation of an 8-bit picture, pixel for
+    pixel as OpenCV's ``createCLAHE(clip_limit, (tiles, tiles)).apply`` computes it (a
+    test compares them), without OpenCV: a histogram per tile (the picture padded by
+    reflection to a multiple of the grid), clipped at ``clip_limit`` times the mean
+    count and the excess spread evenly, its cumulative sum as the tile's lookup table,
+    and each pixel the bilinear mix of its four nearest tiles' tables."""
+    grey = np.asarray(grey, dtype=np.uint8)
+    rows, columns = grey.shape
+    padded = np.pad(grey, ((0, -rows % tiles), (0, -columns % tiles)), mode="reflect")
+    tile_rows, tile_columns = padded.shape[0] // tiles, padded.shape[1] // tiles
+    area = tile_rows * tile_columns
+    blocks = padded.reshape(tiles, tile_rows, tiles, tile_columns).transpose(0, 2, 1, 3)
+    offsets = np.arange(tiles * tiles, dtype=np.int64).reshape(tiles, tiles, 1, 1) * 256
+    histograms = np.bincount((blocks + offsets).ravel(), minlength=tiles * tiles * 256)
+    histograms = histograms.reshape(tiles * tiles, 256)
+    if clip_limit > 0:
+        limit = max(int(clip_limit * area / 256), 1)
+        excess = np.maximum(histograms - limit, 0).sum(axis=1)
+        histograms = np.minimum(histograms, limit) + (excess // 256)[:, None]
+        for tile, left in enumerate(excess % 256):
+            if left:  # the remainder one count each, every (256 // left)-th level
+                histograms[tile, np.arange(0, 256, max(256 // int(left), 1))[: int(left)]] += 1
+    scale = np.float32(255.0 / area)
+    tables = np.rint(np.cumsum(histograms, axis=1).astype(np.float32) * scale)
+    tables = np.clip(tables, 0, 255).astype(np.float32).reshape(tiles, tiles, 256)
 
-    return np.asarray(
-        cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(tiles, tiles)).apply(grey)
-    )
+    def neighbours(size: int, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        position = np.arange(size, dtype=np.float32) * np.float32(1.0 / tile) - np.float32(0.5)
+        first = np.floor(position).astype(np.int64)
+        weight = (position - first).astype(np.float32)
+        return np.maximum(first, 0), np.minimum(first + 1, tiles - 1), weight
+
+    y1, y2, wy = neighbours(rows, tile_rows)
+    x1, x2, wx = neighbours(columns, tile_columns)
+    y1, y2, wy = y1[:, None], y2[:, None], wy[:, None]
+    top = tables[y1, x1, grey] * (1 - wx) + tables[y1, x2, grey] * wx
+    bottom = tables[y2, x1, grey] * (1 - wx) + tables[y2, x2, grey] * wx
+    return np.clip(np.rint(top * (1 - wy) + bottom * wy), 0, 255).astype(np.uint8)
 
 
 def equalise(grey: np.ndarray) -> np.ndarray:
@@ -133,7 +165,7 @@ RENDERINGS: dict[str, Rendering] = {
         Rendering(
             "clahe_256",
             lambda hu: resize(clahe(min_max(hu), CLAHE_EXPORT_CLIP), CLAHE_EXPORT_SIDE),
-            "min-max, OpenCV CLAHE clip 7, 256 px (public notebooks)",
+            "min-max, CLAHE clip 7 as OpenCV computes it, 256 px (public notebooks)",
         ),
         Rendering("equalised", lambda hu: equalise(min_max(hu)), "min-max, histogram equalised"),
         Rendering(
