@@ -7,7 +7,7 @@ Prints, measured in one run on this machine:
     write NIfTI and montage), and its lung volumes;
   * a long list (the folder of every finding-lungs slice, 267) through `lungseg
     predict` from the command line, lungs + infection: worker processes, one per core
-    (``outputs.predict_pictures_in_processes``), against one process (--processes 0);
+    (``inference.batch.run_batch`` with ``processes``), against one process (--processes 0);
   * the same for a reference network of lungmask's size (a 5-level U-Net starting at
     64 filters on 256x256 input, 31 M parameters, random weights) run through the very
     same pipeline, and the ratio.
@@ -33,7 +33,8 @@ import torch
 from monai.networks.nets import BasicUNet
 
 from lungseg.inference import Predictor
-from lungseg.inference.outputs import output_stem, predict_files, write_prediction
+from lungseg.inference.batch import BatchSettings, output_stem, run_batch
+from lungseg.inference.encode import write_prediction
 from lungseg.training.export import export_onnx
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -58,7 +59,7 @@ def measure(predictor: Predictor, slices: list[Path], series: Path, out: Path) -
     started = (
         time.perf_counter()
     )  # as `lungseg predict` runs a list: writing overlaps the next slice
-    outcomes = list(predict_files(predictor, slices, out))
+    outcomes = list(run_batch(BatchSettings(out=out), slices, predictor=predictor))
     assert all(o.error is None for o in outcomes)
     pipelined = (time.perf_counter() - started) * 1000.0 / len(slices)
     squares = np.random.default_rng(0).random(
@@ -117,7 +118,7 @@ def main() -> None:
         predictor = Predictor(
             infection=False
         )  # lung against lung: the reference has no infection output
-        params = predictor.model.card.get("architecture", {}).get("parameters", 0) / 1e6
+        params = predictor.model.card.architecture.get("parameters", 0) / 1e6
         shipped = measure(predictor, slices, series, work / "a")
         with_infection = measure(Predictor(), slices, series, work / "c")
         every = args.data / "finding-lungs-ct" / "2d_images"

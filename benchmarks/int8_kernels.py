@@ -1,7 +1,7 @@
 """Do 8-bit models compute on this processor what they say, and how fast?
 
 onnxruntime multiplies uint8 activations by int8 weights with ``vpmaddubsw`` on x86,
-which saturates at 16 bits where the processor lacks VNNI (``inference.weights``).
+which saturates at 16 bits where the processor lacks VNNI (``training.weights``).
 For each model given (by default the shipped two), over real slices of every set,
 batch 1, this prints:
   * ms per 256 px slice as lungseg runs it (onnxruntime's fused integer kernels);

@@ -117,7 +117,7 @@ def test_shipped_model_segments_real_slices_of_both_sets(shared_data: Path) -> N
     from lungseg.inference.model import SegmentationModel, segment_slices
 
     model = SegmentationModel()
-    assert model.card["name"] == "lungseg-lung-unet"
+    assert model.card.name == "lungseg-lung-unet"
     cases = [
         (
             shared_data / "finding-lungs-ct" / "2d_images" / "ID_0008_Z_0065.tif",
@@ -180,7 +180,7 @@ def test_shipped_model_is_right_on_what_users_upload(shared_data: Path) -> None:
     a mirrored slice still gets the patient's right lung as right (sides from anatomy)."""
     from lungseg.core.masks import reference_sides, side_agreement
     from lungseg.core.metrics import slice_scores
-    from lungseg.evaluation.evaluate import back_to_slice, variants_of
+    from lungseg.evaluation.variants import back_to_slice, variants_of
     from lungseg.inference.model import SegmentationModel, segment_slices
 
     model = SegmentationModel()
@@ -314,7 +314,7 @@ def test_evaluate_scores_the_masks_predict_writes(shared_data: Path, infection: 
     """``lungseg evaluate`` and ``lungseg predict`` (and the API, which is the Predictor) give
     the same mask for the same picture, pixel for pixel, in each of its 8 orientations:
     every Dice the docs state is a figure for what users get."""
-    from lungseg.evaluation.evaluate import variants_of
+    from lungseg.evaluation.variants import variants_of
     from lungseg.inference import Predictor
     from lungseg.inference.model import segment_slices
 

@@ -57,13 +57,13 @@ def hu_from_float(values: np.ndarray, *, offset: float = 0.0, nan: float = -1024
     A volume is converted plane by plane, so it never needs a float copy of itself:
     a 500-slice scan stays within its own int16 size plus one plane.
     """
+    if values.dtype == np.int16 and not offset:
+        return values  # already HU as int16: never a second copy of a scan
     if values.ndim == 3:
         out = np.empty(values.shape, np.int16)
         for index, plane in enumerate(values):
             out[index] = hu_from_float(plane, offset=offset, nan=nan)
         return out
-    if values.dtype == np.int16 and not offset:
-        return values
     info = np.iinfo(np.int16)
     plane = np.nan_to_num(values.astype(np.float32), nan=nan) - np.float32(offset)
     return np.clip(np.round(plane), info.min, info.max).astype(np.int16)
