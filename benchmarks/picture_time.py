@@ -29,7 +29,7 @@ from PIL import Image
 
 from lungseg.imaging import read_image
 from lungseg.inference import Predictor
-from lungseg.inference.outputs import annotated_overlay, lung_png, png_bytes
+from lungseg.inference.encode import annotated_overlay, lung_png, png_bytes
 from lungseg.inference.preprocess import decision_at_slice_size, from_model_square
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -283,7 +283,7 @@ def _slice_bar(path: Path) -> Callable[[int, int], None]:
 
 
 def _cohort(args: argparse.Namespace) -> int:
-    from lungseg.inference.cohort import Settings, cohort_inputs, run_cohort
+    from lungseg.inference.cohort import cohort_inputs, run_cohort
 
     try:
         import distributed  # noqa: F401
@@ -292,12 +292,7 @@ def _cohort(args: argparse.Namespace) -> int:
             "lungseg predict --cohort needs Dask: pip install 'lungseg[cohort]'"
         ) from None
     scans = cohort_inputs(args.inputs)
-    settings = Settings(
-        out=str(args.out),
-        model=None if args.model is None else str(args.model),
-        infection_model=None if args.infection_model is None else str(args.infection_model),
-        infection=not args.no_infection,
-    )
+    settings = _batch_settings(args)
     bar: Any = None
     failed = 0
     if not args.quiet:
@@ -332,21 +327,16 @@ def _cohort(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if args.cohort:
         return _cohort(args)
-    from lungseg.imaging.readers import ReadLimits
-    from lungseg.inference import Predictor
-    from lungseg.inference.outputs import (
+    from lungseg.inference.batch import (
         expand_inputs,
-        predict_files,
-        predict_pictures_in_processes,
         process_workers,
-        sweep_partials,
+        run_batch,
         unique_stems,
     )
-    from lungseg.inference.result import Failure, describe
+    from lungseg.inference.encode import sweep_partials
 
-    predictor = Predictor(
-        args.model, infection_model=args.infection_model, infection=not args.no_infection
-    )
+    settings = _batch_settings(args)
+    predictor = settings.predictor()
     for stale in sweep_partials(args.out):
         print(
             f"lungseg: removed a half-written file of an interrupted run: {stale}", file=sys.stderr
@@ -359,29 +349,15 @@ def _predict(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"lungseg: note: {note}", file=sys.stderr)
     failed = 0
-    limits = ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels)
-    workers = process_workers(inputs, args.processes)
-    outcomes = (
-        predict_pictures_in_processes(  # a long list of pictures: a process per core
-            args.model,
-            args.infection_model,
-            not args.no_infection,
-            inputs,
-            args.out,
-            stems,
-            workers=workers,
-            limits=limits,
-        )
-        if workers
-        else predict_files(
-            predictor,
-            inputs,
-            args.out,
-            stems,
-            limits=limits,
-            progress=None if args.quiet else _slice_bar,
-        )
+    outcomes = run_batch(
+        settings,
+        inputs,
+        stems,
+        predictor=predictor,
+        processes=process_workers(inputs, args.processes),  # long lists of pictures
+        progress=None if args.quiet else _slice_bar,
     )
+    model = predictor.model_info()
     inputs_bar = None
     if not args.quiet and len(inputs) > 1:
         from tqdm import tqdm
@@ -396,20 +372,14 @@ def _predict(args: argparse.Namespace) -> int:
             failed += 1
             say(f"lungseg: failed: {outcome.error}", file=sys.stderr)
             if args.json:
-                say(Failure(file=str(path), error=str(outcome.error)).model_dump_json())
+                say(outcome.summary(model).model_dump_json())
             continue
         refused = prediction.check.status == "refused"
         if refused:  # not an axial chest CT: no files, and the run fails
             failed += 1
             say(f"lungseg: refused: {path}: {prediction.check.reasons[0]}", file=sys.stderr)
         if args.json:
-            summary = describe(
-                prediction,
-                model=predictor.model_info(),
-                file=str(path),
-                outputs=[str(p) for p in written],
-            )
-            say(summary.model_dump_json())
+            say(outcome.summary(model).model_dump_json())
         elif not refused:
             m, unit = prediction.measures, prediction.unit
             say(
@@ -430,6 +400,20 @@ def _predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _batch_settings(args: argparse.Namespace) -> Any:
+    """The one settings object of every batch runner (``inference.batch.BatchSettings``)."""
+    from lungseg.imaging.readers import ReadLimits
+    from lungseg.inference.batch import BatchSettings
+
+    return BatchSettings(
+        out=args.out,
+        model=None if args.model is None else str(args.model),
+        infection_model=None if args.infection_model is None else str(args.infection_model),
+        infection=not args.no_infection,
+        limits=ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels),
+    )
 
 
 def _check_writable(out: Path) -> None:

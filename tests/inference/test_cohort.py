@@ -74,3 +74,34 @@ def test_a_cohort_can_be_a_list_of_scans(tmp_path: Path) -> None:
     bad.write_text("file\nx/one.nii.gz\n")
     with pytest.raises(LungsegError, match="'path' column"):
         cohort_inputs([bad])
+
+
+def test_a_cohort_row_is_the_json_summary_flattened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cohort CSV is a view of the one summary (``result.Summary``): the numbers
+    ``lungseg predict --json`` prints, for an answer and for a failure."""
+    import json
+
+    from lungseg.inference.batch import BatchSettings
+    from lungseg.inference.cohort import cohort_row, segment_one
+    from lungseg.inference.result import Failure, Summary
+
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    scan = write_nifti(tmp_path / "a.nii.gz", volume.astype(np.int16))
+    settings = BatchSettings(out=tmp_path / "out", model=str(model), infection=False)
+    row = segment_one(str(scan), "a", settings)
+    arguments = ["predict", str(scan), "--out", str(tmp_path / "json"), "--model", str(model)]
+    assert main([*arguments, "--no-infection", "--json", "--quiet"]) == 0
+    summary = Summary.model_validate_json(capsys.readouterr().out.strip())
+    assert row["status"] == "ok" and row["kind"] == "volume" and row["slices"] == "6"
+    assert row["total_ml"] == f"{summary.lung.total:.1f}" != "0.0"
+    assert row["right_ml"] == f"{summary.lung.right:.1f}"
+    assert row["check_status"] == summary.check.status
+    assert row["check_reasons"] == " | ".join(summary.check.reasons)
+    assert json.loads(row["outputs"]) == ["a_mask.nii.gz", "a_overlay.png"]
+    assert (tmp_path / "out" / "a_mask.nii.gz").is_file()
+    failed = cohort_row(Failure(file="b.nii.gz", error="b.nii.gz: truncated"), "b")
+    assert failed["status"] == "failed" and failed["error"] == "b.nii.gz: truncated"
+    assert failed["input"] == "b.nii.gz" and failed["total_ml"] == ""

@@ -11,7 +11,7 @@ import pytest
 from synthetic import ct_volume, write_dicom_series
 
 from lungseg.inference import Predictor, save_prediction
-from lungseg.inference.outputs import volume_mask_dicom_seg
+from lungseg.inference.encode import volume_mask_dicom_seg
 from lungseg.visualize import LUNG_COLOURS
 
 
@@ -84,7 +84,7 @@ def test_the_montage_runs_head_to_feet_with_instance_numbers(
     """One slice order everywhere: the montage's first tile is the top slice, numbered 1
     as the page numbers it, with its DICOM instance number (the writer numbers instances
     from the head down); a NIfTI has no instance numbers."""
-    from lungseg.inference.outputs import montage_captions
+    from lungseg.inference.encode import montage_captions
 
     hu, _ = ct_volume(slices=6, size=64, lung_free=1)
     write_dicom_series(tmp_path / "series", hu)

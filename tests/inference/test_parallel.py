@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from synthetic import ct_slice, write_tiff_hu
 
-from lungseg.inference import Predictor, outputs
-from lungseg.inference.outputs import (
+from lungseg.inference import batch
+from lungseg.inference.batch import (
     PARALLEL_MIN_PICTURES,
-    predict_files,
-    predict_pictures_in_processes,
+    BatchSettings,
     process_workers,
+    run_batch,
 )
 
 
@@ -25,10 +25,8 @@ def test_worker_processes_match_one_process_input_by_input(tmp_path: Path) -> No
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
     paths.insert(2, broken)
 
-    alone = list(predict_files(Predictor(), paths, tmp_path / "alone"))
-    workers = list(
-        predict_pictures_in_processes(None, None, True, paths, tmp_path / "workers", workers=2)
-    )
+    alone = list(run_batch(BatchSettings(out=tmp_path / "alone"), paths))
+    workers = list(run_batch(BatchSettings(out=tmp_path / "workers"), paths, processes=2))
 
     assert [o.path for o in workers] == paths  # input order, whichever worker ends first
     for one, many in zip(alone, workers, strict=True):
@@ -49,7 +47,7 @@ def test_only_a_long_list_of_pictures_on_several_cores_gets_workers(
     pictures = [tmp_path / f"p{i}.png" for i in range(PARALLEL_MIN_PICTURES)]
     for path in pictures:
         path.write_bytes(b"")
-    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
     assert process_workers(pictures) == 2
     assert process_workers(pictures[:-1]) == 0  # too short to pay for starting workers
     scan = tmp_path / "scan.nii.gz"
@@ -58,7 +56,7 @@ def test_only_a_long_list_of_pictures_on_several_cores_gets_workers(
     folder = tmp_path / "series"
     folder.mkdir()
     assert process_workers([*pictures[:-1], folder]) == 0
-    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 1)
     assert process_workers(pictures) == 0
     assert process_workers(pictures[:2], requested=3) == 3  # as asked (--processes)
     assert process_workers(pictures, requested=0) == 0
@@ -76,13 +74,13 @@ def test_lungseg_predict_gives_a_long_list_of_pictures_to_workers(
     inputs.mkdir()
     for i in range(4):
         write_tiff_hu(inputs / f"s{i}.tif", ct_slice(96, seed=i)[0])
-    monkeypatch.setattr(outputs, "PARALLEL_MIN_PICTURES", 4)
-    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(batch, "PARALLEL_MIN_PICTURES", 4)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
 
     def one_process(*args: object, **kwargs: object) -> None:
         raise AssertionError("a long list of pictures goes to worker processes")
 
-    monkeypatch.setattr(outputs, "predict_files", one_process)
+    monkeypatch.setattr(batch, "segment", one_process)  # this process segments nothing
     assert main(["predict", str(inputs), "--out", str(tmp_path / "out"), "--json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path(r["file"]).name for r in records] == [f"s{i}.tif" for i in range(4)]

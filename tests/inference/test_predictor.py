@@ -531,7 +531,7 @@ def test_predict_shows_progress_over_inputs_and_slices_unless_quiet(
 def test_the_png_writer_round_trips_any_grey_or_rgb_picture(
     rows: int, cols: int, rgb: bool, seed: int
 ) -> None:
-    from lungseg.inference.outputs import png_bytes
+    from lungseg.inference.encode import png_bytes
 
     shape = (rows, cols, 3) if rgb else (rows, cols)
     picture = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
@@ -548,7 +548,7 @@ def test_the_png_writer_round_trips_any_grey_or_rgb_picture(
 def test_label_pngs_round_trip_any_labels_with_their_palette(
     rows: int, cols: int, seed: int
 ) -> None:
-    from lungseg.inference.outputs import label_png_bytes
+    from lungseg.inference.encode import label_png_bytes
 
     labels = np.random.default_rng(seed).integers(0, 256, (rows, 2 * cols), dtype=np.uint8)
     labels = labels[:, ::2]  # a strided view, as a slice of a volume can be
@@ -564,7 +564,7 @@ def test_label_pngs_round_trip_any_labels_with_their_palette(
 
 
 def test_label_pngs_refuse_what_is_not_a_2d_mask() -> None:
-    from lungseg.inference.outputs import label_png_bytes
+    from lungseg.inference.encode import label_png_bytes
 
     for shape in ((0, 4), (4, 4, 4)):
         with pytest.raises(ValueError, match="non-empty 2D"):
@@ -572,7 +572,7 @@ def test_label_pngs_refuse_what_is_not_a_2d_mask() -> None:
 
 
 def test_the_png_writer_takes_a_strided_view_and_refuses_four_channels() -> None:
-    from lungseg.inference.outputs import png_bytes
+    from lungseg.inference.encode import png_bytes
 
     picture = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)[:, ::2]
     with Image.open(io.BytesIO(png_bytes(picture))) as decoded:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lungseg.dataset.build import BuildConfig, BuildSummary, build_dataset
+from lungseg.dataset.build import build_dataset
+from lungseg.dataset.config import BuildConfig, BuildSummary
 from lungseg.dataset.sources import SOURCES, CaseFile, open_source
 from lungseg.dataset.store import BuiltDataset
 

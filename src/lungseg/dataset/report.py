@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,15 +16,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lungseg.dataset.config import BuildConfig, BuildSummary
 from lungseg.dataset.qc import ALL_CHECKS
 from lungseg.dataset.split import SPLITS
 from lungseg.dataset.store import BuiltDataset, ManifestRow, SliceRecord
 from lungseg.imaging import Intensity, to_display
 from lungseg.reporting import markdown_table, save_figure
 from lungseg.visualize import overlay
-
-if TYPE_CHECKING:
-    from lungseg.dataset.build import BuildConfig, BuildSummary
 
 SAMPLES_PER_SPLIT = 8
 MAX_QC_THUMBNAILS = 24

@@ -101,7 +101,7 @@ def scan_end_slices(scan_path: Path) -> list[EndSlice]:
 def score_end_slices(model: SegmentationModel, slices: list[EndSlice]) -> dict[str, Any]:
     """Mean and lowest Dice and the share of right sides per source and way of sending,
     and the lowest of each over every way: ``{source: {...}}``."""
-    from lungseg.evaluation.evaluate import SIDE_OK, back_to_slice, variants_of
+    from lungseg.evaluation.variants import SIDE_OK, back_to_slice, variants_of
 
     scores: dict[str, dict[str, list[tuple[float, int]]]] = defaultdict(lambda: defaultdict(list))
     for item in slices:

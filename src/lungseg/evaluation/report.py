@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from lungseg.dataset.store import BuiltDataset
-from lungseg.evaluation.evaluate import SIDE_OK, WORST_KEPT
+from lungseg.evaluation.variants import SIDE_OK, WORST_KEPT
 from lungseg.imaging import Intensity, to_display
 from lungseg.imaging.orientation import DIHEDRAL, dihedral_name, undo_dihedral
 from lungseg.imaging.render import RENDERINGS
@@ -22,7 +22,7 @@ from lungseg.reporting import markdown_table, save_figure
 from lungseg.visualize import overlay
 
 if TYPE_CHECKING:
-    from lungseg.evaluation.evaluate import Evaluation
+    from lungseg.evaluation.variants import Evaluation
 
 TRUE_POSITIVE = (60, 200, 90)
 FALSE_POSITIVE = (230, 60, 50)
@@ -141,7 +141,7 @@ def examples_picture(model: SegmentationModel, image: np.ndarray, path: Path) ->
     """One HU slice as users send it: each exporter's PNG (in the orientation it is saved
     in) and the 8 orientations, each with the lungs the model returns (red: patient's
     right lung, blue: left). Sides come from anatomy, so they follow the patient."""
-    from lungseg.evaluation.evaluate import variants_of
+    from lungseg.evaluation.variants import variants_of
 
     cases = [v for v in variants_of(image, Intensity.HU) if not v.name.endswith(".jpg")]
     labels = segment_slices(model, [v.image for v in cases], [v.intensity for v in cases])

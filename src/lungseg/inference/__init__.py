@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lungseg.inference.outputs import write_prediction as save_prediction
-from lungseg.inference.predictor import Prediction, Predictor
+from lungseg.inference.encode import write_prediction as save_prediction
+from lungseg.inference.predictor import Predictor
+from lungseg.inference.result import Prediction
 
 __all__ = ["Prediction", "Predictor", "save_prediction"]

@@ -27,18 +27,13 @@ MedSeg's tight crops have lung on 8-28 % of their border pixels, whole.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT
 from lungseg.imaging import CTImage, Intensity
 from lungseg.imaging.readers import image_from_array
 from lungseg.inference.model import TURN_CONFIDENCE, TurnReading
-from lungseg.inference.result import Check
-
-if TYPE_CHECKING:
-    from lungseg.inference.predictor import Prediction
+from lungseg.inference.result import Check, Prediction
 
 NOT_AXIAL_TOP = 0.5
 """A photo may not be an axial CT slice where the orientation head's best turn has less

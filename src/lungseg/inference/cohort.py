@@ -24,11 +24,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lungseg.errors import LungsegError
+from lungseg.inference.batch import BatchSettings, segment_and_write, unique_stems
+from lungseg.inference.predictor import Predictor
+from lungseg.inference.result import Failure, Summary
 
 SUMMARY = "cohort.csv"
 COLUMNS = (
@@ -108,79 +110,58 @@ def _holds_scans(folder: Path) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What each worker needs to segment a scan."""
-
-    out: str
-    model: str | None = None
-    infection_model: str | None = None
-    infection: bool = True
-
-
 @functools.lru_cache(maxsize=2)
-def _predictor(model: str | None, infection_model: str | None, infection: bool) -> Any:
-    """One Predictor per worker process (the models load once, not per scan)."""
-    from lungseg.inference import Predictor
-
-    # one onnxruntime thread: the cluster runs one scan per worker process at a time
-    return Predictor(model, infection_model=infection_model, infection=infection, threads=1)
+def _predictor(settings: BatchSettings) -> Predictor:
+    """One Predictor per worker process (the models load once, not per scan), with one
+    onnxruntime thread: the cluster runs one scan per worker process at a time."""
+    return settings.predictor(threads=1)
 
 
-def segment_one(path: str, stem: str, settings: Settings) -> dict[str, str]:
-    """Segment one scan and write its files; its summary row (``status`` ok or failed).
-    Runs on a Dask worker."""
-    from lungseg.inference.outputs import write_prediction
-
-    row = {name: "" for name in COLUMNS} | {"input": path, "stem": stem}
+def segment_one(path: str, stem: str, settings: BatchSettings) -> dict[str, str]:
+    """Segment one scan and write its files, as every runner does
+    (``batch.segment_and_write``); its row of ``cohort.csv``. Runs on a Dask worker."""
     try:
-        predictor = _predictor(settings.model, settings.infection_model, settings.infection)
-        prediction = predictor.predict(Path(path))
-        written = write_prediction(prediction, Path(settings.out), stem)
+        predictor = _predictor(settings)
     except LungsegError as error:
-        return row | {"status": "failed", "error": str(error)}
-    except Exception as error:  # a bug: this scan's row says so, the cohort goes on
-        return row | {
-            "status": "failed",
-            "error": f"unexpected error {type(error).__name__}: {error} (a bug in lungseg)",
-        }
-    return (
-        row
-        | _numbers(prediction)
-        | {
-            "status": "ok",
-            "seconds": f"{prediction.seconds:.2f}",
-            "check_status": prediction.check.status,  # ok / review / refused (no files)
-            "check_reasons": " | ".join(prediction.check.reasons),
-            "notes": " | ".join(prediction.notes),
-            "outputs": json.dumps([p.name for p in written]),
-        }
-    )
+        return cohort_row(Failure(file=path, error=str(error)), stem)
+    outcome = segment_and_write(predictor, Path(path), stem, settings)
+    return cohort_row(outcome.summary(predictor.model_info()), stem)
 
 
-def _numbers(prediction: Any) -> dict[str, str]:
-    measures = prediction.measures
-    numbers = {
-        "kind": prediction.kind,
-        "slices": str(prediction.lung.shape[0] if prediction.image.is_volume else 1),
-        "right_ml": f"{measures['right']:.1f}",
-        "left_ml": f"{measures['left']:.1f}",
-        "total_ml": f"{measures['total']:.1f}",
+def cohort_row(summary: Summary | Failure, stem: str) -> dict[str, str]:
+    """A row of ``cohort.csv``: the one summary of an answer (``result.Summary``, as
+    ``--json`` and the API give it), flattened; ``status`` ok or failed."""
+    row = {name: "" for name in COLUMNS} | {"input": summary.file or "", "stem": stem}
+    if isinstance(summary, Failure):
+        return row | {"status": "failed", "error": summary.error}
+    lung = summary.lung
+    row |= {
+        "status": "ok",
+        "kind": summary.kind,
+        "slices": str(summary.size[0] if summary.kind == "volume" else 1),
+        "right_ml": f"{lung.right:.1f}",
+        "left_ml": f"{lung.left:.1f}",
+        "total_ml": f"{lung.total:.1f}",
+        "seconds": f"{summary.timings_ms.segment / 1000:.2f}",
+        "check_status": summary.check.status,  # ok / review / refused (no files)
+        "check_reasons": " | ".join(summary.check.reasons),
+        "notes": " | ".join(summary.notes),
+        "outputs": json.dumps([Path(p).name for p in summary.outputs or []]),
     }
-    involvement = prediction.involvement
-    if involvement:
-        share, severity = involvement["share"], involvement["severity"]
-        numbers |= {
-            "involved_right_pct": f"{100 * share['right']:.2f}",
-            "involved_left_pct": f"{100 * share['left']:.2f}",
-            "severity_right": str(severity["right"]),
-            "severity_left": str(severity["left"]),
-            "severity_total": str(severity["total"]),
+    involvement = summary.involvement
+    if involvement is not None:
+        share, severity = involvement.share, involvement.severity
+        row |= {
+            "involved_right_pct": f"{100 * share.right:.2f}",
+            "involved_left_pct": f"{100 * share.left:.2f}",
+            "severity_right": str(severity.right),
+            "severity_left": str(severity.left),
+            "severity_total": str(severity.total),
         }
         for name in ("ground_glass_ml", "consolidation_ml", "effusion_ml"):
-            value = involvement.get(name)
-            numbers[name] = "" if value is None else f"{value:.1f}"
-    return numbers
+            value = getattr(involvement, name)
+            row[name] = "" if value is None else f"{value:.1f}"
+    return row
 
 
 def finished(out: Path) -> dict[str, dict[str, str]]:
@@ -205,7 +186,7 @@ def finished(out: Path) -> dict[str, dict[str, str]]:
 
 def run_cohort(
     scans: list[Path],
-    settings: Settings,
+    settings: BatchSettings,
     *,
     scheduler: str | None = None,
     workers: int = 2,
@@ -216,8 +197,6 @@ def run_cohort(
     earlier runs that are done, then each new row as its scan finishes.
     ``on_row(row, done, total)`` follows the progress. Returns the summary's path."""
     from dask.distributed import Client, LocalCluster, as_completed
-
-    from lungseg.inference.outputs import unique_stems
 
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Files a prediction is written as; each is written aside and renamed, never half-written.
+"""The files a prediction is written as, and their bytes (the web API sends the same
+bytes); each file is written aside and renamed, never half-written.
 
 Slice: ``<stem>_mask.png`` (8-bit palette PNG, the input's size: 0 background,
 1 right lung, 2 left lung) and ``<stem>_overlay.png`` (the image with the right
@@ -15,9 +16,6 @@ import os
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,64 +25,14 @@ from isal import igzip, isal_zlib
 from PIL import Image
 
 from lungseg import __version__
-from lungseg.core.files import strip_suffixes
-from lungseg.errors import LungsegError
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order, to_source_grid, to_stored_order
-from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
-from lungseg.inference.model import Progress
-from lungseg.inference.predictor import Prediction, Predictor
+from lungseg.inference.result import Prediction
 from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay
 from lungseg.visualize import montage as visual_montage
 
 MONTAGE_SLICES = 8
 MONTAGE_TILE = 256
-
-
-def output_stem(path: Path) -> str:
-    """``scan.nii.gz`` -> ``scan``; a DICOM folder -> its name."""
-    stem = strip_suffixes(path.name)
-    if stem != path.name:
-        return stem
-    return path.stem if path.is_file() else path.name
-
-
-def unique_stems(paths: list[Path]) -> tuple[list[str], list[str]]:
-    """An output stem per input, never shared, so no input's files overwrite another's.
-
-    Inputs whose stems collide (``a/1.png`` + ``b/1.png``, ``x.png`` + ``x.dcm``; compared
-    case-insensitively) get their folder name (or, in one folder, their file type)
-    in front, then a number if still needed. Returns the stems and one note per
-    renamed group, saying how.
-    """
-    stems = [output_stem(p) for p in paths]
-    groups: dict[str, list[int]] = {}
-    for index, stem in enumerate(stems):
-        groups.setdefault(stem.lower(), []).append(index)
-    notes = []
-    for members in (m for m in groups.values() if len(m) > 1):
-        parents = {paths[i].parent.name for i in members}
-        for i in members:
-            qualifier = paths[i].parent.name if len(parents) == len(members) else None
-            if qualifier is None:
-                qualifier = paths[i].name[len(stems[i]) :].lstrip(".").lower() or "folder"
-            stems[i] = f"{qualifier}_{stems[i]}"
-        notes.append(
-            "inputs "
-            + ", ".join(str(paths[i]) for i in members)
-            + " share a name; their outputs are named "
-            + ", ".join(f"{stems[i]}_*" for i in members)
-        )
-    taken: set[str] = set()
-    for index, stem in enumerate(stems):
-        candidate, number = stem, 2
-        while candidate.lower() in taken:
-            candidate, number = f"{stem}-{number}", number + 1
-        if candidate != stem:
-            notes.append(f"{paths[index]}: outputs named {candidate}_* (the name was taken)")
-        stems[index] = candidate
-        taken.add(candidate.lower())
-    return stems, notes
 
 
 PARTIAL = ".partial-"
@@ -116,9 +64,15 @@ def process_running(pid: int) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes) -> Path:
+    """``data`` written aside, then renamed to ``path``: a write that fails (a full disk)
+    leaves neither a half file under the output's name nor the partial one."""
     partial = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}")
-    partial.write_bytes(data)
-    partial.replace(path)
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -372,215 +326,3 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
-
-
-@dataclass
-class Outcome:
-    """One input of ``predict_files``: its prediction and files, or why it failed."""
-
-    path: Path
-    prediction: Prediction | None = None
-    written: list[Path] = field(default_factory=list)
-    error: str | None = None
-
-
-SCAN_SUFFIXES = (".nii", ".nii.gz", ".zip")
-"""Files read as they are: NIfTI volumes and zips of a DICOM series."""
-
-
-def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """The inputs as the CLI takes them, and a line for each file a folder holds that is
-    not read (why). Files (a ``.zip`` of a series included) are read as they are. A
-    folder holding only DICOM files (and files that are no image: a DICOMDIR, a README)
-    is one DICOM series. A folder holding pictures (PNG, JPG, TIFF, BMP), NIfTI volumes
-    or zips stands for each of them; its DICOM files are then one more input: a lone one
-    is one slice, several are the folder's series."""
-    expanded: list[Path] = []
-    skipped: list[str] = []
-    for path in paths:
-        if not path.is_dir():
-            expanded.append(path)
-            continue
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        images = [p for p in files if _image_kind(p)]  # by name: no file is opened
-        if not images:  # a DICOM series (its files may lie in sub-folders)
-            expanded.append(path)
-            continue
-        expanded.extend(images)
-        rest = [p for p in files if not _image_kind(p)]
-        dicoms = [p for p in rest if _looks_dicom(p)]
-        if len(dicoms) == 1:
-            expanded.append(dicoms[0])
-        elif dicoms:
-            expanded.append(path)  # the reader takes the folder's DICOM files as a series
-        for other in sorted(set(rest) - set(dicoms)):
-            suffix = "".join(other.suffixes[-2:]) or "no suffix"
-            skipped.append(f"{other}: skipped, not an image lungseg reads ({suffix})")
-        for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-            skipped.append(f"{folder}: skipped, a folder inside a folder of pictures")
-    return expanded, skipped
-
-
-def _image_kind(path: Path) -> bool:
-    name = path.name.lower()
-    return path.suffix.lower() in RASTER_SUFFIXES or name.endswith(SCAN_SUFFIXES)
-
-
-def _looks_dicom(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:  # unreadable: the reader will say so
-        return False
-
-
-def predict_files(
-    predictor: Predictor,
-    paths: list[Path],
-    out: Path,
-    stems: list[str] | None = None,
-    *,
-    limits: ReadLimits = DEFAULT_LIMITS,
-    progress: Callable[[Path], Progress | None] | None = None,
-) -> Iterator[Outcome]:
-    """Segment each input and write its files (named ``stems``, by default ``unique_stems``),
-    in input order.
-
-    Writing (PNG and NIfTI compression, which releases the GIL) runs on a second
-    thread while the next input is read and segmented. A bad input yields an
-    ``Outcome`` with ``error`` and the others go on; so does an input that meets a
-    bug (its error says so, with the exception's type). ``progress(path)`` gives
-    the callback that follows that input's slices.
-    """
-    if stems is None:
-        stems = unique_stems(paths)[0]
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        pending: tuple[Outcome, Future[list[Path]]] | None = None
-        for path, stem in zip(paths, stems, strict=True):
-            outcome = _predict_one(predictor, path, limits, progress(path) if progress else None)
-            if pending is not None:
-                yield _finish(*pending)
-                pending = None
-            if outcome.prediction is None:
-                yield outcome
-                continue
-            pending = (
-                outcome,
-                writer.submit(write_prediction, outcome.prediction, out, stem),
-            )
-        if pending is not None:
-            yield _finish(*pending)
-
-
-def _predict_one(
-    predictor: Predictor, path: Path, limits: ReadLimits, progress: Progress | None
-) -> Outcome:
-    outcome = Outcome(path)
-    try:
-        outcome.prediction = predictor.predict(path, limits=limits, progress=progress)
-    except LungsegError as error:
-        outcome.error = str(error)
-    except Exception as error:  # a bug: report it on this input's line, go on
-        outcome.error = (
-            f"{path}: unexpected error {type(error).__name__}: {error} "
-            "(a bug in lungseg: please report it with this line)"
-        )
-    return outcome
-
-
-PARALLEL_MIN_PICTURES = 64
-"""A list of at least this many 2D pictures is segmented by worker processes
-(``predict_pictures_in_processes``); a worker takes about a second to start."""
-
-
-def process_workers(paths: list[Path], requested: int | None = None) -> int:
-    """Worker processes for a list of inputs: for 2D pictures only (PNG, JPG, TIFF, BMP
-    files; scans run one at a time, in bounded memory), ``requested`` of them, by
-    default one per core from ``PARALLEL_MIN_PICTURES`` pictures on, where one process
-    leaves a core idle between model calls (``benchmarks/inference_speed.py``); 0: this
-    process segments them."""
-    pictures = len(paths) > 1 and all(
-        p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in paths
-    )
-    if not pictures:
-        return 0
-    if requested is not None:
-        return max(requested, 0)
-    cores = os.cpu_count() or 1
-    return cores if cores > 1 and len(paths) >= PARALLEL_MIN_PICTURES else 0
-
-
-def predict_pictures_in_processes(
-    model: str | Path | None,
-    infection_model: str | Path | None,
-    infection: bool,
-    paths: list[Path],
-    out: Path,
-    stems: list[str] | None = None,
-    *,
-    workers: int = 2,
-    limits: ReadLimits = DEFAULT_LIMITS,
-) -> Iterator[Outcome]:
-    """``predict_files`` over ``workers`` processes, each with its own ``Predictor``
-    (``model``, ``infection_model``, ``infection``; one onnxruntime thread), reading,
-    segmenting and writing whole inputs; outcomes in input order. At most two inputs
-    per worker are under way or waiting to be taken, so memory stays bounded however
-    long the list. For 2D pictures: a scan would hold a scan's memory per worker."""
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    if stems is None:
-        stems = unique_stems(paths)[0]
-    settings = {"model": model, "infection_model": infection_model, "infection": infection}
-    context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's threads
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(settings,)
-    ) as pool:
-        pending: deque[tuple[Path, Future[Outcome]]] = deque()
-        try:
-            for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
-                pending.append((path, pool.submit(_worker_predicts, path, out, stem, limits)))
-                while pending and (len(pending) >= 2 * workers or index == len(paths) - 1):
-                    outcome = pending[0][1].result()  # the input named if its worker died
-                    pending.popleft()
-                    yield outcome
-        except BrokenProcessPool as error:
-            raise LungsegError(
-                f"a worker process stopped (out of memory?) while segmenting "
-                f"{pending[0][0] if pending else 'the list'}: {error}"
-            ) from error
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
-_worker: Predictor | None = None
-"""The worker process's own Predictor (``predict_pictures_in_processes``)."""
-
-
-def _start_worker(settings: dict[str, Any]) -> None:
-    global _worker
-    _worker = Predictor(**settings, threads=1)
-
-
-def _worker_predicts(path: Path, out: Path, stem: str, limits: ReadLimits) -> Outcome:
-    assert _worker is not None, "the worker's initializer loads the Predictor"
-    outcome = _predict_one(_worker, path, limits, None)
-    if outcome.prediction is not None:
-        try:
-            outcome.written = write_prediction(outcome.prediction, out, stem)
-        except OSError as error:
-            outcome.error = f"{outcome.path}: cannot write the outputs: {error}"
-    return outcome
-
-
-def _finish(outcome: Outcome, future: Future[list[Path]]) -> Outcome:
-    try:
-        outcome.written = future.result()
-    except OSError as error:
-        outcome.error = f"{outcome.path}: cannot write the outputs: {error}"
-    return outcome

@@ -18,7 +18,6 @@ and the model's sides disagree with it, the file's sides are kept, with a note.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -48,41 +47,10 @@ from lungseg.inference.model import (
     TurnReading,
     segment_image,
 )
-from lungseg.inference.result import Check, ModelInfo, SliceLung
+from lungseg.inference.result import Check, ModelInfo, Prediction, SliceLung
 
 SIDE_AGREEMENT = 0.5
 """Below this share of lung pixels on the file's side, the model's sides are overruled."""
-
-
-@dataclass
-class Prediction:
-    """What the Predictor found in one input.
-
-    Attributes:
-        image: the input as read (pixels in display order, geometry, intensity).
-        lung: uint8 labels of ``image.array``'s shape: 0 background, 1 right, 2 left lung.
-        measures: ``right``, ``left`` and ``total`` lung size in ``unit``.
-        per_slice: for a volume, each slice's place (number head to feet, DICOM
-            instance number, z) and ``right``/``left``/``total`` lung area in mm²
-            (pixels without spacing), in the array's slice order.
-        unit: ``mm2`` for a slice with spacing, ``mL`` for a volume with spacing, ``px`` without.
-        seconds: time spent reading and segmenting.
-    """
-
-    image: CTImage
-    lung: np.ndarray
-    measures: dict[str, float]
-    unit: str
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    infection: np.ndarray | None = None  # 0 none, 1 ground glass, 2 consolidation, 3 effusion
-    involvement: dict[str, object] | None = None  # see inference.infection.involvement
-    per_slice: list[SliceLung] | None = None  # a volume's slices: place and lung area
-    check: Check = field(default_factory=lambda: Check(status="ok"))  # whether to trust it
-
-    @property
-    def kind(self) -> str:
-        return "volume" if self.image.is_volume else "slice"
 
 
 class Predictor:

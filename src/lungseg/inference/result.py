@@ -1,5 +1,7 @@
-"""The one description of a prediction: ``lungseg predict --json`` prints it, the web
-API answers it (with pictures added), and the OpenAPI schema at ``/docs`` shows it.
+"""A prediction, and the one description of it: ``Prediction`` is what the Predictor
+found (the arrays); ``Summary`` (``describe``) is what ``lungseg predict --json`` prints,
+the web API answers (with pictures added), the cohort CSV flattens and the OpenAPI
+schema at ``/docs`` shows.
 
     summary = describe(prediction, model=predictor.model_info())
     summary.lung.total, summary.notes, summary.model_dump_json()
@@ -7,12 +9,13 @@ API answers it (with pictures added), and the OpenAPI schema at ``/docs`` shows 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from lungseg.inference.predictor import Prediction
+from lungseg.imaging import CTImage
 
 
 class Check(BaseModel):
@@ -124,6 +127,37 @@ class Failure(BaseModel):
 
     file: str | None = None
     error: str
+
+
+@dataclass
+class Prediction:
+    """What the Predictor found in one input.
+
+    Attributes:
+        image: the input as read (pixels in display order, geometry, intensity).
+        lung: uint8 labels of ``image.array``'s shape: 0 background, 1 right, 2 left lung.
+        measures: ``right``, ``left`` and ``total`` lung size in ``unit``.
+        per_slice: for a volume, each slice's place (number head to feet, DICOM
+            instance number, z) and ``right``/``left``/``total`` lung area in mm²
+            (pixels without spacing), in the array's slice order.
+        unit: ``mm2`` for a slice with spacing, ``mL`` for a volume with spacing, ``px`` without.
+        seconds: time spent reading and segmenting.
+    """
+
+    image: CTImage
+    lung: np.ndarray
+    measures: dict[str, float]
+    unit: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    infection: np.ndarray | None = None  # 0 none, 1 ground glass, 2 consolidation, 3 effusion
+    involvement: dict[str, object] | None = None  # see inference.infection.involvement
+    per_slice: list[SliceLung] | None = None  # a volume's slices: place and lung area
+    check: Check = field(default_factory=lambda: Check(status="ok"))  # whether to trust it
+
+    @property
+    def kind(self) -> str:
+        return "volume" if self.image.is_volume else "slice"
 
 
 def describe(

@@ -19,7 +19,7 @@ from lungseg.imaging import to_display
 from lungseg.imaging.intensity import MEDIASTINAL_WINDOW
 from lungseg.imaging.types import Intensity
 from lungseg.inference import Prediction, Predictor
-from lungseg.inference.outputs import (
+from lungseg.inference.encode import (
     annotated_overlay,
     infection_png,
     lung_png,

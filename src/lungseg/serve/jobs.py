@@ -24,7 +24,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from lungseg.errors import LungsegError
-from lungseg.inference.outputs import process_running
+from lungseg.inference.encode import process_running
 
 T = TypeVar("T")
 
