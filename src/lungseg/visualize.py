@@ -29,6 +29,28 @@ INFECTION_COLOURS: dict[int, tuple[int, int, int]] = {
     PLEURAL_EFFUSION: (170, 80, 200),  # purple
     INFECTION_UNTYPED: (250, 210, 40),
 }
+LABEL_NAMES: dict[str, dict[int, str]] = {
+    "lung": {LUNG_RIGHT: "right lung", LUNG_LEFT: "left lung", LUNG_SIDE_UNKNOWN: "lung"},
+    "infection": {
+        GROUND_GLASS: "ground glass",
+        CONSOLIDATION: "consolidation",
+        PLEURAL_EFFUSION: "effusion",
+        INFECTION_UNTYPED: "infection",
+    },
+}
+
+
+def colour_table() -> dict[str, dict[str, dict[str, object]]]:
+    """Every mask's labels with their names and colours: the one table the overlays, the
+    palette PNGs, the DICOM-SEG and the web page (``GET /api/v1/colours``) draw with."""
+    colours = {"lung": LUNG_COLOURS, "infection": INFECTION_COLOURS}
+    return {
+        mask: {
+            str(label): {"name": LABEL_NAMES[mask][label], "rgb": list(rgb)}
+            for label, rgb in table.items()
+        }
+        for mask, table in colours.items()
+    }
 
 
 def overlay(
@@ -129,12 +151,11 @@ def _tint_table(
 
 
 LEGEND_NAMES = {
-    "lung": ((LUNG_COLOURS[LUNG_RIGHT], "right lung"), (LUNG_COLOURS[LUNG_LEFT], "left lung")),
-    "infection": (
-        (INFECTION_COLOURS[GROUND_GLASS], "ground glass"),
-        (INFECTION_COLOURS[CONSOLIDATION], "consolidation"),
-        (INFECTION_COLOURS[PLEURAL_EFFUSION], "effusion"),
-    ),
+    mask: tuple((colours[label], LABEL_NAMES[mask][label]) for label in labels)
+    for mask, colours, labels in (
+        ("lung", LUNG_COLOURS, (LUNG_RIGHT, LUNG_LEFT)),
+        ("infection", INFECTION_COLOURS, (GROUND_GLASS, CONSOLIDATION, PLEURAL_EFFUSION)),
+    )
 }
 
 

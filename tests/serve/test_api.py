@@ -96,6 +96,28 @@ def test_segment_png_returns_measures_and_pictures(client: TestClient) -> None:
     assert data["timings_ms"]["total"] > 0 and "name" in data["model"]
 
 
+def test_the_page_draws_with_the_colours_every_output_uses(client: TestClient) -> None:
+    """One colour table: what /api/v1/colours sends the page is what the mask PNGs'
+    palettes and the overlays use."""
+    from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS
+
+    table = client.get("/api/v1/colours").json()
+    assert table["lung"]["1"] == {"name": "right lung", "rgb": list(LUNG_COLOURS[LUNG_RIGHT])}
+    assert table["lung"]["2"]["name"] == "left lung"
+    assert {int(k): tuple(v["rgb"]) for k, v in table["infection"].items()} == INFECTION_COLOURS
+    hu, _ = ct_slice(64)
+    data = client.post(
+        "/api/v1/segment", files={"file": ("slice.png", png(display_slice(hu)), "image/png")}
+    ).json()
+    mask = Image.open(io.BytesIO(base64.b64decode(data["mask_png"])))
+    palette = mask.getpalette()
+    assert palette is not None
+    for label, entry in table["lung"].items():
+        assert palette[3 * int(label) : 3 * int(label) + 3] == entry["rgb"]
+    page = client.get("/static/app.js").text
+    assert "/api/v1/colours" in page and "230, 75, 60" not in page  # no table of its own
+
+
 @pytest.mark.parametrize("answer", ["mask", "overlay"])
 def test_segment_can_answer_a_png(client: TestClient, answer: str) -> None:
     hu, _ = ct_slice(64)

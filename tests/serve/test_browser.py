@@ -8,6 +8,8 @@ from it).
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import socket
@@ -16,9 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 from conftest import SHARED_DATA
+from PIL import Image
 from synthetic import ct_slice, ct_volume, display_slice, write_nifti, write_png
 
 from lungseg.serve.app import create_app
@@ -86,6 +90,22 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             assert right and left and not right.startswith("0 ")
             if SHARED_DATA.exists():  # a routine mid-lung slice: no banner
                 assert page.locator("#check").is_hidden()
+            # the page reads the labels as the mask PNG stores them, and draws them in the
+            # server's colours (GET /api/v1/colours)
+            counts = page.evaluate(
+                "(() => { const c = {}; for (const v of frames[0].mask) c[v] = (c[v] || 0) + 1;"
+                " return c; })()"
+            )
+            sent = np.array(
+                Image.open(io.BytesIO(base64.b64decode(page.evaluate("result.mask_png"))))
+            )
+            assert {int(k): v for k, v in counts.items()} == {
+                int(k): int(v) for k, v in zip(*np.unique(sent, return_counts=True), strict=True)
+            }
+            right = page.evaluate(
+                "getComputedStyle(document.documentElement).getPropertyValue('--right')"
+            )
+            assert right.strip() == "rgb(230, 75, 60)"
             before = page.evaluate("document.getElementById('overlay').toDataURL()")
             page.eval_on_selector(
                 "#opacity", "el => { el.value = '90'; el.dispatchEvent(new Event('input')); }"

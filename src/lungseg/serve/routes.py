@@ -16,6 +16,7 @@ from lungseg.serve.answers import Service, slice_answer, volume_answer
 from lungseg.serve.jobs import upload_folder
 from lungseg.serve.schemas import ERRORS, SliceAnswer, VolumeAnswer
 from lungseg.serve.uploads import VOLUME_SUFFIXES, UploadError, file_type, receive_upload
+from lungseg.visualize import colour_table
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -67,6 +68,13 @@ async def healthz(request: Request) -> dict[str, str]:  # on the event loop: ans
 def model_card(request: Request) -> dict[str, Any]:
     service = service_of(request)
     return service.predictor.model.card.to_dict()
+
+
+@router.get("/api/v1/colours")
+def colours() -> dict[str, dict[str, dict[str, object]]]:
+    """Each mask's label values with their names and the colours every output draws them
+    in (``lungseg.visualize.colour_table``); the page draws with these."""
+    return colour_table()
 
 
 @router.post(

@@ -1,12 +1,30 @@
 // lungseg viewer: upload, show original and segmentation, opacity/mode/slice controls.
 "use strict";
 
-const COLOURS = { 1: [230, 75, 60], 2: [50, 130, 230] }; // right, left lung
-const INFECTION = { 1: [250, 210, 40], 2: [245, 130, 30], 3: [170, 80, 200] }; // ground glass, consolidation, effusion
+// label -> [r, g, b] of the lung and infection masks, from the server's one table
+// (GET /api/v1/colours, lungseg.visualize.colour_table), as every output draws them
+let COLOURS = {};
+let INFECTION = {};
+let coloursLoaded = null;  // the fetch of the table, awaited before the first drawing
 const VOLUME = /\.(nii|nii\.gz|zip)$/i;
 const $ = (id) => document.getElementById(id);
 let frames = [];      // array order (feet first): [{image, mediastinal, mask, infection, width, height}]
 let result = null;
+
+const SWATCHES = { lung: { 1: "--right", 2: "--left" }, infection: { 1: "--ggo", 2: "--consolidation", 3: "--effusion" } };
+
+async function loadColours() {
+  const table = await (await fetch("/api/v1/colours")).json();
+  const rgb = (mask) => Object.fromEntries(Object.entries(table[mask]).map(([k, v]) => [Number(k), v.rgb]));
+  COLOURS = rgb("lung");
+  INFECTION = rgb("infection");
+  for (const [mask, names] of Object.entries(SWATCHES)) {  // the legend's swatches too
+    for (const [label, name] of Object.entries(names)) {
+      const colour = rgb(mask)[label];
+      if (colour) document.documentElement.style.setProperty(name, `rgb(${colour.join(", ")})`);
+    }
+  }
+}
 
 async function loadModel() {
   try {
@@ -38,24 +56,49 @@ function decodePng(b64) {
   });
 }
 
-// Masks come as palette PNGs (pixel values are the labels, shown in colour); a canvas
-// gives their colours, so the label is found from the colour (a grey PNG: its value).
-const LABEL_OF_COLOUR = new Map([
-  ["230,75,60", 1], ["50,130,230", 2], ["60,200,90", 3], // lungs: right, left, unknown side
-  ["250,210,40", 1], ["245,130,30", 2], ["170,80,200", 3], // ground glass, consolidation, effusion
-]);
-
+// Masks come as palette PNGs: the pixel values are the labels (the palette only shows
+// them in colour). They are read as stored, from the PNG's own bytes: its image data
+// inflated and each row's filter undone (8 bits a pixel, grey or palette).
 async function labelsOf(b64) {
-  const data = await decodePng(b64);
-  const labels = new Uint8Array(data.width * data.height);
-  for (let i = 0; i < labels.length; i++) {
-    const r = data.data[i * 4], g = data.data[i * 4 + 1], b = data.data[i * 4 + 2];
-    labels[i] = r === g && g === b ? r : LABEL_OF_COLOUR.get(`${r},${g},${b}`) || 0;
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const view = new DataView(bytes.buffer);
+  let width = 0, height = 0, depth = 0, type = -1;
+  const data = [];
+  for (let at = 8; at + 8 <= bytes.length; ) {
+    const length = view.getUint32(at);
+    const kind = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (kind === "IHDR") {
+      width = view.getUint32(at + 8); height = view.getUint32(at + 12);
+      depth = bytes[at + 16]; type = bytes[at + 17];
+    } else if (kind === "IDAT") data.push(bytes.subarray(at + 8, at + 8 + length));
+    at += 12 + length;
+  }
+  if (depth !== 8 || (type !== 0 && type !== 3)) throw new Error("the server sent a mask this page cannot read");
+  const inflated = new Blob(data).stream().pipeThrough(new DecompressionStream("deflate"));
+  const raw = new Uint8Array(await new Response(inflated).arrayBuffer());
+  const labels = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (width + 1)], row = y * width;
+    for (let x = 0; x < width; x++) {
+      const a = x ? labels[row + x - 1] : 0, b = y ? labels[row - width + x] : 0;
+      const c = x && y ? labels[row - width + x - 1] : 0;
+      let v = raw[y * (width + 1) + 1 + x];
+      if (filter === 1) v += a;
+      else if (filter === 2) v += b;
+      else if (filter === 3) v += (a + b) >> 1;
+      else if (filter === 4) {
+        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      labels[row + x] = v & 255;
+    }
   }
   return labels;
 }
 
 async function toFrame(data) {
+  coloursLoaded = coloursLoaded || loadColours();
+  await coloursLoaded;
   const image = await decodePng(data.image_png);
   const mediastinal = data.mediastinal_png ? await decodePng(data.mediastinal_png) : null;
   const mask = await labelsOf(data.mask_png);
