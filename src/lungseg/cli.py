@@ -169,13 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("inputs", nargs="+", type=Path, help="files or DICOM folders")
     predict.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    predict.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
-    predict.add_argument("--json", action="store_true", help="print one JSON record per input")
     predict.add_argument(
-        "--infection-model",
+        "--model",
         type=Path,
-        help="ONNX infection model (default: the shipped one, if any)",
+        help="ONNX model (default: the shipped one-pass network; with --no-infection the "
+        "lung network)",
     )
+    predict.add_argument("--json", action="store_true", help="print one JSON record per input")
     predict.add_argument("--no-infection", action="store_true", help="lungs only, no infection")
     predict.add_argument(
         "--quiet", action="store_true", help="no progress bars (results and errors still print)"
@@ -410,7 +410,6 @@ def _batch_settings(args: argparse.Namespace) -> Any:
     return BatchSettings(
         out=args.out,
         model=None if args.model is None else str(args.model),
-        infection_model=None if args.infection_model is None else str(args.infection_model),
         infection=not args.no_infection,
         limits=ReadLimits(max_slices=args.max_slices, max_voxels=args.max_voxels),
     )
@@ -495,10 +494,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from lungseg.inference.model import SegmentationModel
 
     model = SegmentationModel(args.model)
-    if "infection" in model.heads:
+    if "lung" not in model.heads:
+        raise LungsegError(
+            f"{args.model}: a network of {model.task!r} alone; lungseg evaluates the networks "
+            "predict uses, which find the lungs (and infection in the same pass)"
+        )
+    if model.has_infection_head:
         from lungseg.evaluation.infection import evaluate_infection
 
-        out = Path(args.out) / "infection" if model.has_infection_head else Path(args.out)
+        out = Path(args.out) / "infection"
         summary = evaluate_infection(args.model, args.data, out, args.split)
         for source, scores in summary["sources"].items():
             print(
@@ -509,8 +513,6 @@ def _evaluate(args: argparse.Namespace) -> int:
                 + ", ".join(f"{k} {v:.4f}" for k, v in scores["per_class_dice"].items())
             )
         print(f"report: {out / 'infection_report.md'}")
-        if not model.has_infection_head:
-            return 0
 
     result = evaluate(
         args.model, args.data, args.split, args.out, variants=not args.no_variants, scan=args.scan

@@ -175,7 +175,7 @@ def test_covid_free_slices_count_every_finding_as_a_false_positive(tmp_path: Pat
     """Routine CT from before 2020 (finding-lungs-ct): a stand-in that calls every dark
     pixel ground glass marks all of each lung, so none of those slices scores severity 0;
     the report shows the most marked."""
-    from models import dark_is_ground_glass_onnx
+    from models import lungs_and_infection_onnx
     from synthetic import write_medseg_like
 
     from lungseg.evaluation.infection import evaluate_infection
@@ -186,11 +186,7 @@ def test_covid_free_slices_count_every_finding_as_a_false_positive(tmp_path: Pat
     ]
     build_dataset(BuildConfig(sources=sources, fractions=(0.5, 0.25, 0.25)), tmp_path / "data")
     summary = evaluate_infection(
-        dark_is_ground_glass_onnx(tmp_path / "infection.onnx"),
-        tmp_path / "data",
-        tmp_path / "report",
-        "test",
-        lung_model=dark_is_lung_onnx(tmp_path / "lung.onnx"),
+        lungs_and_infection_onnx(tmp_path / "both.onnx"), tmp_path / "data", tmp_path / "report"
     )
     free = summary["covid_free"]
     assert free["slices"] == 6

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models import dark_is_lung_onnx
+from models import dark_is_lung_onnx, lungs_and_infection_onnx
 from synthetic import ct_volume, write_nifti
 
 from lungseg.cli import main
@@ -26,7 +26,7 @@ def _rows(out: Path) -> dict[str, dict[str, str]]:
 
 
 def test_a_cohort_runs_on_two_workers_and_resumes(tmp_path: Path) -> None:
-    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    model = lungs_and_infection_onnx(tmp_path / "model.onnx")
     scans = tmp_path / "scans"
     scans.mkdir()
     volume, _ = ct_volume(slices=6, size=64, lung_free=1)
@@ -41,7 +41,7 @@ def test_a_cohort_runs_on_two_workers_and_resumes(tmp_path: Path) -> None:
     assert rows["c.nii.gz"]["status"] == "failed" and "c.nii.gz" in rows["c.nii.gz"]["error"]
     for name in ("a.nii.gz", "b.nii.gz"):
         assert rows[name]["status"] == "ok" and float(rows[name]["total_ml"]) > 0
-        assert rows[name]["severity_total"] != ""  # the shipped infection model ran too
+        assert rows[name]["severity_total"] != ""  # the network's infection head ran too
     assert rows["a.nii.gz"]["slices"] == "6" and rows["b.nii.gz"]["slices"] == "5"
     # each scan's check: a phantom holds no adult's lungs, and b's first slice cuts them
     assert rows["a.nii.gz"]["check_status"] == "review"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from models import dark_is_ground_glass_onnx, dark_is_lung_onnx
+from models import dark_is_ground_glass_onnx, lungs_and_infection_onnx, sided_onnx
 from PIL import Image
 from synthetic import ct_slice, display_slice, write_png
 
@@ -72,11 +72,7 @@ def test_severity_scale(share: float, score: int) -> None:
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    folder = tmp_path_factory.mktemp("models")
-    return Predictor(
-        dark_is_lung_onnx(folder / "lung.onnx"),
-        infection_model=dark_is_ground_glass_onnx(folder / "infection.onnx"),
-    )
+    return Predictor(lungs_and_infection_onnx(tmp_path_factory.mktemp("models") / "both.onnx"))
 
 
 def test_predictor_reports_infection_inside_the_lungs(tmp_path: Path, predictor: Predictor) -> None:
@@ -93,13 +89,7 @@ def test_predictor_reports_infection_inside_the_lungs(tmp_path: Path, predictor:
 def test_predict_and_api_carry_infection(tmp_path: Path, predictor: Predictor, capsys) -> None:
     hu, _ = ct_slice(64)
     path = write_png(tmp_path / "s.png", display_slice(hu))
-    assert predictor.infection_model is not None
-    models = [
-        "--model",
-        str(predictor.model.path),
-        "--infection-model",
-        str(predictor.infection_model.path),
-    ]
+    models = ["--model", str(predictor.model.path)]
     assert main(["predict", str(path), "--out", str(tmp_path / "out"), *models, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["involvement"]["severity"]["total"] == 10
@@ -173,61 +163,22 @@ def test_a_lung_involved_below_the_floor_scores_zero() -> None:
     assert result["severity"] == {"right": 0, "left": 2, "total": 2}
 
 
-def test_an_infection_network_on_the_same_inputs_runs_in_the_lung_pass(
-    tmp_path: Path, predictor: Predictor
-) -> None:
-    """Prepared once for both networks: the same lungs and infection as a second pass
-    that prepares its own inputs; a network with another input contract gets its own."""
-    from dataclasses import replace
+def test_infection_comes_from_the_one_pass_only(tmp_path: Path, predictor: Predictor) -> None:
+    """One way to infection: the network's own infection head, in the pass that finds the
+    lungs. A lung network gives none; a network of infection alone is refused with the
+    reason; the same network with infection off gives the same lungs and no findings."""
+    from lungseg.errors import LungsegError
 
-    from synthetic import ct_volume
-
-    assert predictor.companion is predictor.infection_model
-    volume, _ = ct_volume(slices=6, size=64)
-    shared = predictor.predict(volume, spacing=(2.0, 0.7, 0.7))
-    apart = Predictor(predictor.model.path, infection_model=predictor.infection_model.path)
-    apart.companion = None  # as a network with another contract runs: prepared again
-    second = apart.predict(volume, spacing=(2.0, 0.7, 0.7))
-    assert shared.infection is not None and shared.infection.any()
-    np.testing.assert_array_equal(shared.lung, second.lung)
-    np.testing.assert_array_equal(shared.infection, second.infection)
-    assert shared.involvement == second.involvement
-    other = Predictor(
-        predictor.model.path,
-        infection_model=dark_is_ground_glass_onnx(tmp_path / "i32.onnx", size=32),
-    )
-    assert other.companion is None
-    assert other.model.shares_input(other.model) is False  # the same head names
-    assert predictor.model.shares_input(predictor.infection_model)
-    stated = predictor.infection_model.preprocessing
-    predictor.infection_model.preprocessing = replace(stated, hu_window=(-1200.0, 200.0))
-    try:
-        assert not predictor.model.shares_input(predictor.infection_model)
-    finally:
-        predictor.infection_model.preprocessing = stated
-
-
-def test_an_infection_network_that_finds_the_lungs_too_answers_alone_unless_a_lung_model_is_named(
-    tmp_path: Path,
-) -> None:
-    """The shipped pair: the lung network alone for lungs only; with infection, the
-    network with both heads in one pass. A named lung model keeps giving the lungs."""
-    from models import lungs_and_infection_onnx, sided_onnx
-
-    both = lungs_and_infection_onnx(tmp_path / "both.onnx")
-    lung = sided_onnx(tmp_path / "lung.onnx", swap=True)  # its sides differ from both's
-    one_pass = Predictor(infection_model=both)
-    assert one_pass.model.path == both and one_pass.infection_model is None
-    assert one_pass.infection_head
-    assert Predictor(infection_model=both, infection=False).model.path != both
-    named = Predictor(lung, infection_model=both)
-    assert named.model.path == lung and named.infection_model is not None
-    assert named.companion is None  # both have a lung head: the infection pass is apart
+    assert predictor.infection_head
     hu, lungs = ct_slice(64)
     picture = write_png(tmp_path / "s.png", display_slice(hu))
-    alone, paired = one_pass.predict(picture), named.predict(picture)
-    assert alone.infection is not None and paired.infection is not None
-    np.testing.assert_array_equal(alone.infection, paired.infection)
-    np.testing.assert_array_equal(alone.lung != 0, paired.lung != 0)
-    assert not np.array_equal(alone.lung, paired.lung)  # the named model's sides
-    np.testing.assert_array_equal(alone.infection == GROUND_GLASS, lungs > 0)
+    both = predictor.predict(picture)
+    assert both.infection is not None
+    np.testing.assert_array_equal(both.infection == GROUND_GLASS, lungs > 0)
+    off = Predictor(predictor.model.path, infection=False).predict(picture)
+    assert off.infection is None and off.involvement is None
+    np.testing.assert_array_equal(off.lung, both.lung)
+    lung_only = Predictor(sided_onnx(tmp_path / "lung.onnx"))
+    assert not lung_only.infection_head and lung_only.predict(picture).infection is None
+    with pytest.raises(LungsegError, match="'infection' alone; lungseg predicts with one"):
+        Predictor(dark_is_ground_glass_onnx(tmp_path / "infection.onnx"))

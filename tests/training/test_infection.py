@@ -14,6 +14,7 @@ from lungseg.cli import main
 from lungseg.dataset.build import BuildConfig, build_dataset
 from lungseg.dataset.store import BuiltDataset
 from lungseg.dataset.tasks import get_task
+from lungseg.errors import LungsegError
 from lungseg.evaluation.infection import binary_scores
 from lungseg.training.config import AugmentConfig, TrainConfig
 from lungseg.training.train import train
@@ -80,13 +81,10 @@ def test_infection_model_trains_exports_and_evaluates(
             str(tmp_path / "eval"),
         ]
     )
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert re.search(r"infection, medseg\S*: 1 slices, Dice \d\.\d{4}", printed), printed[-400:]
-    summary = json.loads((tmp_path / "eval" / "infection_summary.json").read_text())
-    # scored as predict writes it: the shipped lung model's lungs hold the infection
-    assert summary["slices"] == 1 and summary["lesion_mm2"] == 10.0
-    assert (tmp_path / "eval" / "infection_report.md").exists()
+    # a network of infection alone only starts the two-decoder network: neither predict
+    # nor evaluate takes it, and evaluate says why
+    assert code != 0
+    assert "'infection' alone; lungseg evaluates the networks" in capsys.readouterr().err
 
 
 def test_binary_scores_on_hand_made_masks() -> None:
@@ -134,7 +132,7 @@ def test_the_joint_loss_asks_only_what_each_source_knows() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["unet", "unet-two-decoders"])
 def test_one_network_gives_lungs_and_infection_in_one_pass(
-    medseg_dataset: Path, tmp_path: Path, architecture: str
+    medseg_dataset: Path, tmp_path: Path, architecture: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from synthetic import ct_slice, display_slice, write_png
 
@@ -161,8 +159,8 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
     assert card["output"]["heads"] == {"lung": [0, 3], "infection": [3, 7]}
     metrics = (tmp_path / "run" / "metrics.csv").read_text()
     assert "val_infection_dice" in metrics and "val_score" in metrics
-    predictor = Predictor(tmp_path / "run" / "model.onnx", infection_model=None)
-    assert predictor.infection_model is None and predictor.infection_head
+    predictor = Predictor(tmp_path / "run" / "model.onnx")
+    assert predictor.infection_head
     # each head's probabilities sum to one: two softmaxes, not one over seven channels
     square = np.full((1, 1, 32, 32), 0.3, np.float32)
     probabilities = predictor.model.session.run(None, {predictor.model.input_name: square})[0]
@@ -177,6 +175,10 @@ def test_one_network_gives_lungs_and_infection_in_one_pass(
     args = ["--data", str(medseg_dataset), "--out", str(out), "--no-variants"]
     assert main(["evaluate", "--model", str(tmp_path / "run" / "model.onnx"), *args]) == 0
     assert (out / "report.md").exists() and (out / "infection" / "infection_report.md").exists()
+    printed = capsys.readouterr().out
+    assert re.search(r"infection, medseg\S*: \d+ slices, Dice \d\.\d{4}", printed), printed[-400:]
+    summary = json.loads((out / "infection" / "infection_summary.json").read_text())
+    assert summary["slices"] >= 1 and summary["lesion_mm2"] == 10.0  # scored as predict writes it
 
 
 def test_lesions_found_and_false_positive_area() -> None:
@@ -200,7 +202,7 @@ def test_infection_from_every_source_learns_from_both_kinds_of_labels(tmp_path: 
     infection head alone, and the Predictor uses it beside the shipped lung model."""
     from collections import Counter
 
-    from synthetic import ct_slice, display_slice, write_covid_kaggle_like, write_png
+    from synthetic import write_covid_kaggle_like
 
     from lungseg.core.tasks import IS_INFECTION, NOT_INFECTION
     from lungseg.dataset.tasks import TYPED_REPEATS
@@ -228,11 +230,10 @@ def test_infection_from_every_source_learns_from_both_kinds_of_labels(tmp_path: 
     assert card["task"] == "infection-all"
     assert card["output"]["heads"] == {"infection": [0, 4]}
     assert "val_infection_dice" in (tmp_path / "run" / "metrics.csv").read_text()
-    predictor = Predictor(infection_model=tmp_path / "run" / "model.onnx")
-    assert predictor.infection_model is not None and not predictor.infection_head
-    prediction = predictor.predict(write_png(tmp_path / "s.png", display_slice(ct_slice(64)[0])))
-    assert prediction.infection is not None
-    assert prediction.infection.shape == prediction.lung.shape
+    # a network of infection alone starts the two-decoder network; lungseg predicts with
+    # networks that find the lungs
+    with pytest.raises(LungsegError, match="alone"):
+        Predictor(tmp_path / "run" / "model.onnx")
 
 
 def test_the_class_dice_weighs_a_rare_typed_class_as_much_as_ground_glass() -> None:

@@ -36,9 +36,9 @@ from lungseg.core.metrics import Confusion
 from lungseg.core.morphology import label
 from lungseg.dataset.store import BuiltDataset, ManifestRow
 from lungseg.dataset.tasks import infection_rows
-from lungseg.errors import DatasetError
+from lungseg.errors import DatasetError, LungsegError
 from lungseg.imaging import to_display
-from lungseg.inference.model import SHIPPED_MODEL, SegmentationModel
+from lungseg.inference.model import SegmentationModel
 from lungseg.inference.predictor import Predictor
 from lungseg.reporting import markdown_table, save_figure, write_csv
 from lungseg.visualize import overlay
@@ -70,21 +70,16 @@ def evaluate_infection(
     data: str | Path,
     out: str | Path,
     split: str = "test",
-    *,
-    lung_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score infection as ``lungseg predict`` writes it on a split's slices with infection
-    labels; write a report. ``model_path`` is a network with an infection head, or an
-    infection model run beside ``lung_model`` (the shipped lung model by default)."""
+    labels; write a report. ``model_path``: a network with a lung and an infection head."""
     dataset = BuiltDataset(data)
     rows = infection_rows(dataset, split)
     if not rows:
         raise DatasetError(f"{data}: no slices with infection labels in the {split} split")
-    model = SegmentationModel(model_path)
-    if model.has_infection_head:
-        predictor = Predictor(model_path)
-    else:
-        predictor = Predictor(lung_model or SHIPPED_MODEL, infection_model=model_path)
+    predictor = Predictor(model_path)
+    if not predictor.infection_head:
+        raise LungsegError(f"{model_path}: no infection head to score")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table: list[dict[str, Any]] = []
@@ -120,7 +115,7 @@ def evaluate_infection(
             predicted,
             shown.astype(np.uint8),
         )
-    summary = _summarise(table, split, model)
+    summary = _summarise(table, split, predictor.model)
     summary["covid_free"] = covid_free_slices(dataset, predictor, out)
     _write(out, table, summary, pictures)
     return summary

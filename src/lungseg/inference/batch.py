@@ -47,7 +47,8 @@ class BatchSettings:
 
     Attributes:
         out: the folder the files go to.
-        model, infection_model, infection: the Predictor's models (``Predictor``).
+        model, infection: the Predictor's network and whether it gives infection
+            (``Predictor``).
         limits: the reader's size limits.
         threads: onnxruntime threads per Predictor (0: all cores; worker processes and
             Dask workers take 1 each, as they run side by side).
@@ -55,7 +56,6 @@ class BatchSettings:
 
     out: Path
     model: str | None = None
-    infection_model: str | None = None
     infection: bool = True
     limits: ReadLimits = DEFAULT_LIMITS
     threads: int = 0
@@ -63,7 +63,6 @@ class BatchSettings:
     def predictor(self, threads: int | None = None) -> Predictor:
         return Predictor(
             self.model,
-            infection_model=self.infection_model,
             infection=self.infection,
             threads=self.threads if threads is None else threads,
         )

@@ -22,29 +22,11 @@ from lungseg.core.labels import (
     LUNG_RIGHT,
     PLEURAL_EFFUSION,
 )
-from lungseg.imaging import Intensity
-from lungseg.inference.model import Progress, SegmentationModel
 
 SEVERITY_BOUNDS = (0.05, 0.25, 0.50, 0.75)
 SEVERITY_FLOOR = 0.01
 """A lung with less than this share involved scores 0 (see the module docstring)."""
 ZONES = ("upper", "middle", "lower")
-
-
-def infection_labels(
-    model: SegmentationModel,
-    planes: list[np.ndarray],
-    intensity: Intensity,
-    *,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """Class indices (0 none, 1 ground glass, 2 consolidation, 3 effusion) per plane, batched."""
-    out = np.empty((len(planes), *planes[0].shape), np.uint8)
-    head = "infection" if "infection" in model.heads else None
-    maps = model.iter_class_maps(planes, [intensity] * len(planes), progress=progress, head=head)
-    for index, labels in enumerate(maps):
-        out[index] = labels
-    return out
 
 
 def restrict_to_lung(

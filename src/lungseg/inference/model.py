@@ -197,7 +197,6 @@ class SegmentationModel:
         intensities: list[Intensity],
         *,
         progress: Progress | None = None,
-        companion: SegmentationModel | None = None,
         upright: bool = False,
         readings: list[TurnReading | None] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
@@ -205,28 +204,19 @@ class SegmentationModel:
         Slices go through the model in chunks of ``CHUNK``, so memory holds one chunk's
         inputs and scores, never a scan's.
 
-        ``companion``: a second network with the same input contract (``shares_input``)
-        and heads of other names, run on the very inputs prepared for this one; its
-        heads join this one's (a slice is prepared once for both).
-
         ``upright`` (pictures whose orientation nothing else tells: photos): where the
         model's orientation head finds a slice turned, the slice is turned upright,
         run again, and its decisions turned back; what the head read of each slice (its
         turn taken, ``TurnReading``) is appended to ``readings`` (``None`` where it was
         not asked)."""
-        if companion is not None and not self.shares_input(companion):
-            raise LungsegError(
-                f"{companion.path} cannot share {self.path}'s inputs (its input contract "
-                "or a head's name differs)"
-            )
         done = 0
         with ThreadPoolExecutor(1, thread_name_prefix="lungseg-model") as pool:
-            chunks = self._model_chunks(images, intensities, companion)
+            chunks = self._model_chunks(images, intensities)
             pending = pool.submit(next, chunks, None)
             while (chunk := pending.result()) is not None:
                 # the next chunk is prepared and run while this one's decisions are made
                 pending = pool.submit(next, chunks, None)
-                start, squares, placements, orientation, runs = chunk
+                start, squares, placements, orientation, scores = chunk
                 yield from self._decisions(
                     images,
                     intensities,
@@ -234,8 +224,7 @@ class SegmentationModel:
                     squares,
                     placements,
                     orientation,
-                    runs,
-                    companion,
+                    scores,
                     upright,
                     readings,
                 )
@@ -247,20 +236,14 @@ class SegmentationModel:
         self,
         images: list[np.ndarray],
         intensities: list[Intensity],
-        companion: SegmentationModel | None,
-    ) -> Iterator[
-        tuple[int, np.ndarray, list[Any], np.ndarray | None, list[tuple[Any, np.ndarray]]]
-    ]:
-        """Chunk by chunk: its first index, model inputs, placements, orientation and each
-        network's heads with their scores."""
+    ) -> Iterator[tuple[int, np.ndarray, list[Any], np.ndarray | None, np.ndarray]]:
+        """Chunk by chunk: its first index, model inputs, placements, orientation and
+        class scores."""
         for start in range(0, len(images), CHUNK):
             chunk = slice(start, start + CHUNK)
             squares, placements = self.prepare(images[chunk], intensities[chunk])
             scores, orientation = self.run(squares)
-            runs = [(self.heads, scores)]
-            if companion is not None:
-                runs.append((companion.heads, companion.scores(squares)))
-            yield start, squares, placements, orientation, runs
+            yield start, squares, placements, orientation, scores
 
     def _decisions(
         self,
@@ -270,8 +253,7 @@ class SegmentationModel:
         squares: np.ndarray,
         placements: list[Any],
         orientation: np.ndarray | None,
-        runs: list[tuple[Any, np.ndarray]],
-        companion: SegmentationModel | None,
+        scores: np.ndarray,
         upright: bool,
         readings: list[TurnReading | None] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
@@ -286,12 +268,11 @@ class SegmentationModel:
                 readings.append(reading)
             if turn:
                 index = start + number
-                yield self._turned_back(images[index], intensities[index], turn, companion)
+                yield self._turned_back(images[index], intensities[index], turn)
                 continue
             yield {
                 name: decision_at_slice_size(scores[number, a:b], placement)
-                for heads, scores in runs
-                for name, (a, b) in heads.items()
+                for name, (a, b) in self.heads.items()
             }
 
     def _turned_back(
@@ -299,22 +280,12 @@ class SegmentationModel:
         image: np.ndarray,
         intensity: Intensity,
         turn: int,
-        companion: SegmentationModel | None,
     ) -> dict[str, np.ndarray]:
         """The decisions of a slice in turn ``turn``: made on the slice turned upright,
         then turned back onto the slice as given."""
         turns, flip = DIHEDRAL[turn]
-        maps = next(
-            self.iter_head_maps(
-                [undo_dihedral(image, turns, flip)], [intensity], companion=companion
-            )
-        )
+        maps = next(self.iter_head_maps([undo_dihedral(image, turns, flip)], [intensity]))
         return {name: apply_dihedral(decision, turns, flip) for name, decision in maps.items()}
-
-    def shares_input(self, other: SegmentationModel) -> bool:
-        """Whether ``other`` takes the very inputs this model takes, and names its heads
-        apart from this one's (so one prepared chunk can feed both)."""
-        return other.preprocessing == self.preprocessing and not set(other.heads) & set(self.heads)
 
     @property
     def classes(self) -> list[str]:
@@ -353,14 +324,12 @@ def _iter_raw_lung_labels(
     intensities: list[Intensity],
     progress: Progress | None,
     infection: np.ndarray | None = None,
-    companion: SegmentationModel | None = None,
     *,
     upright: bool = False,
     readings: list[TurnReading | None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Raw lung labels per slice; with ``infection`` (a ``(n, rows, cols)`` buffer) the
-    infection head's classes of the same pass (of this model, or of ``companion`` run
-    on the same inputs) are written into it. ``upright``, ``readings``: as
+    infection head's classes of the same pass are written into it. ``upright``, ``readings``: as
     ``SegmentationModel.iter_head_maps``."""
     if model.sided:
         table = np.array([0, LUNG_RIGHT, LUNG_LEFT], dtype=np.uint8)
@@ -372,7 +341,6 @@ def _iter_raw_lung_labels(
         images,
         intensities,
         progress=progress,
-        companion=companion,
         upright=upright,
         readings=readings,
     )
@@ -444,7 +412,6 @@ def segment_image(
     postprocess: bool = True,
     progress: Progress | None = None,
     infection: np.ndarray | None = None,
-    companion: SegmentationModel | None = None,
     raw: list[np.ndarray] | None = None,
     readings: list[TurnReading | None] | None = None,
 ) -> np.ndarray:
@@ -460,8 +427,7 @@ def segment_image(
 
     ``infection``: a uint8 buffer of the image's slices ``(n, rows, cols)`` that a model
     with an infection head fills from the same pass (0 none, 1 ground glass, 2
-    consolidation, 3 effusion; not yet restricted to the lungs); ``companion``, an
-    infection network sharing the lung model's inputs, gives it instead. ``raw``: where
+    consolidation, 3 effusion; not yet restricted to the lungs). ``raw``: where
     given, each slice's labels before any clean-up are appended to it (for scoring
     what the clean-up adds)."""
     planes = list(image.slices())
@@ -473,7 +439,6 @@ def segment_image(
         intensities,
         progress,
         infection,
-        companion,
         upright=photo,
         readings=readings,
     )

@@ -25,8 +25,9 @@ import numpy as np
 
 from lungseg import __version__
 from lungseg.core.masks import lung_measures, side_agreement, split_left_right
+from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity, read_image
-from lungseg.imaging.orientation import DIHEDRAL, apply_dihedral, describe_turn, undo_dihedral
+from lungseg.imaging.orientation import DIHEDRAL, describe_turn
 from lungseg.imaging.readers import (
     DEFAULT_LIMITS,
     ReadLimits,
@@ -35,13 +36,13 @@ from lungseg.imaging.readers import (
 )
 from lungseg.inference.check import check_prediction, refusal_before_segmenting
 from lungseg.inference.infection import (
-    infection_labels,
     involvement,
     restrict_to_lung,
     zone_shares,
 )
 from lungseg.inference.model import (
     SHIPPED_INFECTION_MODEL,
+    SHIPPED_MODEL,
     Progress,
     SegmentationModel,
     TurnReading,
@@ -62,39 +63,23 @@ class Predictor:
     """
 
     def __init__(
-        self,
-        model: str | Path | None = None,
-        *,
-        infection_model: str | Path | None = None,
-        infection: bool = True,
-        threads: int = 0,
+        self, model: str | Path | None = None, *, infection: bool = True, threads: int = 0
     ) -> None:
+        if model is None:  # the one-pass network, or the lung network without infection
+            wanted = SHIPPED_INFECTION_MODEL if infection else SHIPPED_MODEL
+            model = wanted if wanted.is_file() else SHIPPED_MODEL
         self.model = SegmentationModel(model, threads=threads)
-        self.infection_model: SegmentationModel | None = None
-        self.infection_head = infection and self.model.has_infection_head  # one pass for both
-        if infection and not self.infection_head:
-            path = Path(infection_model) if infection_model is not None else SHIPPED_INFECTION_MODEL
-            if infection_model is not None or path.is_file():
-                self.infection_model = SegmentationModel(path, threads=threads)
-            # no lung model named, and the infection network finds the lungs too (the
-            # shipped one does): it answers both in one pass
-            joint = self.infection_model
-            if model is None and joint is not None and joint.has_infection_head:
-                self.model, self.infection_model = joint, None
-                self.infection_head = True
-        # an infection network on the lung model's very inputs runs in the same loop
-        self.companion = (
-            self.infection_model
-            if self.infection_model is not None
-            and "infection" in self.infection_model.heads
-            and self.model.shares_input(self.infection_model)
-            else None
-        )
+        if "lung" not in self.model.heads:
+            raise LungsegError(
+                f"{model}: a network of {self.model.task!r} alone; lungseg predicts with one "
+                "that finds the lungs (and COVID-19 infection in the same pass)"
+            )
+        self.infection_head = infection and self.model.has_infection_head
+        """Infection comes from the one pass, where the network has an infection head."""
 
     def _infection_description(self) -> str:
         """What the infection findings come from, for the page and the JSON."""
-        model = self.model if self.infection_head else self.infection_model
-        trained = (model.card.description if model else "") or "a COVID-19 infection model"
+        trained = self.model.card.description or "a COVID-19 infection model"
         return (
             f"{trained}. COVID-19 findings, not a diagnosis: other disease that looks alike "
             "(a tumour, fibrosis, oedema) may be marked too."
@@ -156,27 +141,12 @@ class Predictor:
         if refused:  # no model run: an empty answer that says why
             return self._refused(image, Check(status="refused", reasons=[refused]), started)
         count = image.array.shape[0] if image.is_volume else 1
-        second_pass = self.infection_model is not None and self.companion is None
-        passes = 2 if second_pass else 1
         infection = (
-            np.zeros((count, *image.array.shape[-2:]), np.uint8)
-            if self.infection_head or self.companion is not None
-            else None
+            np.zeros((count, *image.array.shape[-2:]), np.uint8) if self.infection_head else None
         )
-
-        def step(offset: int) -> Progress | None:
-            if progress is None:
-                return None
-            return lambda done, _total: progress(offset + done, passes * count)
-
         readings: list[TurnReading | None] = []
         lung = segment_image(
-            self.model,
-            image,
-            progress=step(0),
-            infection=infection,
-            companion=self.companion,
-            readings=readings,
+            self.model, image, progress=progress, infection=infection, readings=readings
         )
         notes = list(image.notes)
         reading = readings[0] if readings else None
@@ -213,13 +183,6 @@ class Predictor:
                 )
                 for index, plane in enumerate(lung)
             ]
-        if second_pass:  # a second network that prepares its own inputs
-            assert self.infection_model is not None
-            planes = [undo_dihedral(plane, *DIHEDRAL[turn]) for plane in image.slices()]
-            infection = infection_labels(
-                self.infection_model, planes, image.intensity, progress=step(count)
-            )
-            infection = apply_dihedral(infection, *DIHEDRAL[turn])
         if infection is not None:
             prediction.infection = restrict_to_lung(
                 infection.reshape(lung.shape), lung, in_place=True
