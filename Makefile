@@ -8,7 +8,7 @@ TRAIN_DATA ?= build/train-dataset
 RUN ?= runs/default
 SCAN ?= $(DATA)/chest-ct-dicom/Lung_Dx-A0001
 
-.PHONY: run browser test-fast dataset train-data model infection-model evaluate test lint docs docs-model clean
+.PHONY: run browser test-fast dataset train-data model lung-model evaluate test lint docs docs-model clean
 
 # Serving needs the core only (no torch, no browser tooling); everything else gets all.
 $(BIN)/.core: pyproject.toml
@@ -45,25 +45,27 @@ train-data: $(BIN)/.installed
 		$(DATA)/covid19-ct-seg-clahe build/pseudo/chest-ct-pseudo --keep-lung-free 1 \
 		--out $(TRAIN_DATA) --overwrite
 
-# Train the default model (at most 55 minutes on 2 cores), then its orientation head
-# (which way a photo is turned; about 12 minutes, the network frozen), and ship its int8
-# version (lungseg train and orient write model.onnx and model_int8.onnx; training.quantize),
-# its 8-bit weights stored as uint8 (7 bits cost this network 0.0012 MedSeg Dice).
-model: train-data
+# The lung network (lungseg predict --no-infection): at most 55 minutes on 2 cores, then
+# its orientation head (which way a photo is turned; about 2.5 minutes, the network
+# frozen), shipped in int8 (lungseg train and orient write model.onnx and model_int8.onnx;
+# training.quantize), its 8-bit weights stored as uint8 (7 bits cost it 0.0012 MedSeg Dice).
+lung-model: train-data
 	$(BIN)/lungseg train --data $(TRAIN_DATA) --out $(RUN)
 	$(BIN)/lungseg orient $(RUN) --data $(TRAIN_DATA)
 	$(BIN)/lungseg quantize $(RUN) --data $(TRAIN_DATA) --weights unsigned
 	cp $(RUN)/model_int8.onnx src/lungseg/models/lung_unet.onnx
 	cp $(RUN)/model_int8.json src/lungseg/models/lung_unet.json
 
-# The COVID-19 infection network, which finds the lungs too (one encoder, a decoder per
-# head): first an infection network on MedSeg's typed labels and covid19-ct-seg-clahe's
-# one-class labels (about 40 minutes on 2 cores), then the two-decoder network started
-# from the lung run and that one, trained on both (about 40 minutes), then continued
-# with a soft Dice per infection class (about 22 minutes), and its orientation head
-# (about 3 minutes). Shipped in int8.
-infection-model: train-data
-	test -f runs/default/checkpoints/best.ckpt || $(MAKE) model RUN=runs/default
+# The shipped default, the one-pass network lungseg predict uses (lungs and COVID-19
+# infection, one encoder and a decoder per head), from the data in ../shared: the lung
+# network above (about 58 minutes, skipped where runs/default has it), an infection
+# network on every infection label (about 45 minutes; its decoder starts the next run's),
+# the two-decoder network started from both (about 38 minutes), continued with a soft
+# Dice per infection class (about 22 minutes), and its orientation head (about 3
+# minutes): about 2 h 50 min on 2 cores in all. Shipped in int8, weights in 7 bits.
+# What each step adds: docs/training.md.
+model: train-data
+	test -f runs/default/checkpoints/best.ckpt || $(MAKE) lung-model RUN=runs/default
 	$(BIN)/lungseg train --data $(TRAIN_DATA) --out runs/infection-all --config configs/infection-all.json
 	$(BIN)/lungseg train --data $(TRAIN_DATA) --out runs/joint-two-decoders --config configs/joint-two-decoders.json
 	$(BIN)/lungseg train --data $(TRAIN_DATA) --out runs/joint-classdice --config configs/joint-two-decoders-classdice.json
