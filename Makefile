@@ -108,7 +108,7 @@ docs: dataset
 	cp $(DATASET)/report/lung_fraction.png docs/images/dataset_lung_fraction.png
 
 # Refresh docs/ pictures of stage 2 from the run and the evaluation.
-docs-model:
+docs-model: $(BIN)/.core
 	cp $(RUN)/curves.png docs/images/training_curves.png
 	cp build/evaluation/best_worst_finding-lungs-ct.png docs/images/eval_best_worst_finding_lungs.png
 	cp build/evaluation/best_worst_medseg-covid-98.png docs/images/eval_best_worst_medseg.png
@@ -121,6 +121,9 @@ docs-model:
 	cp build/evaluation-infection/infection/infection_best_worst.png docs/images/eval_infection_best_worst.png
 	cp runs/joint-two-decoders/curves.png docs/images/training_curves_infection.png
 	cp $(RUN)/orientation_curves.png docs/images/training_curves_orientation.png
+	$(BIN)/lungseg predict $(SCAN) $(DATA)/medseg-covid-98/images/medseg_078.png --out build/predict-example --quiet
+	cp build/predict-example/Lung_Dx-A0001_overlay.png docs/images/predict_series_montage.png
+	cp build/predict-example/medseg_078_overlay.png docs/images/predict_covid_slice.png
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
