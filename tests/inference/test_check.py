@@ -93,6 +93,14 @@ def test_the_orientation_head_finding_nothing_flags_a_photo() -> None:
     mirror = check_slice(image, labels, TurnReading(0, 0.7, mirror_agrees=False))
     assert mirror.status == "review" and "may be swapped" in mirror.reasons[0]
     assert check_slice(image, labels, TurnReading(0, 0.97)).status == "ok"
+    # turned on an unsure word: the sides hang on it (MedSeg crops 010 and 043, taken as
+    # mirrored at 74 % and 77 %, had their sides swapped and were said to be ok)
+    turned = check_slice(image, labels, TurnReading(4, 0.74, mirror_agrees=True))
+    assert turned.status == "review"
+    assert turned.reasons[0].startswith("right and left hang on an unsure reading: the picture")
+    assert "looks mirrored left-right to the model (74% sure)" in turned.reasons[0]
+    assert check_slice(image, labels, TurnReading(4, 0.93)).status == "ok"  # sure
+    assert check_slice(image, labels, TurnReading(0, 0.74, mirror_agrees=True)).status == "ok"
 
 
 def test_answers_to_doubt_are_flagged_with_their_reason() -> None:

@@ -147,21 +147,25 @@ those at ``HIGH_DICE`` or above alone."""
 def summarise_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How well ``inference.check`` tells wrong answers from right ones: of every slice in
     every way it was sent, the share flagged (review or refused) among those with lung
-    Dice below ``LOW_DICE`` and among those at ``HIGH_DICE`` or above; how many real CT
-    pictures were refused; the reasons given to good answers."""
-    pairs = []  # (source, Dice, status, reasons)
+    Dice below ``LOW_DICE`` and among those at ``HIGH_DICE`` or above, and among the
+    answers (in the 8 orientations) whose right and left came out swapped; how many real
+    CT pictures were refused; the reasons given to good answers."""
+    pairs = []  # (source, Dice, status, reasons, sides right: 1, 0, or None where unscored)
     for row in rows:
         for key, status in row.items():
             if not key.startswith("check_"):
                 continue
             name = key[len("check_") :]
             dice = float(row["dice"] if name == "upright" else row[f"dice_{name}"])
+            side = row.get(f"side_ok_{name}")
             if math.isfinite(dice):
-                pairs.append((str(row["source"]), dice, status, str(row[f"reasons_{name}"])))
+                why = str(row[f"reasons_{name}"])
+                pairs.append((str(row["source"]), dice, status, why, side))
 
-    def figures(chosen: list[tuple[str, float, str, str]]) -> dict[str, Any]:
+    def figures(chosen: list[tuple[str, float, str, str, Any]]) -> dict[str, Any]:
         low = [p for p in chosen if p[1] < LOW_DICE]
         high = [p for p in chosen if p[1] >= HIGH_DICE]
+        swapped = [p for p in chosen if p[4] is not None and p[1] >= LOW_DICE and not p[4]]
         return {
             "answers": len(chosen),
             "low_dice": len(low),
@@ -172,6 +176,10 @@ def summarise_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "high_dice_flagged": round(float(np.mean([p[2] != "ok" for p in high])), 4)
             if high
             else None,
+            "sides_wrong": len(swapped),
+            "sides_wrong_flagged": round(float(np.mean([p[2] != "ok" for p in swapped])), 4)
+            if swapped
+            else None,
             "refused": sum(p[2] == "refused" for p in chosen),
         }
 
@@ -180,7 +188,7 @@ def summarise_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
         s: figures([p for p in pairs if p[0] == s]) for s in sorted({p[0] for p in pairs})
     }
     reasons: dict[str, int] = {}
-    for _, dice, status, text in pairs:
+    for _, dice, status, text, _side in pairs:
         if status != "ok" and dice >= HIGH_DICE:
             for reason in text.split(" | "):
                 short = reason.split(" (")[0].split(":")[0]

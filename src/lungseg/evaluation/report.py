@@ -443,6 +443,7 @@ def _check_lines(checks: dict[str, Any] | None) -> list[str]:
             stats["answers"],
             f"{share(stats['low_dice_flagged'])} of {stats['low_dice']}",
             f"{share(stats['high_dice_flagged'])} of {stats['high_dice']}",
+            f"{share(stats.get('sides_wrong_flagged'))} of {stats.get('sides_wrong', 0)}",
             stats["refused"],
         ]
         for name, stats in [("all", checks), *checks["sources"].items()]
@@ -456,10 +457,19 @@ def _check_lines(checks: dict[str, Any] | None) -> list[str]:
         "`lungseg predict` checks it (`lungseg.inference.check`). Flagged: `review` or "
         f"`refused`. Targets: at least {targets['low_dice_flagged']:.0%} of the answers "
         f"with lung Dice below 0.85 flagged, at most {targets['high_dice_flagged']:.0%} of "
-        "those at 0.95 or above.",
+        "those at 0.95 or above. Sides wrong: answers in one of the 8 orientations, lung "
+        "Dice 0.85 or above, whose right and left came out swapped.",
         "",
         markdown_table(
-            ["source", "answers", "Dice < 0.85 flagged", "Dice ≥ 0.95 flagged", "refused"], rows
+            [
+                "source",
+                "answers",
+                "Dice < 0.85 flagged",
+                "Dice ≥ 0.95 flagged",
+                "sides wrong flagged",
+                "refused",
+            ],
+            rows,
         ),
         "",
         f"Reasons given to answers at Dice ≥ 0.95: {reasons or 'none'}.",
