@@ -71,6 +71,22 @@ def test_annotations_stay_inside_a_tiny_picture_and_leave_the_input_alone() -> N
     assert not np.array_equal(annotated, rgb)  # letters and legend were drawn
 
 
+def test_the_legend_goes_where_it_hides_least_of_the_body() -> None:
+    """Air in one corner only (top right): the legend goes there, not over the body in the
+    bottom-left where it was always drawn; over lungs it never goes while a corner is free."""
+    grey = np.full((200, 200), 160, np.uint8)  # body everywhere...
+    grey[:70, 120:] = 0  # ...but air at the top right
+    lung = np.zeros((200, 200), np.uint8)
+    rgb = overlay(grey, lung)
+    drawn = annotate(rgb, lung) != annotate(rgb, lung, legend=False)  # the legend alone
+    assert drawn[:70, 120:].any() and not drawn[100:, :100].any()
+    body = np.full((200, 200), 160, np.uint8)  # no air at all: the corner without lung
+    lung[:, :100] = 1  # the right lung fills the left half
+    rgb = overlay(body, lung)
+    drawn = annotate(rgb, lung) != annotate(rgb, lung, legend=False)
+    assert not drawn[:, :100].any() and drawn[:, 100:].any()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     rows=st.integers(1, 300), cols=st.integers(1, 300), share=st.floats(0, 1), seed=st.integers(0)

@@ -169,8 +169,8 @@ def annotate(
 ) -> np.ndarray:
     """An overlay with what a reader needs to read it: "R" and "L" on the patient's
     right and left lung (at each lung's centre, so they are right on a mirrored photo
-    too), a colour legend in the bottom-left corner, and an optional caption (a slice
-    number) in the top-left. Returns a new array; ``rgb`` is left as it is.
+    too), a colour legend in the corner where it hides least of the body and none of the
+    lungs (``_legend_corner``), and an optional caption (a slice number) in the top-left. Returns a new array; ``rgb`` is left as it is.
 
     White letters outlined in black; each text is drawn once per size and kept
     (``_text_masks``), then blended in, which costs a fraction of drawing it anew."""
@@ -188,13 +188,38 @@ def annotate(
             list(LEGEND_NAMES["infection"]) if infection else []
         )
         line = size + size // 3
-        top = rows - line * len(entries) - size // 3
+        height = line * len(entries) + size // 3
+        width = (
+            size // 2
+            + size
+            + size // 3
+            + max(_text_masks(name, size, False)[0].shape[1] for _, name in entries)
+        )
+        top, left = _legend_corner(rgb, lung, height, width, top_left_free=not caption)
         for number, (colour, name) in enumerate(entries):
-            y = top + number * line
-            x = size // 2
-            picture[max(y, 0) : max(y + size, 0), x : x + size] = colour
+            y = top + size // 3 + number * line
+            x = left + size // 2
+            picture[max(y, 0) : max(y + size, 0), max(x, 0) : max(x + size, 0)] = colour
             _put_text(picture, (x + size + size // 3, y), name, size)
     return picture
+
+
+def _legend_corner(
+    rgb: np.ndarray, lung: np.ndarray, height: int, width: int, *, top_left_free: bool
+) -> tuple[int, int]:
+    """The top-left pixel of the corner where the legend hides least: the darkest
+    (air, not the body), never over lung; bottom-left where corners tie."""
+    rows, cols = lung.shape
+    height, width = min(height, rows), min(width, cols)
+    corners = [(rows - height, 0), (rows - height, cols - width), (0, cols - width)]
+    if top_left_free:  # else the caption is there
+        corners.append((0, 0))
+
+    def cost(corner: tuple[int, int]) -> float:
+        box = (slice(corner[0], corner[0] + height), slice(corner[1], corner[1] + width))
+        return float(rgb[box].mean()) + 255.0 * float((lung[box] != 0).mean())
+
+    return min(corners, key=cost)
 
 
 def region_centre(mask: np.ndarray) -> tuple[int, int] | None:

@@ -475,9 +475,12 @@ def test_overlays_say_which_lung_is_which_and_what_the_colours_mean(
             rows, cols = np.nonzero(lung == label)
             r, c = int(rows.mean()), int(cols.mean())
             assert white[r - 8 : r + 8, c - 8 : c + 8].any(), (stem, label)
-        corner = picture[-110:, :25].reshape(-1, 3)  # the legend's colour squares
-        for colour in ((230, 75, 60), (50, 130, 230)):
-            assert np.all(corner == colour, axis=1).any(), colour
+        for colour in ((230, 75, 60), (50, 130, 230)):  # the legend's colour squares, in
+            square = np.all(picture == colour, axis=2)  # a corner (the lungs are tinted)
+            assert square.any(), colour
+            ys, xs = np.nonzero(square)
+            assert min(ys.min(), hu.shape[0] - ys.max()) < 110, colour
+            assert min(xs.min(), hu.shape[1] - xs.max()) < 110, colour
 
 
 def test_a_volume_reports_its_lung_area_per_slice_and_lesions_in_ml(
