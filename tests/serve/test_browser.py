@@ -72,6 +72,19 @@ def _slice(tmp_path: Path) -> Path:
     return write_png(tmp_path / "synthetic_slice.png", display_slice(ct_slice(256)[0]))
 
 
+WHITE_AT_EDGE = """([id, edge]) => {
+  const c = document.getElementById(id), w = c.width, h = c.height;
+  const s = Math.max(10, Math.round(Math.min(w, h) / 18));
+  const box = {left: [0, h / 2 - s, 2 * s, 2 * s], right: [w - 2 * s, h / 2 - s, 2 * s, 2 * s],
+    top: [w / 2 - s, 0, 2 * s, 2 * s], bottom: [w / 2 - s, h - 2 * s, 2 * s, 2 * s]}[edge];
+  const d = c.getContext("2d").getImageData(...box).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) n += d[i] > 240 && d[i + 1] > 240 && d[i + 2] > 240;
+  return n;
+}"""
+"""White pixels of the letter drawn at an edge's centre of a canvas (app.js markSides)."""
+
+
 def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -106,6 +119,22 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
                 "getComputedStyle(document.documentElement).getPropertyValue('--right')"
             )
             assert right.strip() == "rgb(230, 75, 60)"
+            # R and L at the image's edges, where the patient's right and left lie: white
+            # letters drawn at the edge sideEdges names for R, on both pictures
+            edges = page.evaluate("sideEdges(frames[0])")
+            assert {edges["R"], edges["L"]} in ({"left", "right"}, {"top", "bottom"})
+            for canvas in ("original", "overlay"):
+                white = page.evaluate(WHITE_AT_EDGE, [canvas, edges["R"]])
+                assert white > 5, (canvas, edges)
+            # a photo mirrored, or turned a quarter, has its letters where its lungs lie
+            flipped = page.evaluate(
+                "sideEdges({width: 4, height: 2, mask: Uint8Array.from([2, 2, 0, 1, 2, 2, 0, 1])})"
+            )
+            assert flipped == {"R": "right", "L": "left"}
+            turned = page.evaluate(
+                "sideEdges({width: 2, height: 4, mask: Uint8Array.from([1, 1, 0, 0, 0, 0, 2, 2])})"
+            )
+            assert turned == {"R": "top", "L": "bottom"}
             before = page.evaluate("document.getElementById('overlay').toDataURL()")
             page.eval_on_selector(
                 "#opacity", "el => { el.value = '90'; el.dispatchEvent(new Event('input')); }"

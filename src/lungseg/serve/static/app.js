@@ -148,11 +148,49 @@ function draw() {
     }
   }
   $("overlay").getContext("2d").putImageData(out, 0, 0);
+  const edges = sideEdges(frame);
+  for (const id of ["original", "overlay"]) markSides($(id).getContext("2d"), frame, edges);
   $("slice-number").textContent = frames.length > 1 ? sliceLabel(index) : "";
   const perSlice = result && result.involvement && result.involvement.per_slice;
   if (perSlice && perSlice[index]) {
     const s = perSlice[index], pct = (v) => `${(100 * v).toFixed(1)} %`;
     $("slice-number").textContent += ` · involved here: right ${pct(s.right)}, left ${pct(s.left)}`;
+  }
+}
+
+// R and L at the image's edges, as viewers mark them: a scan comes in the radiological
+// view (the patient's right on the left); a photo, which may be turned or mirrored, has
+// its sides where the patient's right and left lung lie, along the axis they lie on.
+function sideEdges(frame) {
+  const upright = { R: "left", L: "right" };
+  if (!result || result.kind === "volume") return upright;
+  const centre = (label) => {
+    let n = 0, sx = 0, sy = 0;
+    for (let i = 0; i < frame.mask.length; i++) {
+      if (frame.mask[i] === label) { n++; sx += i % frame.width; sy += Math.floor(i / frame.width); }
+    }
+    return n ? [sx / n, sy / n] : null;
+  };
+  const right = centre(1), left = centre(2);
+  if (!right || !left) return upright;
+  const dx = left[0] - right[0], dy = left[1] - right[1];
+  if (Math.abs(dx) >= Math.abs(dy)) return dx > 0 ? upright : { R: "right", L: "left" };
+  return dy > 0 ? { R: "top", L: "bottom" } : { R: "bottom", L: "top" };
+}
+
+function markSides(ctx, frame, edges) {
+  const size = Math.max(10, Math.round(Math.min(frame.width, frame.height) / 18));
+  const at = {
+    left: [size * 0.8, frame.height / 2], right: [frame.width - size * 0.8, frame.height / 2],
+    top: [frame.width / 2, size * 0.8], bottom: [frame.width / 2, frame.height - size * 0.8],
+  };
+  ctx.font = `bold ${size}px sans-serif`;
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  ctx.lineWidth = Math.max(2, size / 6); ctx.strokeStyle = "black"; ctx.fillStyle = "white";
+  for (const [letter, edge] of Object.entries(edges)) {
+    const [x, y] = at[edge];
+    ctx.strokeText(letter, x, y);
+    ctx.fillText(letter, x, y);
   }
 }
 
