@@ -6,11 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lungseg import __version__
 from lungseg.errors import LungsegError
 from lungseg.training.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
+
+if TYPE_CHECKING:
+    from lungseg.inference.batch import BatchSettings
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -402,7 +405,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _batch_settings(args: argparse.Namespace) -> Any:
+def _batch_settings(args: argparse.Namespace) -> BatchSettings:
     """The one settings object of every batch runner (``inference.batch.BatchSettings``)."""
     from lungseg.imaging.readers import ReadLimits
     from lungseg.inference.batch import BatchSettings

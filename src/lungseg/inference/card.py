@@ -48,7 +48,7 @@ class ModelCard:
         onnx: the file, its SHA-256, and for an int8 copy how it was quantised.
     """
 
-    name: str = "lungseg-unet"
+    name: str = ""
     task: str = "lung"
     description: str = ""
     created: str | None = None

@@ -58,7 +58,10 @@ class Predictor:
     """Loads the model once; segments slices and volumes of any readable kind.
 
     Args:
-        model: an ONNX model path; the model shipped in the package by default.
+        model: an ONNX model path; by default the shipped one-pass network (lungs and
+            infection), or with ``infection`` off the shipped lung network.
+        infection: give COVID-19 findings, where the network has an infection head
+            (its one pass gives them; a lung network gives none).
         threads: onnxruntime threads (0: all cores).
     """
 
@@ -89,7 +92,7 @@ class Predictor:
         """Which model answers: its card's name and date, the ONNX file's hash."""
         card = self.model.card
         return ModelInfo(
-            name=card.name,
+            name=card.name or self.model.path.name,
             created=card.created,
             sha256=card.sha256,
             lungseg_version=__version__,

@@ -164,6 +164,11 @@ function draw() {
 function sideEdges(frame) {
   const upright = { R: "left", L: "right" };
   if (!result || result.kind === "volume") return upright;
+  if (!frame.edges) frame.edges = findEdges(frame, upright);  // once per picture, not per draw
+  return frame.edges;
+}
+
+function findEdges(frame, upright) {
   const centre = (label) => {
     let n = 0, sx = 0, sy = 0;
     for (let i = 0; i < frame.mask.length; i++) {
