@@ -152,12 +152,7 @@ class ModelCard:
         ships models) or a run's ``model_card.json``; the defaults where there is none."""
         for candidate in (path.with_suffix(".json"), path.parent / CARD_NAME):
             if candidate.is_file():
-                try:
-                    return cls.from_dict(json.loads(candidate.read_text()))
-                except (OSError, json.JSONDecodeError, LungsegError) as error:
-                    raise LungsegError(
-                        f"{candidate}: cannot read the model card: {error}"
-                    ) from error
+                return cls.load(candidate)
         return cls()
 
     @classmethod
