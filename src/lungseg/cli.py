@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lungseg import __version__
+from lungseg.core.memory import keep_freed_memory
 from lungseg.errors import LungsegError
 from lungseg.training.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 
@@ -629,6 +630,7 @@ def _dataset_download(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # a slice's temporaries reused, not page-faulted anew (core.memory)
     handlers = {
         ("dataset", "build"): _dataset_build,
         ("dataset", "download"): _dataset_download,

@@ -272,3 +272,22 @@ def test_compressed_dicom_as_pacs_exports_it(tmp_path: Path) -> None:
     assert sample is not None, "pydicom's bundled test file is missing"
     assert str(pydicom.dcmread(sample).file_meta.TransferSyntaxUID) == JPEGLosslessSV1
     assert read_image(sample).array.shape == (100, 100)
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [(1, -1024), (2, -32768), (1, 0), (0.5, -1024.0)])
+def test_dicom_rescale_gives_the_float_definition_of_hu_integer_or_not(
+    tmp_path: Path, slope: float, intercept: float
+) -> None:
+    """HU = round(pixel * slope + intercept), clipped to int16, whichever arithmetic the
+    reader takes (integers for CT's usual integer rescale): the whole 16-bit range,
+    values that clip included."""
+    path = write_dicom_slice(tmp_path / "s.dcm", np.zeros((256, 256), np.int16))
+    ds = pydicom.dcmread(path)
+    pixels = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    ds.PixelData = pixels.tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(path, enforce_file_format=True)
+    expected = np.clip(np.round(pixels.astype(np.float32) * slope + intercept), -32768, 32767)
+    image = read_image(path)
+    assert image.array.dtype == np.int16
+    np.testing.assert_array_equal(image.array, expected.astype(np.int16))

@@ -86,3 +86,47 @@ def test_lungseg_predict_gives_a_long_list_of_pictures_to_workers(
     assert [Path(r["file"]).name for r in records] == [f"s{i}.tif" for i in range(4)]
     for i in range(4):
         assert (tmp_path / "out" / f"s{i}_overlay.png").is_file()
+
+
+def test_two_slices_segmented_at_once_give_what_one_at_a_time_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 31: a list of slices runs two at a time in this process (threads sharing one
+    Predictor); outcomes come in input order with the very files one at a time gives."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    paths = [write_tiff_hu(inputs / f"s{i}.tif", ct_slice(96, seed=i)[0]) for i in range(7)]
+    broken = inputs / "s3b.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    paths.insert(3, broken)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    assert batch.picture_lanes(paths) == 2
+    together = list(run_batch(BatchSettings(out=tmp_path / "together"), paths))
+    monkeypatch.setattr(batch, "LANES", 1)
+    assert batch.picture_lanes(paths) == 1
+    alone = list(run_batch(BatchSettings(out=tmp_path / "alone"), paths))
+    assert [o.path for o in together] == paths
+    for one, two in zip(alone, together, strict=True):
+        assert (one.error is None) == (two.error is None)
+        assert [p.name for p in one.written] == [p.name for p in two.written]
+        for a, b in zip(one.written, two.written, strict=True):
+            assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_only_lists_of_single_files_run_two_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [tmp_path / name for name in ("a.png", "b.dcm", "c.jpg")]
+    for path in files:
+        path.write_bytes(b"")
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
+    assert batch.picture_lanes(files) == batch.LANES
+    assert batch.picture_lanes(files[:1]) == 1  # one input: nothing to overlap
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"")
+    assert batch.picture_lanes([*files, scan]) == 1  # a scan may fill memory alone
+    folder = tmp_path / "series"
+    folder.mkdir()
+    assert batch.picture_lanes([*files, folder]) == 1
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 1)
+    assert batch.picture_lanes(files) == 1

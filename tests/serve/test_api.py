@@ -248,6 +248,23 @@ def test_a_volume_sent_as_slice_and_4d_volumes(client: TestClient, tmp_path: Pat
     assert response.status_code == 400 and "segment-volume" in response.json()["error"]
 
 
+def test_a_volume_sent_to_the_slice_endpoint_is_refused_before_it_is_segmented(
+    client: TestClient, predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 32: the wrong endpoint is told from the file read, not after the work."""
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a volume sent as a slice was segmented")
+
+    monkeypatch.setattr(predictor, "segment", never)
+    multipage = io.BytesIO()
+    hu, _ = ct_volume(slices=4, size=32, lung_free=1)
+    frames = [Image.fromarray(display_slice(p)) for p in hu]
+    frames[0].save(multipage, format="TIFF", save_all=True, append_images=frames[1:])
+    response = client.post("/api/v1/segment", files={"file": ("stack.tif", multipage.getvalue())})
+    assert response.status_code == 400 and "segment-volume" in response.json()["error"]
+
+
 def test_concurrent_requests_each_get_their_own_answer(client: TestClient) -> None:
     slices = [ct_slice(64, lung_scale=0.6 + 0.05 * i, seed=i) for i in range(12)]
 

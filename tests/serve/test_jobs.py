@@ -32,10 +32,10 @@ class SlowPredictor(Predictor):
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def predict(self, path, **options):  # type: ignore[no-untyped-def]
+    def segment(self, image, **options):  # type: ignore[no-untyped-def]
         self.started.set()
         assert self.release.wait(10), "the test never released the job"
-        return super().predict(path, **options)
+        return super().segment(image, **options)
 
 
 def _png() -> bytes:

@@ -65,6 +65,10 @@ def hu_from_float(values: np.ndarray, *, offset: float = 0.0, nan: float = -1024
             out[index] = hu_from_float(plane, offset=offset, nan=nan)
         return out
     info = np.iinfo(np.int16)
+    if values.dtype.kind in "iu" and float(offset).is_integer() and values.dtype.itemsize <= 4:
+        # integers (a DICOM's integer rescale): no float copy; clipped as the float path is
+        shifted = values.astype(np.int64, copy=False) - int(offset)
+        return np.clip(shifted, info.min, info.max).astype(np.int16)
     plane = np.nan_to_num(values.astype(np.float32), nan=nan) - np.float32(offset)
     return np.clip(np.round(plane), info.min, info.max).astype(np.int16)
 

@@ -9,8 +9,8 @@ each input (``segment_and_write``: read, segment, write aside-then-rename), givi
     for outcome in run_batch(settings, inputs):
         print(outcome.summary(model).model_dump_json())
 
-In this process, writing (PNG and NIfTI compression, which leave the GIL) runs on a
-second thread while the next input is read and segmented; a long list of 2D pictures
+In this process, two slices are read and segmented at once (``picture_lanes``) and
+writing (PNG and NIfTI compression, which leave the GIL) runs on a thread of its own; a long list of 2D pictures
 goes to worker processes instead (``processes``), each with its own Predictor; a
 cohort of scans goes to a Dask cluster (``inference.cohort``).
 """
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lungseg.core.files import strip_suffixes
+from lungseg.core.memory import keep_freed_memory
 from lungseg.errors import LungsegError
 from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
 from lungseg.inference.encode import write_prediction
@@ -61,6 +62,7 @@ class BatchSettings:
     threads: int = 0
 
     def predictor(self, threads: int | None = None) -> Predictor:
+        keep_freed_memory()  # in worker processes too (core.memory)
         return Predictor(
             self.model,
             infection=self.infection,
@@ -137,25 +139,50 @@ def run_batch(
     """Segment each input and write its files (named ``stems``, by default
     ``unique_stems``); outcomes in input order. ``processes``: worker processes (for 2D
     pictures; ``process_workers`` picks), 0 for this process with ``predictor``
-    (``settings.predictor()`` by default). ``progress(path)`` gives the callback that
-    follows that input's slices (this process only)."""
+    (``settings.predictor()`` by default), segmenting ``picture_lanes`` inputs at once
+    while the one before is written. ``progress(path)`` gives the callback that follows
+    that input's slices (this process only)."""
     if stems is None:
         stems = unique_stems(paths)[0]
     if processes:
         yield from _in_processes(settings, paths, stems, processes)
         return
     predictor = predictor or settings.predictor()
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        pending: Future[Outcome] | None = None
+    lanes = picture_lanes(paths)
+    with (
+        ThreadPoolExecutor(lanes, thread_name_prefix="lungseg-segment") as segmenters,
+        ThreadPoolExecutor(1, thread_name_prefix="lungseg-write") as writer,
+    ):
+        pending: deque[Future[Outcome]] = deque()
         for path, stem in zip(paths, stems, strict=True):
             follow = progress(path) if progress is not None else None
-            outcome = segment(predictor, path, stem, settings.limits, follow)
-            if pending is not None:
-                yield pending.result()
-                pending = None
-            pending = writer.submit(write, outcome, settings.out)
-        if pending is not None:
-            yield pending.result()
+            segmented = segmenters.submit(segment, predictor, path, stem, settings.limits, follow)
+            pending.append(writer.submit(_write_when_segmented, segmented, settings.out))
+            while len(pending) > lanes:  # one being written, ``lanes`` being segmented
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _write_when_segmented(segmented: Future[Outcome], out: Path) -> Outcome:
+    return write(segmented.result(), out)
+
+
+LANES = 2
+"""2D inputs segmented side by side in this process (threads sharing one Predictor):
+onnxruntime's two threads leave part of the second core idle during a network pass,
+and the work around the network mostly leaves the GIL (``benchmarks/overhead.py``)."""
+
+
+def picture_lanes(paths: list[Path]) -> int:
+    """How many inputs this process segments at once: ``LANES`` for a list of single
+    files that are not scans (pictures and DICOM files: a slice each, small in memory),
+    one where scans are among them (each may fill memory alone), one on one core."""
+    single_files = len(paths) > 1 and all(
+        p.is_file() and not p.name.lower().endswith(SCAN_SUFFIXES) for p in paths
+    )
+    cores = os.cpu_count() or 1
+    return min(LANES, cores) if single_files and cores > 1 else 1
 
 
 def process_workers(paths: list[Path], requested: int | None = None) -> int:

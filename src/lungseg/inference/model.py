@@ -378,28 +378,42 @@ def _finish_picture(
     intensity: Intensity,
     raw: list[np.ndarray] | None,
     postprocess: bool = True,
+    bodies: list[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     if raw is not None:
         raw.append(labels.copy())
-    return postprocess_slice(labels, image, intensity) if postprocess else labels
+    return postprocess_slice(labels, image, intensity, bodies) if postprocess else labels
 
 
-def postprocess_slice(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray:
+def postprocess_slice(
+    labels: np.ndarray,
+    image: np.ndarray,
+    intensity: Intensity,
+    bodies: list[np.ndarray | None] | None = None,
+) -> np.ndarray:
     """A slice's raw lung labels cleaned: specks gone, holes filled, nothing outside the body
-    (what ``segment_image`` does to a slice)."""
-    return clean_lung_labels(labels, body_for(labels, image, intensity))
+    (what ``segment_image`` does to a slice). ``bodies``: the slice's
+    ``body_regions``, where already found."""
+    return clean_lung_labels(labels, body_for(labels, image, intensity, bodies))
 
 
 BODY_KEEPS = 0.95
 """A body estimate is used if it keeps at least this share of what the best one keeps."""
 
 
-def body_for(labels: np.ndarray, image: np.ndarray, intensity: Intensity) -> np.ndarray | None:
-    """Of a slice's body estimates (``imaging.body.body_regions``, most restrictive first),
-    the first that keeps nearly as much of the lungs found as the best one; ``None`` (no
-    restriction) where no estimate lies wholly in view or each would cut lung away."""
+def body_for(
+    labels: np.ndarray,
+    image: np.ndarray,
+    intensity: Intensity,
+    candidates: list[np.ndarray | None] | None = None,
+) -> np.ndarray | None:
+    """Of a slice's body estimates (``imaging.body.body_regions``, most restrictive first;
+    ``candidates`` where already found), the first that keeps nearly as much of the
+    lungs found as the best one; ``None`` (no restriction) where no estimate lies wholly
+    in view or each would cut lung away."""
     lung = labels != 0
-    candidates = body_regions(image, intensity)
+    if candidates is None:
+        candidates = body_regions(image, intensity)
     kept = [int(lung.sum()) if b is None else int((lung & b).sum()) for b in candidates]
     best = max(kept, default=0)
     return next((b for b, k in zip(candidates, kept, strict=True) if k >= BODY_KEEPS * best), None)
@@ -443,7 +457,13 @@ def segment_image(
         readings=readings,
     )
     if not image.is_volume:  # a slice: cleaned as a slice, as every picture is
-        return _finish_picture(next(decisions), planes[0], image.intensity, raw, postprocess)
+        if not postprocess:
+            return _finish_picture(next(decisions), planes[0], image.intensity, raw, False)
+        with ThreadPoolExecutor(1, thread_name_prefix="lungseg-body") as helper:
+            # where the body is depends on the picture alone: found while the network runs
+            bodies = helper.submit(body_regions, planes[0], image.intensity)
+            labels = next(decisions)
+            return _finish_picture(labels, planes[0], image.intensity, raw, True, bodies.result())
     stack = np.empty((len(planes), *planes[0].shape), np.uint8)
     for index, labels in enumerate(decisions):  # while the model runs on the next chunk
         stack[index] = labels

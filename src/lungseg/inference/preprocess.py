@@ -155,7 +155,8 @@ def decision_at_slice_size(scores: np.ndarray, placement: Placement) -> np.ndarr
         return _decide(
             scores, placement, placement.top, placement.left, placement.rows, placement.cols
         )
-    found = scores.argmax(axis=0) != 0
+    found = scores[1:].max(axis=0) > scores[0]  # argmax is not 0 (ties go to 0); several
+    # times faster than argmax across the class axis
     rows_found = np.flatnonzero(found.any(axis=1))
     cols_found = np.flatnonzero(found.any(axis=0))
     decision = np.zeros((placement.rows, placement.cols), np.uint8)

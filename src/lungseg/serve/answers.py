@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import numpy as np
 from fastapi.responses import Response
 from PIL import Image
 
+from lungseg.core.memory import keep_freed_memory
 from lungseg.errors import ImageReadError, TooLargeError
-from lungseg.imaging import to_display
+from lungseg.imaging import CTImage, read_image, to_display
 from lungseg.imaging.intensity import MEDIASTINAL_WINDOW
 from lungseg.imaging.types import Intensity
 from lungseg.inference import Prediction, Predictor
@@ -48,6 +50,7 @@ class Service:
 
     @classmethod
     def start(cls, settings: ServeSettings, predictor: Predictor | None = None) -> Service:
+        keep_freed_memory()  # in each server worker process (core.memory)
         predictor = predictor or Predictor(
             settings.model, infection=settings.infection, threads=settings.threads
         )
@@ -55,27 +58,33 @@ class Service:
         return cls(settings, predictor, gate, predictor.model_info())
 
 
+def read_upload(service: Service, path: Path, name: str, volume: bool) -> CTImage:
+    """Read an upload written to ``path`` (in its private folder), refusing the wrong
+    endpoint's kind of input before any segmentation."""
+    try:
+        image = read_image(path, limits=service.settings.limits)
+    except TooLargeError as error:
+        raise UploadError(413, f"{name}: {error.problem}") from error
+    except ImageReadError as error:  # name the user's file, not the private folder
+        raise UploadError(400, f"{name}: {error.problem}") from error
+    if image.is_volume != volume:
+        where = "/api/v1/segment-volume" if image.is_volume else "/api/v1/segment"
+        kind = "volume" if image.is_volume else "slice"
+        raise UploadError(400, f"this is a {kind}; send it to {where}")
+    return image
+
+
 def segment_upload(
-    service: Service, path: Path, name: str, volume: bool, cancelled: threading.Event
+    service: Service, image: CTImage, name: str, cancelled: threading.Event
 ) -> Prediction:
-    """Segment an upload written to ``path`` (in its private folder). Runs in a job
-    thread; stops (``ClientGone``) between two chunks of slices once ``cancelled``."""
+    """Segment an upload already read. Runs in a job thread; stops (``ClientGone``)
+    between two chunks of slices once ``cancelled``."""
 
     def progress(_done: int, _total: int) -> None:
         if cancelled.is_set():
             raise ClientGone("the client disconnected; its job was stopped")
 
-    try:
-        prediction = service.predictor.predict(
-            path, limits=service.settings.limits, progress=progress
-        )
-    except TooLargeError as error:
-        raise UploadError(413, f"{name}: {error.problem}") from error
-    except ImageReadError as error:  # name the user's file, not the private folder
-        raise UploadError(400, f"{name}: {error.problem}") from error
-    if prediction.image.is_volume != volume:
-        where = "/api/v1/segment-volume" if prediction.image.is_volume else "/api/v1/segment"
-        raise UploadError(400, f"this is a {prediction.kind}; send it to {where}")
+    prediction = service.predictor.segment(image, progress=progress)
     if prediction.check.status == "refused":  # not an axial chest CT: no mask
         raise UploadError(
             422, f"{name}: refused: {prediction.check.reasons[0]}", prediction.check.model_dump()
@@ -92,25 +101,38 @@ def slice_answer(
     cancelled: threading.Event,
 ) -> Response:
     """A slice's answer: JSON, or the overlay or mask PNG alone."""
-    prediction = segment_upload(service, path, name, False, cancelled)
-    if format == "mask":
-        return Response(lung_png(prediction.lung), media_type="image/png")
-    overlay = annotated_overlay(prediction)  # R/L and a legend: a picture to keep
-    if format == "overlay":
-        return Response(png_bytes(overlay), media_type="image/png")
-    image = prediction.image
-    mediastinal = mediastinal_window(image.array, image.intensity)
+    image = read_upload(service, path, name, False)
+    if format != "json":
+        prediction = segment_upload(service, image, name, cancelled)
+        if format == "mask":
+            return Response(lung_png(prediction.lung), media_type="image/png")
+        return Response(png_bytes(annotated_overlay(prediction)), media_type="image/png")
+    with ThreadPoolExecutor(1, thread_name_prefix="lungseg-answer") as helper:
+        # the picture as sent back depends on the input alone: encoded while it is segmented
+        pictures = helper.submit(_display_pngs, image)
+        prediction = segment_upload(service, image, name, cancelled)
+        overlay = _b64_png(annotated_overlay(prediction))  # R/L and a legend: a picture to keep
+        image_png, mediastinal_png = pictures.result()
     answer = SliceAnswer(
         **_summary(service, prediction, name, started),
-        image_png=_b64_png(to_display(image.array, image.intensity)),
-        mediastinal_png=None if mediastinal is None else _b64_png(mediastinal),
+        image_png=image_png,
+        mediastinal_png=mediastinal_png,
         mask_png=_b64(lung_png(prediction.lung)),
-        overlay_png=_b64_png(overlay),
+        overlay_png=overlay,
         infection_png=None
         if prediction.infection is None
         else _b64(infection_png(prediction.infection)),
     )
     return _json(answer)
+
+
+def _display_pngs(image: CTImage) -> tuple[str, str | None]:
+    """The slice as shown (lung window, base64 PNG), and in the mediastinal window for HU."""
+    mediastinal = mediastinal_window(image.array, image.intensity)
+    return (
+        _b64_png(to_display(image.array, image.intensity)),
+        None if mediastinal is None else _b64_png(mediastinal),
+    )
 
 
 def volume_answer(
@@ -122,7 +144,7 @@ def volume_answer(
     cancelled: threading.Event,
 ) -> Response:
     """A scan's answer, a slice at a time: JSON, the mask NIfTI or a DICOM Segmentation."""
-    prediction = segment_upload(service, path, name, True, cancelled)
+    prediction = segment_upload(service, read_upload(service, path, name, True), name, cancelled)
     if prediction.image.geometry.affine is None:
         raise UploadError(
             400,
