@@ -301,21 +301,33 @@ def split_touching(region: np.ndarray) -> np.ndarray | None:
     local = np.pad(region[box], 1)
     depth = ndi.distance_transform_edt(local)
     deepest = float(depth.max())
+    # the cores at depth t lie within the rows and columns whose deepest pixel is deeper
+    # than t: each depth is labelled in that shrinking window only (the same components,
+    # numbered in the same order)
+    row_depth, col_depth = depth.max(axis=1), depth.max(axis=0)
     for threshold in np.arange(1.0, NECK_SHARE * deepest + 1e-6):
-        cores, count = label(depth > threshold)
+        rows = np.flatnonzero(row_depth > threshold)
+        cols = np.flatnonzero(col_depth > threshold)
+        window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        cores_in_window, count = label(depth[window] > threshold)
         if count < 2:
             continue
-        sizes = component_sizes(cores, count)
+        sizes = component_sizes(cores_in_window, count)
         sizes[0] = 0
         first, second = (int(i) for i in np.argsort(sizes)[::-1][:2])
         if sizes[second] < SUBSTANTIAL * sizes[first]:
             continue
-        core_depth = ndi.maximum(depth, cores, [first, second])
+        cores = np.zeros(depth.shape, cores_in_window.dtype)
+        cores[window] = cores_in_window
+        in_first, in_second = cores == first, cores == second
+        # each core's deepest pixel (ndi.maximum gives the same in forty times the time)
+        core_depth = (float(depth[in_first].max()), float(depth[in_second].max()))
         if threshold > NECK_SHARE * min(core_depth):
             return None
-        seeds = np.where(cores == first, 1, np.where(cores == second, 2, 0)).astype(np.uint8)
+        seeds = in_first.view(np.uint8) + 2 * in_second.view(np.uint8)
         _, nearest = ndi.distance_transform_edt(seeds == 0, return_indices=True)
-        parts = np.where(local, seeds[tuple(nearest)], 0).astype(np.uint8)
+        flat = nearest[0] * seeds.shape[1] + nearest[1]  # each pixel's nearest seed pixel
+        parts = np.where(local, np.take(seeds.ravel(), flat), 0).astype(np.uint8)
         part_sizes = np.bincount(parts.ravel(), minlength=3)
         if min(part_sizes[1:]) < SECOND_LUNG_SHARE * max(part_sizes[1:]):
             return None

@@ -6,6 +6,8 @@ both agree on what "inside the body" means.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -63,23 +65,36 @@ BACKGROUND_MARGIN = 10
 """Grey levels above the image border's level that count as patient, not background."""
 
 
-def body_regions(image: np.ndarray, intensity: Intensity) -> list[np.ndarray | None]:
-    """Estimates of the body's cross-section, most restrictive first; ``None`` (no estimate
-    wholly in view: a tight crop, or a scan table that reaches the image edge) last.
+def body_estimates(
+    image: np.ndarray, intensity: Intensity, *, first: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """Estimates of the body's cross-section, most restrictive first, each made when
+    asked for (``first``: the first one, where made already).
 
     HU: one, from the soft-tissue threshold. 8-bit pictures come in any window, so
     two: Otsu's split (right for lung windows, where air and lungs are dark and fat
     bright), and everything brighter than the background at the image border (right
     for soft-tissue windows, where fat is dark grey and the lungs as black as the
-    air: Otsu's split there can leave the lungs outside the body). The caller keeps
-    the estimate that agrees with the lungs found.
+    air: Otsu's split there can leave the lungs outside the body).
     """
-    estimates = [body_mask(dense_tissue(image, intensity))]
+    yield body_mask(dense_tissue(image, intensity)) if first is None else first
     if intensity is Intensity.DISPLAY:
         grey = to_display(image, intensity)
         border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
-        estimates.append(body_mask(grey > int(np.median(border)) + BACKGROUND_MARGIN))
+        yield body_mask(grey > int(np.median(border)) + BACKGROUND_MARGIN)
+
+
+def usable(estimates: Iterable[np.ndarray]) -> list[np.ndarray | None]:
+    """The estimates wholly in view, in order, and ``None`` (no estimate: a tight crop, or
+    a scan table that reaches the image edge) last where one is not."""
+    estimates = list(estimates)
     in_view: list[np.ndarray | None] = [b for b in estimates if b.any() and body_in_view(b)]
     if len(in_view) < len(estimates):
         in_view.append(None)
     return in_view
+
+
+def body_regions(image: np.ndarray, intensity: Intensity) -> list[np.ndarray | None]:
+    """Every estimate of the body's cross-section (``body_estimates``) that can be used
+    (``usable``). The caller keeps the estimate that agrees with the lungs found."""
+    return usable(body_estimates(image, intensity))

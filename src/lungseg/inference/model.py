@@ -15,7 +15,7 @@ from lungseg.core.labels import LUNG_LEFT, LUNG_RIGHT, LUNG_SIDE_UNKNOWN
 from lungseg.core.masks import clean_lung_labels
 from lungseg.errors import LungsegError
 from lungseg.imaging import CTImage, Intensity
-from lungseg.imaging.body import body_regions
+from lungseg.imaging.body import body_estimates, body_in_view, usable
 from lungseg.imaging.orientation import DIHEDRAL, MIRRORED_TURN, apply_dihedral, undo_dihedral
 from lungseg.inference.card import LUNG_CLASSES, ModelCard
 from lungseg.inference.preprocess import Preprocessing, decision_at_slice_size
@@ -378,23 +378,23 @@ def _finish_picture(
     intensity: Intensity,
     raw: list[np.ndarray] | None,
     postprocess: bool = True,
-    bodies: list[np.ndarray | None] | None = None,
+    first_body: np.ndarray | None = None,
 ) -> np.ndarray:
     if raw is not None:
         raw.append(labels.copy())
-    return postprocess_slice(labels, image, intensity, bodies) if postprocess else labels
+    return postprocess_slice(labels, image, intensity, first_body) if postprocess else labels
 
 
 def postprocess_slice(
     labels: np.ndarray,
     image: np.ndarray,
     intensity: Intensity,
-    bodies: list[np.ndarray | None] | None = None,
+    first_body: np.ndarray | None = None,
 ) -> np.ndarray:
     """A slice's raw lung labels cleaned: specks gone, holes filled, nothing outside the body
-    (what ``segment_image`` does to a slice). ``bodies``: the slice's
-    ``body_regions``, where already found."""
-    return clean_lung_labels(labels, body_for(labels, image, intensity, bodies))
+    (what ``segment_image`` does to a slice). ``first_body``: the slice's first body
+    estimate, where already made."""
+    return clean_lung_labels(labels, body_for(labels, image, intensity, first_body))
 
 
 BODY_KEEPS = 0.95
@@ -405,15 +405,20 @@ def body_for(
     labels: np.ndarray,
     image: np.ndarray,
     intensity: Intensity,
-    candidates: list[np.ndarray | None] | None = None,
+    first: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Of a slice's body estimates (``imaging.body.body_regions``, most restrictive first;
-    ``candidates`` where already found), the first that keeps nearly as much of the
-    lungs found as the best one; ``None`` (no restriction) where no estimate lies wholly
-    in view or each would cut lung away."""
+    """Of a slice's body estimates (``imaging.body.body_estimates``, most restrictive
+    first; ``first`` where already made), the first usable one that keeps nearly as much
+    of the lungs found as the best one; ``None`` (no restriction) where no estimate lies
+    wholly in view or each would cut lung away. Where the first keeps nearly all the
+    lung no other can be preferred to it, and the others are not made."""
     lung = labels != 0
-    if candidates is None:
-        candidates = body_regions(image, intensity)
+    estimates = body_estimates(image, intensity, first=first)
+    first = next(estimates)
+    in_view = first.any() and body_in_view(first)
+    if in_view and int((lung & first).sum()) >= BODY_KEEPS * int(lung.sum()):
+        return first
+    candidates = usable([first, *estimates])
     kept = [int(lung.sum()) if b is None else int((lung & b).sum()) for b in candidates]
     best = max(kept, default=0)
     return next((b for b, k in zip(candidates, kept, strict=True) if k >= BODY_KEEPS * best), None)
@@ -461,9 +466,9 @@ def segment_image(
             return _finish_picture(next(decisions), planes[0], image.intensity, raw, False)
         with ThreadPoolExecutor(1, thread_name_prefix="lungseg-body") as helper:
             # where the body is depends on the picture alone: found while the network runs
-            bodies = helper.submit(body_regions, planes[0], image.intensity)
+            first = helper.submit(next, body_estimates(planes[0], image.intensity))
             labels = next(decisions)
-            return _finish_picture(labels, planes[0], image.intensity, raw, True, bodies.result())
+            return _finish_picture(labels, planes[0], image.intensity, raw, True, first.result())
     stack = np.empty((len(planes), *planes[0].shape), np.uint8)
     for index, labels in enumerate(decisions):  # while the model runs on the next chunk
         stack[index] = labels
