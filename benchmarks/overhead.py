@@ -171,7 +171,7 @@ STEPS = (  # (module, function): the steps of one slice, in the order they run
     ("lungseg.inference.model", "SegmentationModel.prepare"),
     ("lungseg.inference.model", "SegmentationModel.run"),
     ("lungseg.inference.model", "decision_at_slice_size"),
-    ("lungseg.inference.model", "body_regions"),
+    ("lungseg.inference.model", "body_for"),
     ("lungseg.inference.model", "clean_lung_labels"),
     ("lungseg.inference.predictor", "lung_measures"),
     ("lungseg.inference.predictor", "restrict_to_lung"),

@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=int,
         help="worker processes for a list of 2D pictures (default: one per core from 64 "
-        "pictures on; 0: none)",
+        "pictures on where there are more than 2 cores; else this process, two slices at a "
+        "time; 0: this process)",
     )
     _add_limit_flags(predict)
 

@@ -139,7 +139,7 @@ def test_volume_involvement_overall_and_per_slice(tmp_path: Path, predictor: Pre
 
 
 def test_zones_split_each_lung_in_thirds_by_height() -> None:
-    from lungseg.inference.infection import zone_shares
+    from lungseg.inference.infection import joint_counts, zone_shares
 
     lung = np.zeros((9, 8, 8), np.uint8)
     lung[:, :, :4] = LUNG_RIGHT  # nine slices of right lung
@@ -147,7 +147,7 @@ def test_zones_split_each_lung_in_thirds_by_height() -> None:
     infection = np.zeros_like(lung)
     infection[6:, :, :2] = GROUND_GLASS  # right lung: the top third (slices 6-8), half of it
     infection[3, :, 4:] = CONSOLIDATION  # left lung: its lowest slice, all of it
-    zones = zone_shares(lung, infection)
+    zones = zone_shares(joint_counts(lung, infection))
     assert zones["right"] == {"upper": 0.5, "middle": 0.0, "lower": 0.0}
     assert zones["left"] == {"upper": 0.0, "middle": 0.0, "lower": 1.0}
 

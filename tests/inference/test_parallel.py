@@ -48,7 +48,9 @@ def test_only_a_long_list_of_pictures_on_several_cores_gets_workers(
     for path in pictures:
         path.write_bytes(b"")
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
-    assert process_workers(pictures) == 2
+    assert process_workers(pictures) == 0  # two cores: this process, two slices at a time
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
+    assert process_workers(pictures) == 4
     assert process_workers(pictures[:-1]) == 0  # too short to pay for starting workers
     scan = tmp_path / "scan.nii.gz"
     scan.write_bytes(b"")
@@ -75,7 +77,7 @@ def test_lungseg_predict_gives_a_long_list_of_pictures_to_workers(
     for i in range(4):
         write_tiff_hu(inputs / f"s{i}.tif", ct_slice(96, seed=i)[0])
     monkeypatch.setattr(batch, "PARALLEL_MIN_PICTURES", 4)
-    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
 
     def one_process(*args: object, **kwargs: object) -> None:
         raise AssertionError("a long list of pictures goes to worker processes")

@@ -53,17 +53,27 @@ def clean_lung_mask(
         min_component_share: components (connected in 3D for volumes) smaller than
             this share of the largest are dropped.
     """
+    return _cleaned(lung, body, min_component_share)[0]
+
+
+def _cleaned(
+    lung: np.ndarray, body: np.ndarray | None, min_component_share: float
+) -> tuple[np.ndarray, bool]:
+    """``clean_lung_mask``, and whether what is kept is one connected piece (a filled
+    hole touches the piece around it, so the filled mask is one piece too)."""
     mask = lung != 0
     if body is not None:
         mask &= body
     labels, count = label(mask)
+    kept = count
     if count > 1:
         sizes = component_sizes(labels, count)
         sizes[0] = 0
         keep = sizes >= min_component_share * sizes.max()
         keep[0] = False
+        kept = int(keep.sum())
         mask = lookup(keep, labels)
-    return fill_holes(mask)
+    return fill_holes(mask), kept == 1
 
 
 def split_left_right(lung: np.ndarray) -> np.ndarray:
@@ -185,13 +195,15 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
 
 def _clean_labels(labels: np.ndarray, body: np.ndarray | None) -> np.ndarray:
     share = VOLUME_COMPONENT_SHARE if labels.ndim == 3 else MIN_COMPONENT_SHARE
-    mask = clean_lung_mask(labels != 0, body, min_component_share=share)
+    mask, one_piece = _cleaned(labels, body, share)
     if not mask.any():
         return np.zeros(labels.shape, dtype=np.uint8)
     if (labels == LUNG_SIDE_UNKNOWN).any():
         return split_left_right(mask)
     sides = np.where(mask, labels, 0).astype(np.uint8)
     _fill_unsided(mask, sides)
+    if one_piece:  # its regions are known without labelling it again
+        return _majority_sides(mask, sides, mask.astype(np.uint16), 1)
     return _majority_sides(mask, sides)
 
 

@@ -16,6 +16,7 @@ import os
 import struct
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -218,24 +219,28 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
             )
         return written
     written = []
-    if prediction.image.geometry.affine is not None:
-        written.append(
-            _write_atomically(out / f"{stem}_mask.nii.gz", volume_mask_nifti(prediction))
-        )
-        if prediction.infection is not None:
-            infection = volume_mask_nifti(prediction, prediction.infection)
-            written.append(_write_atomically(out / f"{stem}_infection.nii.gz", infection))
-        if prediction.image.geometry.dicom_headers:  # a DICOM series: a SEG over it too
-            try:
-                seg = volume_mask_dicom_seg(prediction)
-            except (ValueError, TypeError, AttributeError, KeyError) as error:
-                # headers highdicom cannot build on: the other files still come, with a note
-                prediction.notes.append(f"no DICOM Segmentation written: {error}")
-            else:
-                written.append(_write_atomically(out / f"{stem}_seg.dcm", seg))
-    else:  # a multi-page photo: no geometry to keep
-        written.append(_write_atomically(out / f"{stem}_mask.npy", _npy_bytes(prediction.lung)))
-    written.append(_write_atomically(out / f"{stem}_overlay.png", png_bytes(montage(prediction))))
+    with ThreadPoolExecutor(1, thread_name_prefix="lungseg-montage") as helper:
+        # the montage is drawn while the masks are encoded (mostly outside the GIL)
+        montage_png = helper.submit(lambda: png_bytes(montage(prediction)))
+        if prediction.image.geometry.affine is not None:
+            written.append(
+                _write_atomically(out / f"{stem}_mask.nii.gz", volume_mask_nifti(prediction))
+            )
+            if prediction.infection is not None:
+                infection = volume_mask_nifti(prediction, prediction.infection)
+                written.append(_write_atomically(out / f"{stem}_infection.nii.gz", infection))
+            if prediction.image.geometry.dicom_headers:  # a DICOM series: a SEG over it too
+                try:
+                    seg = volume_mask_dicom_seg(prediction)
+                except (ValueError, TypeError, AttributeError, KeyError) as error:
+                    # headers highdicom cannot build on: the other files come, with a note
+                    prediction.notes.append(f"no DICOM Segmentation written: {error}")
+                else:
+                    written.append(_write_atomically(out / f"{stem}_seg.dcm", seg))
+        else:  # a multi-page photo: no geometry to keep
+            mask = _npy_bytes(prediction.lung)
+            written.append(_write_atomically(out / f"{stem}_mask.npy", mask))
+        written.append(_write_atomically(out / f"{stem}_overlay.png", montage_png.result()))
     return written
 
 

@@ -49,16 +49,30 @@ def severity_score(share: float) -> int:
     return 1 + sum(share > bound for bound in SEVERITY_BOUNDS)
 
 
+def joint_counts(lung: np.ndarray, infection: np.ndarray) -> np.ndarray:
+    """Pixels of each (lung label 0-2, infection class 0-3) pair, plane by plane:
+    ``(planes, 3, 4)`` (a slice is one plane). Untyped infection (4) counts in column 3.
+    Every figure of ``involvement``, ``zone_shares`` and the per-slice shares comes from
+    these counts: one pass over a scan, not one per figure."""
+    lung_planes = lung.reshape(-1, *lung.shape[-2:])
+    infection_planes = infection.reshape(-1, *lung.shape[-2:])
+    joint = np.zeros((lung_planes.shape[0], 3, 4), np.int64)
+    for index, (lung_plane, infection_plane) in enumerate(
+        zip(lung_planes, infection_planes, strict=True)
+    ):
+        pairs = lung_plane.astype(np.intp) * 4 + np.minimum(infection_plane, 3)
+        joint[index] = np.bincount(pairs.ravel(), minlength=12).reshape(3, 4)
+    return joint
+
+
 def involvement(lung: np.ndarray, infection: np.ndarray) -> dict[str, object]:
     """Share of the right, left and both lungs covered by ground glass or consolidation,
     each lung's severity score (0-5), the total (0-10), and effusion in pixels."""
-    # one joint count of (lung label, infection class), a plane at a time: no full-size masks
-    joint = np.zeros((3, 4), np.int64)
-    for lung_plane, infection_plane in zip(
-        lung.reshape(-1, *lung.shape[-2:]), infection.reshape(-1, *lung.shape[-2:]), strict=True
-    ):
-        index = lung_plane.astype(np.intp) * 4 + np.minimum(infection_plane, 3)
-        joint += np.bincount(index.ravel(), minlength=12).reshape(3, 4)
+    return involvement_of(joint_counts(lung, infection).sum(axis=0))
+
+
+def involvement_of(joint: np.ndarray) -> dict[str, object]:
+    """``involvement`` from the ``(3, 4)`` counts of ``joint_counts`` (summed over planes)."""
     lesion_columns = [GROUND_GLASS, CONSOLIDATION]
     shares = {}
     for name, rows in (("right", [LUNG_RIGHT]), ("left", [LUNG_LEFT]), ("total", [1, 2])):
@@ -75,16 +89,13 @@ def involvement(lung: np.ndarray, infection: np.ndarray) -> dict[str, object]:
     }
 
 
-def zone_shares(lung: np.ndarray, infection: np.ndarray) -> dict[str, dict[str, float]]:
-    """A volume's involvement per lung and zone: each lung's slices from its lowest to
-    its highest split in thirds by height (``upper``, ``middle``, ``lower``), and the
-    share of that part of the lung with ground glass or consolidation."""
-    lung_px = np.zeros((lung.shape[0], 3), np.int64)
-    lesion_px = np.zeros((lung.shape[0], 3), np.int64)
-    for index, (lung_plane, infection_plane) in enumerate(zip(lung, infection, strict=True)):
-        lesion = np.isin(infection_plane, (GROUND_GLASS, CONSOLIDATION))
-        lung_px[index] = np.bincount(lung_plane.ravel(), minlength=3)[:3]
-        lesion_px[index] = np.bincount(lung_plane[lesion].ravel(), minlength=3)[:3]
+def zone_shares(joint: np.ndarray) -> dict[str, dict[str, float]]:
+    """A volume's involvement per lung and zone, from its ``joint_counts``: each lung's
+    slices from its lowest to its highest split in thirds by height (``upper``,
+    ``middle``, ``lower``), and the share of that part of the lung with ground glass or
+    consolidation."""
+    lung_px = joint.sum(axis=2)  # (planes, lung label)
+    lesion_px = joint[:, :, GROUND_GLASS] + joint[:, :, CONSOLIDATION]
     zones: dict[str, dict[str, float]] = {}
     for side, value in (("right", LUNG_RIGHT), ("left", LUNG_LEFT)):
         present = np.flatnonzero(lung_px[:, value])

@@ -36,7 +36,8 @@ from lungseg.imaging.readers import (
 )
 from lungseg.inference.check import check_prediction, refusal_before_segmenting
 from lungseg.inference.infection import (
-    involvement,
+    involvement_of,
+    joint_counts,
     restrict_to_lung,
     zone_shares,
 )
@@ -190,7 +191,8 @@ class Predictor:
             prediction.infection = restrict_to_lung(
                 infection.reshape(lung.shape), lung, in_place=True
             )
-            prediction.involvement = involvement(lung, prediction.infection)
+            joint = joint_counts(lung, prediction.infection)  # one pass for every figure
+            prediction.involvement = involvement_of(joint.sum(axis=0))
             prediction.involvement["trained_on"] = self._infection_description()
             if image.is_volume and spacing is not None:  # lesion volumes in mL
                 voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -202,12 +204,10 @@ class Predictor:
                     side: round(float(shares[side]) * measures[side], 2)  # type: ignore[index]
                     for side in ("right", "left", "total")
                 }
-            if image.is_volume:
-                prediction.involvement["zones"] = zone_shares(lung, prediction.infection)
-            if image.is_volume:  # and slice by slice, for a viewer's slice slider
+            if image.is_volume:  # by zone, and slice by slice for a viewer's slice slider
+                prediction.involvement["zones"] = zone_shares(joint)
                 prediction.involvement["per_slice"] = [
-                    involvement(plane, lesions)["share"]
-                    for plane, lesions in zip(lung, prediction.infection, strict=True)
+                    involvement_of(plane)["share"] for plane in joint
                 ]
         prediction.check = check_prediction(prediction, reading)
         prediction.seconds = time.perf_counter() - started
