@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from monai.networks.nets import BasicUNet
 
+from lungseg.core.memory import keep_freed_memory
 from lungseg.inference import Predictor
 from lungseg.inference.batch import BatchSettings, output_stem, run_batch
 from lungseg.inference.encode import write_prediction
@@ -113,6 +114,7 @@ def main() -> None:
     series = args.data / "chest-ct-dicom" / "Lung_Dx-A0001"
     if not slices or not series.is_dir():
         raise SystemExit(f"needs the real data in {args.data}")
+    keep_freed_memory()  # as `lungseg predict` does
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         predictor = Predictor(

@@ -8,8 +8,9 @@ Prints, on this machine and in this run:
     at a time, as predict calls it);
   * the 64-slice DICOM series read, segmented and written (NIfTI, DICOM-SEG, montage)
     against the network's time for its 64 slices (in the product's batches);
-  * one slice through the web API (upload to the JSON answer with the overlay, a
-    real `lungseg serve` on a free port) against the network's time for one slice;
+  * a slice through the web API (upload to the JSON answer with the overlay, a real
+    `lungseg serve` on a free port; each of the DICOM files in turn, one at a time)
+    against the network's time for the same slices;
   * where a slice's milliseconds go (``--breakdown``): each step of predict and of
     writing, timed one slice at a time.
 
@@ -43,6 +44,7 @@ from PIL import Image
 from lungseg.core.memory import keep_freed_memory
 from lungseg.imaging import read_image, to_display
 from lungseg.inference import Predictor
+from lungseg.inference import model as model_module
 from lungseg.inference.batch import BatchSettings, run_batch
 from lungseg.inference.encode import write_prediction
 from lungseg.inference.model import SegmentationModel
@@ -175,7 +177,7 @@ STEPS = (  # (module, function): the steps of one slice, in the order they run
     ("lungseg.inference.model", "clean_lung_labels"),
     ("lungseg.inference.predictor", "lung_measures"),
     ("lungseg.inference.predictor", "restrict_to_lung"),
-    ("lungseg.inference.predictor", "involvement"),
+    ("lungseg.inference.predictor", "joint_counts"),
     ("lungseg.inference.predictor", "check_prediction"),
     ("lungseg.inference.encode", "overlay_picture"),
     ("lungseg.inference.encode", "annotate"),
@@ -261,14 +263,37 @@ def rounds(
     return min(works), min(networks), statistics.median(ratios), max(ratios)
 
 
+def compare_chunks(
+    predictor: Predictor, squares: np.ndarray, out: Path, chunks: list[int], repeats: int
+) -> None:
+    """The series with each of ``chunks`` slices a chunk (``inference.model.CHUNK``),
+    taken in turn within each round, each against the network timed just before."""
+    ratios: dict[int, list[float]] = {chunk: [] for chunk in chunks}
+    for _ in range(repeats):
+        for chunk in chunks:
+            model_module.CHUNK = chunk
+            network = best_ms(lambda: predictor.model.run(squares), 1)
+            work = best_ms(lambda: series_through_predict(predictor, out), 1)
+            ratios[chunk].append(work / network)
+    for chunk in chunks:
+        print(
+            f"{f'the series, {chunk} slices a chunk':34s}{'':20s}"
+            f"{statistics.median(ratios[chunk]):7.2f}   "
+            f"({min(ratios[chunk]):.2f}-{max(ratios[chunk]):.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--slices", type=int, default=16, help="slices of each kind of file")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds; the median ratio counts")
+    parser.add_argument("--repeats", type=int, default=9, help="rounds; the median ratio counts")
     parser.add_argument(
         "--only", choices=("list", "series", "api"), action="append", help="measure just these"
     )
     parser.add_argument("--breakdown", action="store_true", help="where a slice's ms go")
+    parser.add_argument(
+        "--chunks", type=int, nargs="+", help="the series with these chunk sizes, in turn"
+    )
     args = parser.parse_args()
     if not SERIES.is_dir():
         raise SystemExit(f"needs the real data in {DATA}")
@@ -298,7 +323,9 @@ def main() -> None:
                 len(paths),
                 args.repeats,
             )
-        if "series" in chosen:
+        if "series" in chosen and args.chunks:
+            compare_chunks(predictor, series_squares, work / "out", args.chunks, args.repeats)
+        elif "series" in chosen:
             rounds(
                 f"the {series_squares.shape[0]}-slice DICOM series",
                 lambda: series_through_predict(predictor, work / "out"),
@@ -307,21 +334,24 @@ def main() -> None:
                 args.repeats,
             )
         if "api" in chosen:
-            dicom = next(p for p in paths if p.suffix == ".dcm")
-            one = squares[paths.index(dicom) : paths.index(dicom) + 1]
+            dicoms = [p for p in paths if p.suffix == ".dcm"]
+            first = paths.index(dicoms[0])
+            dicom_squares = squares[first : first + len(dicoms)]
             with server() as port:
-                for _ in range(3):
-                    post_slice(port, dicom)  # warm-up
+                for path in dicoms[:3]:
+                    post_slice(port, path)  # warm-up
 
                 def requests() -> None:
-                    for _ in range(5):
-                        post_slice(port, dicom)
+                    for path in dicoms:
+                        post_slice(port, path)
 
-                def network() -> None:
-                    for _ in range(5):
-                        network_one_at_a_time(model, one)
-
-                rounds("one DICOM slice through the API", requests, network, 5, args.repeats)
+                rounds(
+                    "a DICOM slice through the API",
+                    requests,
+                    lambda: network_one_at_a_time(model, dicom_squares),
+                    len(dicoms),
+                    args.repeats,
+                )
         if args.breakdown:
             breakdown(predictor, paths, work / "out")
 

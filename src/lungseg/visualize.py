@@ -88,8 +88,13 @@ def overlay(
                 code += (label_edges(labels) & (code != 0)).view(np.uint8) * np.uint8(len(colours))
     # every colour a pixel can end with, by (lung layer, lesion layer, grey), looked up at once
     table = _tint_table(weight, tuple(lungs.values()), tuple(lesions.values()))
-    index = (lung_code.astype(np.intp) * (2 * len(lesions) + 1) + lesion_code) * 256
-    index += grey.astype(np.intp, copy=False)
+    # the row of each pixel's colour: 7 x 9 layers x 256 greys = 16128, so uint16 holds it
+    assert len(table) <= 2**16, "more colours than a 16-bit index reaches"
+    index = lung_code.astype(np.uint16)
+    index *= 2 * len(lesions) + 1
+    index += lesion_code
+    index <<= 8
+    index += grey
     return np.take(table, index, axis=0)  # (a gather by np.take: several times faster here)
 
 

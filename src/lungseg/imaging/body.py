@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from lungseg.core.morphology import component_sizes, fill_holes
+from lungseg.core.morphology import component_sizes, fill_holes, label
 from lungseg.imaging.intensity import to_display
 from lungseg.imaging.types import Intensity
 
@@ -43,7 +42,7 @@ def dense_tissue(image: np.ndarray, intensity: Intensity, dense_hu: float = DENS
 
 def body_mask(dense: np.ndarray) -> np.ndarray:
     """The patient's cross-section: the largest dense region with its holes (lungs) filled."""
-    labels, count = ndi.label(dense)
+    labels, count = label(dense)
     if count == 0:
         return np.zeros_like(dense)
     sizes = component_sizes(labels, count)

@@ -190,9 +190,9 @@ def process_workers(paths: list[Path], requested: int | None = None) -> int:
     files; scans run one at a time, in bounded memory), ``requested`` of them. By
     default one per core from ``PARALLEL_MIN_PICTURES`` pictures on where there are
     more cores than this process's ``LANES`` use; on two cores this process, two slices
-    at a time, is as fast without the workers' start (267 finding-lungs slices from the
-    command line: 48-51 ms a slice in this process, 50-53 ms with two workers); 0: this
-    process segments them."""
+    at a time, is faster without the workers' start (the 267 finding-lungs slices from
+    the command line: 45.6 ms a slice in this process, 53.4 ms with two workers,
+    ``benchmarks/inference_speed.py``); 0: this process segments them."""
     pictures = len(paths) > 1 and all(
         p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in paths
     )

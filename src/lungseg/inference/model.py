@@ -28,8 +28,12 @@ SHIPPED_INFECTION_MODEL = SHIPPED_MODEL.with_name("infection_unet.onnx")
 SIDED_LUNG_CLASSES = ("background", "right_lung", "left_lung")
 """Output classes of a lung model that tells the patient's right and left lung apart."""
 DECISIONS = ("argmax",)
-CHUNK = 32
-"""Slices prepared and run through the model together (bounds memory on long scans)."""
+CHUNK = 8
+"""Slices prepared and run through the model together (bounds memory on long scans).
+Small, because the decisions and clean-up of the last chunk wait for the network: the
+64-slice series at 1.84x the network's time with 8, 1.98x with 16, 2.06x with 32
+(``benchmarks/overhead.py --only series --chunks 32 8 16 --repeats 7``, medians of
+the rounds; a second comparison by hand: 1.71x, 1.98x, 2.42x)."""
 ORIENTATION_OUTPUT = "orientation"
 TURN_CONFIDENCE = 0.5
 """A photo is turned upright where the orientation head gives one turn at least this
@@ -474,7 +478,9 @@ def segment_image(
         stack[index] = labels
         if raw is not None:
             raw.append(labels.copy())
-        if postprocess:  # nothing outside the body is lung: slice by slice, no body volume
+        # nothing outside the body is lung: slice by slice, no body volume (a slice
+        # without lung has nothing to cut, and its body is not looked for)
+        if postprocess and labels.any():
             region = body_for(labels, planes[index], image.intensity)
             if region is not None:
                 stack[index][~region] = 0
