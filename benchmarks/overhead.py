@@ -44,6 +44,7 @@ from PIL import Image
 from lungseg.core.memory import keep_freed_memory
 from lungseg.imaging import read_image, to_display
 from lungseg.inference import Predictor
+from lungseg.inference import batch as batch_module
 from lungseg.inference import model as model_module
 from lungseg.inference.batch import BatchSettings, run_batch
 from lungseg.inference.encode import write_prediction
@@ -283,6 +284,31 @@ def compare_chunks(
         )
 
 
+def compare_lanes(
+    predictor: Predictor,
+    paths: list[Path],
+    squares: np.ndarray,
+    out: Path,
+    lanes: list[int],
+    repeats: int,
+) -> None:
+    """The list with each of ``lanes`` slices at a time (``inference.batch.LANES``),
+    taken in turn within each round, each against the network timed just before."""
+    ratios: dict[int, list[float]] = {count: [] for count in lanes}
+    for _ in range(repeats):
+        for count in lanes:
+            batch_module.LANES = count
+            network = best_ms(lambda: network_one_at_a_time(predictor.model, squares), 1)
+            work = best_ms(lambda: list_through_predict(predictor, paths, out), 1)
+            ratios[count].append(work / network)
+    for count in lanes:
+        print(
+            f"{f'a list, {count} slice(s) at a time':34s}{'':20s}"
+            f"{statistics.median(ratios[count]):7.2f}   "
+            f"({min(ratios[count]):.2f}-{max(ratios[count]):.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--slices", type=int, default=16, help="slices of each kind of file")
@@ -293,6 +319,9 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="where a slice's ms go")
     parser.add_argument(
         "--chunks", type=int, nargs="+", help="the series with these chunk sizes, in turn"
+    )
+    parser.add_argument(
+        "--lanes", type=int, nargs="+", help="the list with these slices at a time, in turn"
     )
     args = parser.parse_args()
     if not SERIES.is_dir():
@@ -315,7 +344,9 @@ def main() -> None:
             "network timed just before"
         )
         print(f"{'':34s}{'ms a slice':>11s}{'network':>9s}{'ratio':>7s}   (rounds' range)")
-        if "list" in chosen:
+        if "list" in chosen and args.lanes:
+            compare_lanes(predictor, paths, squares, work / "out", args.lanes, args.repeats)
+        elif "list" in chosen:
             rounds(
                 "lungseg predict, a list",
                 lambda: list_through_predict(predictor, paths, work / "out"),

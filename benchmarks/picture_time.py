@@ -8,7 +8,12 @@ Over real finding-lungs slices and the shipped one-pass network, prints ms per s
     rows deflated by zlib at level 1 (the writer before) and Pillow's (level 1, its
     filters), and the files' sizes;
   * the lung mask PNG (palette): lungseg's writer against Pillow's;
-  * the overlay with its labels (`annotated_overlay`).
+  * the overlay with its labels (`annotated_overlay`);
+  * what decides where to look at slice size: an argmax across the classes against a
+    maximum and a comparison (the same answer);
+  * the split of touching lungs (`core.masks.split_touching`) against its plain form
+    (`tests/inference/test_same_masks.py`), on the regions the real series' upper
+    slices give it.
 
     .venv/bin/python benchmarks/picture_time.py [--slices 20]
 """
@@ -19,6 +24,7 @@ import argparse
 import io
 import statistics
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -27,12 +33,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lungseg.core.memory import keep_freed_memory
 from lungseg.imaging import read_image
 from lungseg.inference import Predictor
 from lungseg.inference.encode import annotated_overlay, lung_png, png_bytes
 from lungseg.inference.preprocess import decision_at_slice_size, from_model_square
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 
 
 def per_call_ms(work: Callable[[], object], repeats: int = 5) -> float:
@@ -81,6 +89,7 @@ def main() -> None:
     paths = sorted((DATA / "finding-lungs-ct" / "2d_images").glob("*.tif"))[: args.slices]
     if not paths:
         raise SystemExit(f"needs the real data in {DATA}")
+    keep_freed_memory()  # as `lungseg predict` does
     predictor = Predictor()
     model = predictor.model
     figures: dict[str, list[float]] = {}
@@ -133,6 +142,51 @@ def main() -> None:
         f"overlay PNG size, mean: lungseg {sizes['lungseg'] / len(paths) / 1000:.0f} kB, "
         f"zlib level 1 {sizes['zlib'] / len(paths) / 1000:.0f} kB, "
         f"Pillow {sizes['pillow'] / len(paths) / 1000:.0f} kB"
+    )
+    found_ms: dict[str, list[float]] = {"argmax across classes": [], "maximum, comparison": []}
+    for head in heads:
+        found_ms["argmax across classes"].append(per_call_ms(lambda h=head: h.argmax(axis=0) != 0))
+        found_ms["maximum, comparison"].append(per_call_ms(lambda h=head: h[1:].max(axis=0) > h[0]))
+    for name, values in found_ms.items():
+        print(f"where anything is found, {name}: {statistics.median(values):.2f} ms a head")
+    split_times(predictor)
+
+
+def split_times(predictor: Predictor) -> None:
+    """The touching-lungs split, as it is and in its plain form, on the regions that the
+    real series' upper slices (where the lungs touch in front) give it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from inference.test_same_masks import split_touching_plainly
+
+    from lungseg.core import masks
+
+    regions: list[np.ndarray] = []
+    split = masks.split_touching
+
+    def kept(region: np.ndarray) -> np.ndarray | None:
+        regions.append(region.copy())
+        return split(region)
+
+    masks.split_touching = kept
+    try:
+        series = sorted((DATA / "chest-ct-dicom" / "Lung_Dx-A0001").glob("*.dcm"))
+        for path in series[20:32]:
+            predictor.predict(path)
+    finally:
+        masks.split_touching = split
+
+    def best(work: Callable[[], object]) -> float:
+        return min(per_call_ms(work, 1) for _ in range(5))
+
+    fast = [best(lambda r=region: split(r)) for region in regions]
+    plain = [best(lambda r=region: split_touching_plainly(r)) for region in regions]
+    same = all(
+        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        for a, b in ((split(r), split_touching_plainly(r)) for r in regions)
+    )
+    print(
+        f"touching lungs split, {len(regions)} regions: {statistics.mean(fast):.1f} ms a region "
+        f"(plain form {statistics.mean(plain):.1f} ms; best of 5 each), the same parts: {same}"
     )
 
 

@@ -332,7 +332,7 @@ def split_touching(region: np.ndarray) -> np.ndarray | None:
         cores = np.zeros(depth.shape, cores_in_window.dtype)
         cores[window] = cores_in_window
         in_first, in_second = cores == first, cores == second
-        # each core's deepest pixel (ndi.maximum gives the same in forty times the time)
+        # each core's deepest pixel (ndi.maximum gives the same, many times slower)
         core_depth = (float(depth[in_first].max()), float(depth[in_second].max()))
         if threshold > NECK_SHARE * min(core_depth):
             return None

@@ -5,8 +5,8 @@ int64 indices). glibc's allocator serves blocks of that size with fresh ``mmap``
 pages and returns them to the system when freed (its threshold follows the largest
 block freed so far, and a block of that very size is mapped again), so the next
 slice pays a page fault for every 4 KB it touches. On a virtual machine a page fault
-costs microseconds: on the development machine a 512 x 512 rescale took 5.2 ms where
-0.26 ms is its arithmetic. ``keep_freed_memory`` raises glibc's thresholds so that
+costs microseconds, more than the arithmetic it serves (``tests/core/test_memory.py``
+counts the faults). ``keep_freed_memory`` raises glibc's thresholds so that
 blocks up to ``MMAP_THRESHOLD`` come from the heap and up to ``TRIM_THRESHOLD`` of
 free heap is kept. A scan's large arrays are above the threshold and go back to the
 system as before. ``lungseg predict``, ``lungseg serve`` and their worker processes

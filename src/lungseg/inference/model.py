@@ -33,7 +33,7 @@ CHUNK = 8
 Small, because the decisions and clean-up of the last chunk wait for the network: the
 64-slice series at 1.84x the network's time with 8, 1.98x with 16, 2.06x with 32
 (``benchmarks/overhead.py --only series --chunks 32 8 16 --repeats 7``, medians of
-the rounds; a second comparison by hand: 1.71x, 1.98x, 2.42x)."""
+the rounds)."""
 ORIENTATION_OUTPUT = "orientation"
 TURN_CONFIDENCE = 0.5
 """A photo is turned upright where the orientation head gives one turn at least this
