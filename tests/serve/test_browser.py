@@ -270,3 +270,27 @@ def test_the_page_works_on_a_phone(server: str, tmp_path: Path) -> None:
             page.screenshot(path=str(ARTIFACTS / "viewer_phone.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_api_reference_shows_every_operation(server: str) -> None:
+    """Issue 32: /docs renders the OpenAPI 3.1 document the server emits (a Swagger UI
+    that reads 3.1, served by this server: offline), operations and answers listed."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page()
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(server + "docs")
+            page.locator(".opblock").first.wait_for(timeout=30_000)
+            assert "Unable to render" not in page.content()
+            shown = page.locator(".opblock-summary-path").all_inner_texts()
+            for path in ("/api/v1/segment", "/api/v1/segment-volume", "/healthz"):
+                assert any(text.replace("\u200b", "") == path for text in shown), shown
+            assert all(url.startswith(server) for url in requests), requests  # no CDN
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "api_reference.png"), full_page=False)
+        finally:
+            browser.close()

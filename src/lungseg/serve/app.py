@@ -15,10 +15,12 @@ that bounds running and waiting jobs), ``protocol`` (the HTTP connection guard).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import fastapi_standalone_docs
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from lungseg import __version__
 from lungseg.errors import LungsegError
@@ -30,6 +32,10 @@ from lungseg.serve.settings import ACCESS_LOG_CONFIG, ServeSettings
 from lungseg.serve.uploads import LimitsAndHeaders, UploadError
 
 __all__ = ["ACCESS_LOG_CONFIG", "ServeSettings", "application", "create_app"]
+
+SWAGGER_UI = Path(fastapi_standalone_docs.__path__[0]) / "static" / "swagger"
+"""Swagger UI 5 (it reads the OpenAPI 3.1 document FastAPI emits), packaged by
+``fastapi-standalone-docs``: /docs is served from here, never from a CDN."""
 
 
 async def _busy(_request: Request, error: Exception) -> JSONResponse:
@@ -75,7 +81,7 @@ def application(settings: ServeSettings) -> FastAPI:
         redoc_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount("/docs-assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
     sweep_uploads()
     app.add_middleware(
         LimitsAndHeaders,
