@@ -105,3 +105,92 @@ def test_a_cohort_row_is_the_json_summary_flattened(
     failed = cohort_row(Failure(file="b.nii.gz", error="b.nii.gz: truncated"), "b")
     assert failed["status"] == "failed" and failed["error"] == "b.nii.gz: truncated"
     assert failed["input"] == "b.nii.gz" and failed["total_ml"] == ""
+
+
+def test_a_cohort_column_holds_millilitres_or_nothing_and_the_row_says_why(
+    tmp_path: Path,
+) -> None:
+    """Issue 32: a scan without voxel sizes (and a slice) had its voxel counts (mm²)
+    written into the ``*_ml`` columns ("593378.0 mL")."""
+    import nibabel as nib
+
+    from lungseg.inference.batch import BatchSettings
+    from lungseg.inference.cohort import segment_one
+
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    bare = tmp_path / "bare.nii"
+    nib.save(nib.Nifti1Image(np.transpose(volume, (2, 1, 0)), None), bare)  # no space stated
+    settings = BatchSettings(out=tmp_path / "out", model=str(model), infection=False)
+    row = segment_one(str(bare), "bare", settings)
+    assert row["status"] == "ok"
+    assert row["total_ml"] == row["right_ml"] == row["left_ml"] == ""
+    assert "no volumes in mL: the file gives no voxel size" in row["notes"]
+    sized = segment_one(str(write_nifti(tmp_path / "a.nii.gz", volume)), "a", settings)
+    assert float(sized["total_ml"]) > 0 and "no volumes in mL" not in sized["notes"]
+
+
+def test_an_excel_list_and_a_nul_byte_are_read_or_refused_clearly(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    volume, _ = ct_volume(slices=4, size=32, lung_free=1)
+    write_nifti(tmp_path / "x" / "one.nii.gz", volume)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("\ufeffpath,age\r\nx/one.nii.gz,61\r\n".encode())  # UTF-8 with BOM
+    assert cohort_inputs([excel]) == [(tmp_path / "x" / "one.nii.gz").resolve()]
+    nul = tmp_path / "nul.csv"
+    nul.write_text("path\nx/one\x00.nii.gz\n")
+    with pytest.raises(LungsegError, match="line 2: a path with a NUL byte"):
+        cohort_inputs([nul])
+    with pytest.raises(LungsegError, match="NUL byte"):
+        cohort_inputs([Path("scan\x00.nii")])
+
+
+def test_a_second_cohort_into_the_same_folder_is_refused_while_the_first_runs(
+    tmp_path: Path,
+) -> None:
+    """Issue 32: two runs into one --out lost rows (each rewrote the CSV); the folder's
+    lock is held for the run and goes with the process."""
+    import subprocess
+    import sys
+
+    from lungseg.inference.batch import BatchSettings
+    from lungseg.inference.cohort import LOCK, run_cohort
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; h = open(sys.argv[1], 'a+'); h.write('pid 4242');"
+            " h.flush(); fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True);"
+            " time.sleep(30)",
+            str(out / LOCK),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LungsegError, match=r"another lungseg predict --cohort .*pid 4242"):
+            run_cohort([tmp_path / "a.nii.gz"], BatchSettings(out=out))
+        assert not (out / SUMMARY).exists()  # nothing of the refused run written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_size_limits_hold_for_a_cohort_scan(tmp_path: Path) -> None:
+    """Issue 32 saw --max-slices and --max-voxels ignored in cohort mode: every runner
+    now reads with the one BatchSettings' limits."""
+    from lungseg.imaging.readers import ReadLimits
+    from lungseg.inference.batch import BatchSettings
+    from lungseg.inference.cohort import segment_one
+
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    scan = write_nifti(tmp_path / "a.nii.gz", volume)
+    limits = ReadLimits(max_slices=4)
+    settings = BatchSettings(out=tmp_path / "out", model=str(model), limits=limits)
+    row = segment_one(str(scan), "a", settings)
+    assert row["status"] == "failed" and "4" in row["error"] and "slices" in row["error"]

@@ -23,7 +23,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def cohort_inputs(sources: list[Path]) -> list[Path]:
     sub-folders, by name), any other path is one scan."""
     scans: list[Path] = []
     for source in sources:
+        if "\0" in str(source):
+            raise LungsegError(f"a path with a NUL byte: {str(source)!r}")
         if source.suffix.lower() == ".csv":
             scans.extend(_listed(source))
         elif source.is_dir() and _holds_scans(source):
@@ -85,20 +88,22 @@ def cohort_inputs(sources: list[Path]) -> list[Path]:
 
 
 def _listed(table: Path) -> list[Path]:
-    try:
-        with table.open(newline="") as handle:
+    try:  # utf-8-sig: a list saved by Excel starts with a byte-order mark
+        with table.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise LungsegError(f"{table}: cannot read the list of scans: {error}") from error
     if not rows or "path" not in rows[0]:
         raise LungsegError(f"{table}: a cohort list needs a 'path' column")
-    return [
-        (table.parent / row["path"]).resolve()
-        if not Path(row["path"]).is_absolute()
-        else Path(row["path"])
-        for row in rows
-        if row["path"]
-    ]
+    paths = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        text = (row["path"] or "").strip()
+        if not text:
+            continue
+        if "\0" in text:
+            raise LungsegError(f"{table}, line {number}: a path with a NUL byte: {text!r}")
+        paths.append(Path(text) if Path(text).is_absolute() else (table.parent / text).resolve())
+    return paths
 
 
 def _holds_scans(folder: Path) -> bool:
@@ -135,17 +140,29 @@ def cohort_row(summary: Summary | Failure, stem: str) -> dict[str, str]:
     if isinstance(summary, Failure):
         return row | {"status": "failed", "error": summary.error}
     lung = summary.lung
+    notes = list(summary.notes)
+    in_ml = lung.unit == "mL"
+    if not in_ml:  # a column holds one unit: mL, or nothing, and the row says why
+        why = (
+            "a slice has areas, not volumes"
+            if summary.kind == "slice"
+            else ("the file gives no voxel size")
+        )
+        notes.append(
+            f"no volumes in mL: {why} (lungs {lung.total:.1f} {lung.unit}, right "
+            f"{lung.right:.1f}, left {lung.left:.1f})"
+        )
     row |= {
         "status": "ok",
         "kind": summary.kind,
         "slices": str(summary.size[0] if summary.kind == "volume" else 1),
-        "right_ml": f"{lung.right:.1f}",
-        "left_ml": f"{lung.left:.1f}",
-        "total_ml": f"{lung.total:.1f}",
+        "right_ml": f"{lung.right:.1f}" if in_ml else "",
+        "left_ml": f"{lung.left:.1f}" if in_ml else "",
+        "total_ml": f"{lung.total:.1f}" if in_ml else "",
         "seconds": f"{summary.timings_ms.segment / 1000:.2f}",
         "check_status": summary.check.status,  # ok / review / refused (no files)
         "check_reasons": " | ".join(summary.check.reasons),
-        "notes": " | ".join(summary.notes),
+        "notes": " | ".join(notes),
         "outputs": json.dumps([Path(p).name for p in summary.outputs or []]),
     }
     involvement = summary.involvement
@@ -196,10 +213,55 @@ def run_cohort(
     ``workers`` processes) and write ``cohort.csv`` in ``settings.out``: the rows of
     earlier runs that are done, then each new row as its scan finishes.
     ``on_row(row, done, total)`` follows the progress. Returns the summary's path."""
-    from dask.distributed import Client, LocalCluster, as_completed
-
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
+    with _only_run(out):
+        return _run_locked(scans, settings, out, scheduler, workers, on_row)
+
+
+LOCK = ".cohort.lock"
+
+
+@contextmanager
+def _only_run(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock for the run: a second cohort into the same folder is refused
+    (its rows would interleave with this one's and be lost when it rewrites the CSV).
+    The lock goes with the process, so a killed run leaves nothing that blocks the next."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; runs are not guarded there
+        yield
+        return
+    with (out / LOCK).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LungsegError(
+                f"another lungseg predict --cohort writes to {out} ({holder}); wait for it "
+                "to finish or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_locked(
+    scans: list[Path],
+    settings: BatchSettings,
+    out: Path,
+    scheduler: str | None,
+    workers: int,
+    on_row: Callable[[dict[str, str], int, int], None] | None,
+) -> Path:
+    from dask.distributed import Client, LocalCluster, as_completed
+
     stems, _notes = unique_stems(scans)
     done = finished(out)
     todo = [(str(p), s) for p, s in zip(scans, stems, strict=True) if str(p) not in done]
