@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lungseg import __version__
 from lungseg.core.memory import keep_freed_memory
+from lungseg.core.scratch import sweep
 from lungseg.errors import LungsegError
 from lungseg.training.weights import DEFAULT_WEIGHTS, WEIGHT_FORMATS
 
@@ -169,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or base lungs, unsure sides, ...); a colour photograph, a DICOM of another modality "
         "or a blank picture is refused with its reason and gets no files. "
         "Exit status: 0 when every input was segmented, 1 when any failed or was refused, "
-        "2 on a usage or set-up error.",
+        "2 on a usage or set-up error, 130 on Ctrl+C, 143 on SIGTERM (both remove what the "
+        "run made on the way out).",
     )
     predict.add_argument("inputs", nargs="+", type=Path, help="files or DICOM folders")
     predict.add_argument("-o", "--out", type=Path, required=True, help="output folder")
@@ -629,9 +633,31 @@ def _dataset_download(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that every ``with`` block on the way out
+    removes what it made (temporary folders, half-written files), as Ctrl+C does."""
+
+
+def _terminated(_signal: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # a slice's temporaries reused, not page-faulted anew (core.memory)
+    for left in sweep():  # an unzipped series or an upload of a process that was killed
+        print(f"lungseg: removed a temporary folder a killed run left: {left}", file=sys.stderr)
+    before = None
+    if threading.current_thread() is threading.main_thread():
+        before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _run(args)
+    finally:
+        if before is not None:  # a caller's own handler back (main called from Python)
+            signal.signal(signal.SIGTERM, before)
+
+
+def _run(args: argparse.Namespace) -> int:
     handlers = {
         ("dataset", "build"): _dataset_build,
         ("dataset", "download"): _dataset_download,
@@ -649,9 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LungsegError as error:
         print(f"lungseg: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lungseg: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"lungseg: {what}; nothing half-written was left behind", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -31,6 +30,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from lungseg.core.files import ZipTooLarge, unzip_flat
+from lungseg.core.scratch import scratch_folder
 from lungseg.errors import ImageReadError, TooLargeError
 from lungseg.imaging.intensity import classify_values, display_from_values, hu_from_float
 from lungseg.imaging.orientation import LPS_TO_RAS, to_display_order
@@ -793,8 +793,7 @@ def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:
     """A zip of one DICOM series: unpacked flat into a private temporary folder (member
     names are never used as paths; each member is read up to its declared size only),
     read as a series, then removed."""
-    with tempfile.TemporaryDirectory(prefix="lungseg-zip-") as scratch:
-        folder = Path(scratch)
+    with scratch_folder("zip") as folder:  # removed on SIGTERM too; swept if killed
         try:
             unzip_flat(
                 archive,

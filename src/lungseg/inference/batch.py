@@ -149,19 +149,30 @@ def run_batch(
         return
     predictor = predictor or settings.predictor()
     lanes = picture_lanes(paths)
-    with (
-        ThreadPoolExecutor(lanes, thread_name_prefix="lungseg-segment") as segmenters,
-        ThreadPoolExecutor(1, thread_name_prefix="lungseg-write") as writer,
-    ):
-        pending: deque[Future[Outcome]] = deque()
-        for path, stem in zip(paths, stems, strict=True):
-            follow = progress(path) if progress is not None else None
-            segmented = segmenters.submit(segment, predictor, path, stem, settings.limits, follow)
-            pending.append(writer.submit(_write_when_segmented, segmented, settings.out))
-            while len(pending) > lanes:  # one being written, ``lanes`` being segmented
+    with ThreadPoolExecutor(1, thread_name_prefix="lungseg-write") as writer:
+        if lanes == 1:  # scans: read and segmented here, so Ctrl+C and SIGTERM stop them
+            written: Future[Outcome] | None = None
+            for path, stem in zip(paths, stems, strict=True):
+                follow = progress(path) if progress is not None else None
+                outcome = segment(predictor, path, stem, settings.limits, follow)
+                if written is not None:
+                    yield written.result()
+                written = writer.submit(write, outcome, settings.out)
+            if written is not None:
+                yield written.result()
+            return
+        with ThreadPoolExecutor(lanes, thread_name_prefix="lungseg-segment") as segmenters:
+            pending: deque[Future[Outcome]] = deque()
+            for path, stem in zip(paths, stems, strict=True):
+                follow = progress(path) if progress is not None else None
+                segmented = segmenters.submit(
+                    segment, predictor, path, stem, settings.limits, follow
+                )
+                pending.append(writer.submit(_write_when_segmented, segmented, settings.out))
+                while len(pending) > lanes:  # one being written, ``lanes`` being segmented
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _write_when_segmented(segmented: Future[Outcome], out: Path) -> Outcome:

@@ -22,12 +22,12 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lungseg.core.scratch import make_folder
 from lungseg.errors import LungsegError
 from lungseg.inference.batch import BatchSettings, segment_and_write, unique_stems
 from lungseg.inference.predictor import Predictor
@@ -296,7 +296,7 @@ def _client(client: Any, cluster: Any, scheduler: str | None, workers: int) -> A
         return client(scheduler)
     import dask
 
-    scratch = Path(tempfile.mkdtemp(prefix="lungseg-dask-"))  # the cluster's own, removed after
+    scratch = make_folder("dask")  # the cluster's own, removed after (swept if killed)
     setting = dask.config.set({"temporary-directory": str(scratch)})  # locks too: no /tmp/dask-*
     local = cluster(
         n_workers=workers,

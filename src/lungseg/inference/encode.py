@@ -26,6 +26,7 @@ from isal import igzip, isal_zlib
 from PIL import Image
 
 from lungseg import __version__
+from lungseg.core.scratch import process_running
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order, to_source_grid, to_stored_order
 from lungseg.inference.result import Prediction
@@ -51,17 +52,6 @@ def sweep_partials(out: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def process_running(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (for sweeping what a dead one left)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _write_atomically(path: Path, data: bytes) -> Path:

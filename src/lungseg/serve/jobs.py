@@ -12,9 +12,6 @@ next check (between two chunks of slices).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +20,12 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from lungseg.core.scratch import PREFIX, make_folder, sweep
 from lungseg.errors import LungsegError
-from lungseg.inference.encode import process_running
 
 T = TypeVar("T")
 
-UPLOAD_PREFIX = "lungseg-upload-"
+UPLOAD_PREFIX = f"{PREFIX}upload-"
 RETRY_AFTER_S = 2
 WATCH_INTERVAL_S = 0.25
 
@@ -107,17 +104,10 @@ async def _watch(request: Request, cancelled: threading.Event) -> None:
 def upload_folder() -> Path:
     """A private (0700) temporary folder for one upload, named with this process's id so
     that a later start can tell it was left by a process that died (``sweep_uploads``)."""
-    return Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))
+    return make_folder("upload")
 
 
 def sweep_uploads(root: Path | None = None) -> list[Path]:
-    """Remove upload folders left in the temporary folder by server processes that no
-    longer run (killed with ``kill -9``, or by the OOM killer)."""
-    root = Path(tempfile.gettempdir()) if root is None else root
-    removed = []
-    for folder in root.glob(f"{UPLOAD_PREFIX}*"):
-        pid = folder.name[len(UPLOAD_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or not process_running(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
+    """Remove the temporary folders (uploads, unzipped series) left by lungseg processes
+    that no longer run (killed with ``kill -9``, or by the OOM killer)."""
+    return sweep(root)
