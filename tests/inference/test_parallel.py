@@ -132,3 +132,67 @@ def test_only_lists_of_single_files_run_two_at_a_time(
     assert batch.picture_lanes([*files, folder]) == 1
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 1)
     assert batch.picture_lanes(files) == 1
+
+
+def _children(pid: int) -> set[int]:
+    """The process ids of ``pid``'s pool workers (Linux /proc; not multiprocessing's
+    resource tracker)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in command:
+                found.add(int(child))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc")
+def test_a_killed_worker_costs_no_input_and_the_list_goes_on(tmp_path: Path) -> None:
+    """Issue 32: one dead worker ended the batch (11 of 67 pictures written). The inputs
+    under way are run again alone; every input gets its outcome, in order."""
+    import os
+    import signal
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    paths = [write_tiff_hu(inputs / f"s{i}.tif", ct_slice(96, seed=i)[0]) for i in range(10)]
+    outcomes = []
+    for outcome in run_batch(BatchSettings(out=tmp_path / "out"), paths, processes=2):
+        if not outcomes:  # the pool is up: kill one of its workers under way
+            os.kill(sorted(_children(os.getpid()))[0], signal.SIGKILL)
+        outcomes.append(outcome)
+    assert [o.path for o in outcomes] == paths
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+    assert all((tmp_path / "out" / f"s{i}_mask.png").is_file() for i in range(10))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc")
+def test_workers_die_with_the_command_even_by_kill_9(tmp_path: Path) -> None:
+    """Issue 32: `kill -9` of lungseg predict left its workers running (about 157 MB each)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(40):
+        write_tiff_hu(inputs / f"s{i}.tif", ct_slice(96, seed=i)[0])
+    command = [sys.executable, "-m", "lungseg", "predict", str(inputs), "--quiet"]
+    run = subprocess.Popen([*command, "--out", str(tmp_path / "out"), "--processes", "2"])
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(run.pid)
+        time.sleep(0.1)
+    assert len(workers) >= 2, "the workers never started"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for worker in alive:  # leave nothing running, whatever the outcome
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "workers outlived the command"

@@ -17,8 +17,11 @@ cohort of scans goes to a Dask cluster (``inference.cohort``).
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -219,37 +222,80 @@ def _in_processes(
     settings: BatchSettings, paths: list[Path], stems: list[str], workers: int
 ) -> Iterator[Outcome]:
     """``workers`` processes, each with its own Predictor (one onnxruntime thread), doing
-    ``segment_and_write`` on whole inputs. At most two inputs per worker are under way
-    or waiting to be taken, so memory stays bounded however long the list."""
-    context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's threads
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(settings,)
-    ) as pool:
-        pending: deque[tuple[Path, Future[Outcome]]] = deque()
-        try:
-            for index, (path, stem) in enumerate(zip(paths, stems, strict=True)):
-                pending.append((path, pool.submit(_worker_does, path, stem)))
-                while pending and (len(pending) >= 2 * workers or index == len(paths) - 1):
-                    outcome = pending[0][1].result()  # the input named if its worker died
-                    pending.popleft()
+    ``segment_and_write`` on whole inputs, outcomes in input order. At most two inputs
+    per worker are under way or waiting to be taken, so memory stays bounded however
+    long the list. A worker that dies (killed, out of memory) takes only the input that
+    killed it: the inputs under way then are each run again alone, the one that kills
+    its worker again fails with the reason, and the rest of the list goes on in a new
+    pool. Workers die with this process (``_start_worker``)."""
+    position = 0
+    while position < len(paths):
+        with _pool(settings, workers) as pool:
+            window: deque[tuple[int, Future[Outcome]]] = deque()
+            try:
+                while position < len(paths) or window:
+                    while position < len(paths) and len(window) < 2 * workers:
+                        window.append(
+                            (position, pool.submit(_worker_does, paths[position], stems[position]))
+                        )
+                        position += 1
+                    outcome = window[0][1].result()
+                    window.popleft()
                     yield outcome
-        except BrokenProcessPool as error:
-            raise LungsegError(
-                f"a worker process stopped (out of memory?) while segmenting "
-                f"{pending[0][0] if pending else 'the list'}: {error}"
-            ) from error
-        finally:
-            for _, future in pending:
-                future.cancel()
+            except BrokenProcessPool:
+                suspects = [index for index, _ in window]
+                for _, future in window:
+                    future.cancel()
+            else:
+                return
+        for index in suspects:  # each alone, in order: the one that kills its worker fails
+            yield _alone(settings, paths[index], stems[index])
+
+
+def _pool(settings: BatchSettings, workers: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's threads
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(settings, os.getpid())
+    )
+
+
+def _alone(settings: BatchSettings, path: Path, stem: str) -> Outcome:
+    """One input in a worker of its own (after a worker died with it under way)."""
+    with _pool(settings, 1) as pool:
+        try:
+            return pool.submit(_worker_does, path, stem).result()
+        except BrokenProcessPool:
+            return Outcome(
+                path,
+                stem,
+                error=f"{path}: its worker process stopped (killed, or out of memory?) while "
+                "segmenting it",
+            )
 
 
 _worker: tuple[Predictor, BatchSettings] | None = None
 """The worker process's own Predictor and settings (``_in_processes``)."""
+PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
 
 
-def _start_worker(settings: BatchSettings) -> None:
+def _start_worker(settings: BatchSettings, parent: int) -> None:
     global _worker
+    _die_with(parent)
     _worker = (settings.predictor(threads=1), settings)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when the process that started it dies, even by
+    ``kill -9`` (Linux; elsewhere the workers end when their queue closes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
 
 
 def _worker_does(path: Path, stem: str) -> Outcome:
