@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes per slice <stem>_mask.png, <stem>_overlay.png and, with infection, "
         "<stem>_infection.png; per volume <stem>_mask.nii.gz, <stem>_overlay.png (a montage), "
         "with infection <stem>_infection.nii.gz, and over a DICOM series <stem>_seg.dcm (a "
-        "DICOM Segmentation). Mask labels: 0 background, 1 right lung, 2 left lung; infection "
+        "DICOM Segmentation); and per input <stem>_statistics.json, the summary --json "
+        "prints. Mask labels: 0 background, 1 right lung, 2 left lung; infection "
         "labels: 1 ground glass, 2 consolidation, 3 pleural effusion. "
         'Every answer carries a check (--json: "check": {"status": "ok" | "review" | '
         '"refused", "reasons": [...]}): review says why to look before using it (a picture '

@@ -100,7 +100,7 @@ def test_a_cohort_row_is_the_json_summary_flattened(
     assert row["right_ml"] == f"{summary.lung.right:.1f}"
     assert row["check_status"] == summary.check.status
     assert row["check_reasons"] == " | ".join(summary.check.reasons)
-    assert json.loads(row["outputs"]) == ["a_mask.nii.gz", "a_overlay.png"]
+    assert json.loads(row["outputs"]) == ["a_mask.nii.gz", "a_overlay.png", "a_statistics.json"]
     assert (tmp_path / "out" / "a_mask.nii.gz").is_file()
     failed = cohort_row(Failure(file="b.nii.gz", error="b.nii.gz: truncated"), "b")
     assert failed["status"] == "failed" and failed["error"] == "b.nii.gz: truncated"

@@ -440,6 +440,36 @@ def test_the_cli_reads_a_folder_of_pictures_and_a_zipped_series(
     assert records[3]["lung"]["unit"] == "mL" and records[3]["lung"]["total"] > 0
 
 
+def test_each_input_leaves_its_statistics_next_to_its_masks(
+    tmp_path: Path, model: Path, capsys
+) -> None:
+    """Issue 32: as TotalSegmentator's statistics.json, each input's summary (what --json
+    prints) is written into --out; a refused input gets none, as it gets no mask."""
+    from lungseg.inference.result import Summary
+
+    photo = write_png(tmp_path / "photo.png", display_slice(ct_slice(64)[0]))
+    volume, _ = ct_volume(slices=6, size=64, lung_free=1)
+    scan = write_nifti(tmp_path / "scan.nii.gz", volume)
+    blank = write_png(tmp_path / "blank.png", np.zeros((64, 64), np.uint8))
+    out = tmp_path / "out"
+    args = [str(photo), str(scan), str(blank), "--out", str(out), "--model", str(model)]
+    assert main(["predict", *args, "--json"]) == 1  # the blank picture is refused
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for record, stem in zip(records[:2], ("photo", "scan"), strict=True):
+        statistics = out / f"{stem}_statistics.json"
+        assert str(statistics) in record["outputs"]
+        assert Summary.model_validate_json(statistics.read_text()).model_dump(mode="json") == record
+    assert not (out / "blank_statistics.json").exists()
+    assert "<stem>_statistics.json" in build_parser_help()
+
+
+def build_parser_help() -> str:
+    from lungseg.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    return commands["predict"].format_help()
+
+
 def test_the_notes_reach_the_cli_line_and_the_json(tmp_path: Path, model: Path, capsys) -> None:
     """A folder holding two series gives the larger one, and says so (it was silent)."""
     volume, _ = ct_volume(slices=6, size=64, lung_free=1)

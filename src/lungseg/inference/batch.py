@@ -33,7 +33,7 @@ from lungseg.core.files import strip_suffixes
 from lungseg.core.memory import keep_freed_memory
 from lungseg.errors import LungsegError
 from lungseg.imaging.readers import DEFAULT_LIMITS, RASTER_SUFFIXES, ReadLimits
-from lungseg.inference.encode import write_prediction
+from lungseg.inference.encode import STATISTICS, write_prediction, write_statistics
 from lungseg.inference.model import Progress
 from lungseg.inference.predictor import Predictor
 from lungseg.inference.result import Failure, ModelInfo, Prediction, Summary, describe
@@ -113,11 +113,20 @@ def segment(
     return outcome
 
 
-def write(outcome: Outcome, out: Path) -> Outcome:
-    """Write a segmented input's files; a full disk or an unwritable folder is its error."""
+def write(outcome: Outcome, out: Path, model: ModelInfo) -> Outcome:
+    """Write a segmented input's files, and last ``<stem>_statistics.json``: the summary
+    ``--json`` prints (``result.Summary``, its files listed), so a batch leaves its
+    numbers next to its masks. A refused input gets no file; a full disk or an
+    unwritable folder is the input's error."""
     if outcome.prediction is not None:
         try:
-            outcome.written = write_prediction(outcome.prediction, out, outcome.stem)
+            written = write_prediction(outcome.prediction, out, outcome.stem)
+            if written:
+                statistics = out / f"{outcome.stem}{STATISTICS}"
+                outcome.written = [*written, statistics]
+                summary = outcome.summary(model)
+                assert isinstance(summary, Summary)  # a prediction: not a failure
+                write_statistics(statistics, summary)
         except OSError as error:
             outcome.error = f"{outcome.path}: cannot write the outputs: {error}"
     return outcome
@@ -127,7 +136,8 @@ def segment_and_write(
     predictor: Predictor, path: Path, stem: str, settings: BatchSettings
 ) -> Outcome:
     """The unit of work of every runner: read, segment, write."""
-    return write(segment(predictor, path, stem, settings.limits, None), settings.out)
+    outcome = segment(predictor, path, stem, settings.limits, None)
+    return write(outcome, settings.out, predictor.model_info())
 
 
 def run_batch(
@@ -151,6 +161,7 @@ def run_batch(
         yield from _in_processes(settings, paths, stems, processes)
         return
     predictor = predictor or settings.predictor()
+    model = predictor.model_info()
     lanes = picture_lanes(paths)
     with ThreadPoolExecutor(1, thread_name_prefix="lungseg-write") as writer:
         if lanes == 1:  # scans: read and segmented here, so Ctrl+C and SIGTERM stop them
@@ -160,7 +171,7 @@ def run_batch(
                 outcome = segment(predictor, path, stem, settings.limits, follow)
                 if written is not None:
                     yield written.result()
-                written = writer.submit(write, outcome, settings.out)
+                written = writer.submit(write, outcome, settings.out, model)
             if written is not None:
                 yield written.result()
             return
@@ -171,15 +182,15 @@ def run_batch(
                 segmented = segmenters.submit(
                     segment, predictor, path, stem, settings.limits, follow
                 )
-                pending.append(writer.submit(_write_when_segmented, segmented, settings.out))
+                pending.append(writer.submit(_write_when_segmented, segmented, settings.out, model))
                 while len(pending) > lanes:  # one being written, ``lanes`` being segmented
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
 
 
-def _write_when_segmented(segmented: Future[Outcome], out: Path) -> Outcome:
-    return write(segmented.result(), out)
+def _write_when_segmented(segmented: Future[Outcome], out: Path, model: ModelInfo) -> Outcome:
+    return write(segmented.result(), out, model)
 
 
 LANES = 2

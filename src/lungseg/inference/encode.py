@@ -29,7 +29,7 @@ from lungseg import __version__
 from lungseg.core.scratch import process_running
 from lungseg.imaging import to_display
 from lungseg.imaging.orientation import from_display_order, to_source_grid, to_stored_order
-from lungseg.inference.result import Prediction
+from lungseg.inference.result import Prediction, Summary
 from lungseg.visualize import INFECTION_COLOURS, LUNG_COLOURS, annotate, overlay
 from lungseg.visualize import montage as visual_montage
 
@@ -232,6 +232,15 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
             written.append(_write_atomically(out / f"{stem}_mask.npy", mask))
         written.append(_write_atomically(out / f"{stem}_overlay.png", montage_png.result()))
     return written
+
+
+STATISTICS = "_statistics.json"
+"""The file name ending of an input's summary (``write_statistics``)."""
+
+
+def write_statistics(path: Path, summary: Summary) -> Path:
+    """An input's summary (``result.Summary``, what ``--json`` prints) as indented JSON."""
+    return _write_atomically(path, summary.model_dump_json(indent=2).encode())
 
 
 def volume_mask_nifti(prediction: Prediction, labels: np.ndarray | None = None) -> bytes:
