@@ -197,6 +197,12 @@ def test_upload_a_slice_and_see_the_lungs(server: str, tmp_path: Path) -> None:
             # numbered head to feet (the slider's left end is the head), with z in mm
             label = page.locator("#slice-number").inner_text()
             assert re.match(rf"^{middle + 1} / 6 · z -?\d+\.\d mm", label), label
+            # and the lung area of the slice on screen (issue 32), as the answer gives it
+            place = page.evaluate(f"result.lung.per_slice[{5 - middle}]")  # slider: head first
+            shown = re.search(r"lungs (\S+) cm² \(right (\S+), left (\S+)\)", label)
+            assert shown, label
+            for text, name in zip(shown.groups(), ("total", "right", "left"), strict=True):
+                assert abs(float(text) - place[name] / 100) <= 0.05 + 1e-9, (name, label, place)
             page.keyboard.press("PageUp")  # PACS-like: PageUp and the wheel up go headwards
             assert int(page.locator("#slice").input_value()) == middle - 1
             assert page.locator("#slice-number").inner_text().startswith(f"{middle} / 6")
@@ -266,6 +272,15 @@ def test_the_page_works_on_a_phone(server: str, tmp_path: Path) -> None:
                 assert box and box["width"] >= 24 and box["height"] >= 24, (name, box)
             slider = page.locator("#slice").bounding_box()
             assert slider and slider["width"] >= 250, slider
+            # the slider stays next to the pictures it moves (issue 32): on screen while
+            # either picture is, below it
+            for picture in ("#original", "#overlay"):
+                page.locator(picture).scroll_into_view_if_needed()
+                page.wait_for_timeout(100)
+                box = page.locator("#slice").bounding_box()
+                seen = page.locator(picture).bounding_box()
+                assert box and seen and box["y"] >= 0 and box["y"] + box["height"] <= 740, box
+                assert box["y"] >= seen["y"], (picture, box, seen)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "viewer_phone.png"), full_page=True)
         finally:

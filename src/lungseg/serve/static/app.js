@@ -205,7 +205,17 @@ function sliceLabel(index) {
   const parts = [`${frames.length - index} / ${frames.length}`];
   if (place && place.instance !== null) parts.push(`instance ${place.instance}`);
   if (place && place.z_mm !== null) parts.push(`z ${place.z_mm.toFixed(1)} mm`);
+  if (place) parts.push(sliceArea(place));
   return parts.join(" · ");
+}
+
+function sliceArea(place) {
+  // the lung area of the slice on screen: cm² where the scan has voxel sizes, else pixels
+  if (result.lung.unit === "px") {
+    return `lungs ${Math.round(place.total)} px (right ${Math.round(place.right)}, left ${Math.round(place.left)})`;
+  }
+  const cm2 = (mm2) => (mm2 / 100).toFixed(1);
+  return `lungs ${cm2(place.total)} cm² (right ${cm2(place.right)}, left ${cm2(place.left)})`;
 }
 
 function applyZoom() {
