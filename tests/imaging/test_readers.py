@@ -291,3 +291,49 @@ def test_dicom_rescale_gives_the_float_definition_of_hu_integer_or_not(
     image = read_image(path)
     assert image.array.dtype == np.int16
     np.testing.assert_array_equal(image.array, expected.astype(np.int16))
+
+
+def test_a_zip_unpacks_only_what_starts_as_dicom(tmp_path: Path) -> None:
+    """Issue 32: every member of a zip was unpacked and forced through pydicom: a 4 MB
+    zip of zeros wrote gigabytes to disk. Members that do not start as DICOM files are
+    now skipped before anything of them is written, and the series beside them reads."""
+    import zipfile
+
+    from lungseg.core.files import unzip_flat
+    from lungseg.imaging.readers import _looks_like_dicom
+
+    volume, _ = ct_volume(slices=4, size=32, lung_free=1)
+    series = write_dicom_series(tmp_path / "series", volume)
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for file in series:
+            bundle.write(file, f"dicom/{file.name}")
+        bundle.writestr("zeros.dcm", bytes(64 * 1024 * 1024))  # 64 MB of zeros, 64 kB zipped
+        bundle.writestr("README.txt", "exported by a PACS")
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    written = unzip_flat(
+        archive,
+        unpacked,
+        lambda i, _: f"{i}.dcm",
+        max_files=100,
+        max_bytes=1e9,
+        wanted=_looks_like_dicom,
+    )
+    assert len(written) == 4 and sum(p.stat().st_size for p in written) < 1e6
+    image = read_image(archive)
+    assert image.array.shape[0] == 4
+
+
+def test_a_zip_may_unpack_to_what_a_scan_can_be(tmp_path: Path) -> None:
+    import zipfile
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("a.dcm", bytes(1))
+    data = bytearray(archive.read_bytes())
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (2 * 1024**3).to_bytes(4, "little")  # declares 2 GB
+    archive.write_bytes(bytes(data))
+    with pytest.raises(TooLargeError, match=r"1\.5 GB"):
+        read_image(archive)

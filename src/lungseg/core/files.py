@@ -11,6 +11,9 @@ from pathlib import Path
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CHUNK = 1 << 20
+HEAD_BYTES = 132
+"""The start of a zip member that ``unzip_flat``'s ``wanted`` looks at (a DICOM file's
+preamble and its "DICM")."""
 
 
 def sha256_of(path: Path) -> str:
@@ -46,10 +49,13 @@ def unzip_flat(
     *,
     max_files: int,
     max_bytes: float,
+    wanted: Callable[[bytes], bool] | None = None,
 ) -> list[Path]:
     """Unpack a zip's files into ``folder``, flat: member paths are never used as paths;
-    ``name_of(index, member)`` names each file (``None`` skips it). Each member is read
-    up to its declared size only. Returns the files written.
+    ``name_of(index, member)`` names each file (``None`` skips it); ``wanted(head)``,
+    given a member's first ``HEAD_BYTES``, skips the members it refuses before anything
+    of them is written. Each member is read up to its declared size only. Returns the
+    files written.
 
     Raises:
         ZipTooLarge: more than ``max_files`` files, or more than ``max_bytes`` unpacked.
@@ -72,7 +78,12 @@ def unzip_flat(
             name = name_of(index, member)
             if name is None:
                 continue
-            with bundle.open(member) as source, (folder / name).open("wb") as sink:
-                shutil.copyfileobj(source, sink)
+            with bundle.open(member) as source:
+                head = source.read(HEAD_BYTES)
+                if wanted is not None and not wanted(head):
+                    continue
+                with (folder / name).open("wb") as sink:
+                    sink.write(head)
+                    shutil.copyfileobj(source, sink)
             written.append(folder / name)
     return written

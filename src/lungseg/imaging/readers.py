@@ -52,7 +52,9 @@ class ReadLimits:
         max_voxels: voxels of a whole volume.
         max_inflated_mb: a compressed container (deflated DICOM) once inflated.
         max_files: files looked at in a DICOM folder or zip.
-        max_unzipped_gb: a zip of a DICOM series, unpacked (declared sizes).
+        max_unzipped_gb: a zip of a DICOM series, unpacked (declared sizes): what a scan
+            can be, a 512 x 512 x 1024 series in 16 bits (0.5 GB) with room for a second
+            series beside it (it was 4 GB: a 4 MB zip of zeros wrote 4 GB to disk).
     """
 
     max_pixels: int = 2**26
@@ -60,7 +62,7 @@ class ReadLimits:
     max_voxels: int = 512 * 512 * 1024
     max_inflated_mb: float = 1024.0
     max_files: int = 8192
-    max_unzipped_gb: float = 4.0
+    max_unzipped_gb: float = 1.5
 
     def check_slice(self, rows: int, cols: int, samples: int = 1) -> None:
         if rows * cols * samples > self.max_pixels:
@@ -789,6 +791,14 @@ def _instance_numbers(
     return tuple(numbers)
 
 
+def _looks_like_dicom(head: bytes) -> bool:
+    """A zip member worth unpacking for a series: a DICOM file ("DICM" after its
+    preamble), or a bare dataset without one (it starts with a group 0002 or 0008 tag,
+    little-endian). Anything else (zeros, a PDF, a report, a thumbnail) is skipped unread:
+    pydicom would otherwise be forced to parse it."""
+    return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
 def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:
     """A zip of one DICOM series: unpacked flat into a private temporary folder (member
     names are never used as paths; each member is read up to its declared size only),
@@ -801,6 +811,7 @@ def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:
                 lambda index, _member: f"{index:05d}.dcm",
                 max_files=limits.max_files,
                 max_bytes=limits.max_unzipped_gb * 1024**3,
+                wanted=_looks_like_dicom,
             )
         except ZipTooLarge as error:
             raise _TooLarge(str(error), error.limit) from error
