@@ -95,3 +95,78 @@ def test_the_montage_runs_head_to_feet_with_instance_numbers(
         "slice 6/6, instance 6",
     ]
     assert prediction.per_slice is not None and prediction.per_slice[top].number == 1
+
+
+def _series(tmp_path: Path, predictor: Predictor):  # type: ignore[no-untyped-def]
+    hu, _ = ct_volume(slices=4, size=64, lung_free=1)
+    write_dicom_series(tmp_path / "series", hu)
+    return predictor.predict(tmp_path / "series")
+
+
+def test_a_de_identified_series_still_gets_its_seg(tmp_path: Path, predictor: Predictor) -> None:
+    """Issue 32: a series without the patient's name, birth date and sex (de-identified)
+    got no SEG (highdicom needs them present, though they may be empty: DICOM type 2)."""
+    prediction = _series(tmp_path, predictor)
+    for header in prediction.image.geometry.dicom_headers:
+        for name in ("PatientName", "PatientBirthDate", "PatientSex"):
+            delattr(header, name)
+    written = save_prediction(prediction, tmp_path / "out", "series")
+    assert tmp_path / "out" / "series_seg.dcm" in written
+    seg = pydicom.dcmread(tmp_path / "out" / "series_seg.dcm")
+    assert seg.PatientBirthDate == "" and seg.PatientName == ""
+    assert "PatientBirthDate" not in prediction.image.geometry.dicom_headers[0]  # as read
+
+
+@pytest.mark.parametrize("fault", ["no study", "two frames of reference", "shared instance uid"])
+def test_a_series_no_seg_can_be_built_on_says_why_on_both_paths(
+    tmp_path: Path, predictor: Predictor, fault: str
+) -> None:
+    """Issue 32: the CLI wrote the other files with a note, the API answered a plain-text
+    500; slices sharing an instance UID got a SEG whose frames point at the wrong image.
+    Now both paths say why: a note beside the mask, a 422 with the reason."""
+    from fastapi.testclient import TestClient
+
+    from lungseg.serve.app import ServeSettings, create_app
+
+    prediction = _series(tmp_path, predictor)
+    headers = prediction.image.geometry.dicom_headers
+
+    def spoil(items) -> None:  # type: ignore[no-untyped-def]
+        if fault == "no study":
+            for header in items:
+                del header.StudyInstanceUID
+        elif fault == "two frames of reference":
+            items[0].FrameOfReferenceUID = "1.2.3.4"
+        else:
+            items[1].SOPInstanceUID = items[0].SOPInstanceUID
+
+    spoil(headers)
+    names = {p.name for p in save_prediction(prediction, tmp_path / "out", "series")}
+    assert "series_seg.dcm" not in names and "series_mask.nii.gz" in names
+    note = next(n for n in prediction.notes if n.startswith("no DICOM Segmentation written"))
+
+    client = TestClient(create_app(ServeSettings(), predictor))
+    original = predictor.segment
+
+    def spoiled(image, **options):  # type: ignore[no-untyped-def]
+        answer = original(image, **options)
+        spoil(answer.image.geometry.dicom_headers)
+        return answer
+
+    import zipfile
+
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted((tmp_path / "series").iterdir()):
+            bundle.write(file, file.name)
+    predictor.segment = spoiled  # type: ignore[method-assign]
+    try:
+        response = client.post(
+            "/api/v1/segment-volume?format=seg",
+            files={"file": ("series.zip", archive.read_bytes())},
+        )
+    finally:
+        del predictor.segment
+    assert response.status_code == 422, response.text
+    reason = note.removeprefix("no DICOM Segmentation written: ")
+    assert reason in response.json()["error"]

@@ -11,6 +11,7 @@ lung in red and the left in blue, semi-transparent, outlined). Volume:
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import struct
@@ -222,8 +223,8 @@ def write_prediction(prediction: Prediction, out: str | Path, stem: str) -> list
             if prediction.image.geometry.dicom_headers:  # a DICOM series: a SEG over it too
                 try:
                     seg = volume_mask_dicom_seg(prediction)
-                except (ValueError, TypeError, AttributeError, KeyError) as error:
-                    # headers highdicom cannot build on: the other files come, with a note
+                except SegUnbuildable as error:
+                    # headers a SEG cannot be built on: the other files come, with a note
                     prediction.notes.append(f"no DICOM Segmentation written: {error}")
                 else:
                     written.append(_write_atomically(out / f"{stem}_seg.dcm", seg))
@@ -270,14 +271,48 @@ SEG_SEGMENTS = (  # (label value, name, SNOMED CT code)
 )
 
 
+class SegUnbuildable(ValueError):
+    """The series' headers do not allow a valid DICOM Segmentation over it (what is
+    missing or wrong says why): the CLI writes the other files with this as a note, the
+    API answers 422 with it."""
+
+
 def volume_mask_dicom_seg(prediction: Prediction) -> bytes:
     """The lungs of a DICOM series as a DICOM Segmentation (highdicom): two segments,
     right and left lung, each frame referring to its source image, so 3D Slicer and
-    OHIF show it over the series. Only for inputs read from a DICOM series."""
+    OHIF show it over the series. Only for inputs read from a DICOM series.
+
+    Raises:
+        SegUnbuildable: headers a SEG cannot be built on (de-identified without the
+            study's identifiers, several frames of reference, slices sharing an
+            instance UID, which would make frames refer to the wrong image ...).
+    """
+    try:
+        return _dicom_seg(prediction)
+    except SegUnbuildable:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise SegUnbuildable(str(error) or type(error).__name__) from error
+
+
+def _dicom_seg(prediction: Prediction) -> bytes:
     import highdicom as hd
     from pydicom.sr.coding import Code
 
     geometry = prediction.image.geometry
+    sources = tuple(_with_type_2(header) for header in geometry.dicom_headers)
+    lacking = sorted({name for h in sources for name in TYPE_1 if not h.get(name)})
+    if lacking:
+        raise SegUnbuildable(
+            f"the series' headers lack {', '.join(lacking)} (removed in de-identification?), "
+            "which a SEG must refer to"
+        )
+    uids = [str(getattr(header, "SOPInstanceUID", "")) for header in sources]
+    if len(set(uids)) < len(uids):
+        raise SegUnbuildable(
+            f"{len(uids) - len(set(uids))} of the series' slices share a SOP Instance UID "
+            "with another: a SEG frame could not say which image it lies on"
+        )
     labels = to_stored_order(prediction.lung.astype(np.uint8, copy=False), geometry)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="lungseg",
@@ -299,10 +334,45 @@ def volume_mask_dicom_seg(prediction: Prediction) -> bytes:
     ]
     with warnings.catch_warnings():  # about the source's patient name format: not ours
         warnings.filterwarnings("ignore", "The string .* is unlikely to represent", UserWarning)
-        seg = _segmentation(hd, geometry.dicom_headers, labels, descriptions)
+        seg = _segmentation(hd, sources, labels, descriptions)
     buffer = io.BytesIO()
     seg.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+TYPE_1 = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+)
+"""The identifiers a SEG refers its series by: required and never empty (DICOM type 1)."""
+TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+"""Patient and study attributes a SEG must carry but may leave empty (DICOM type 2),
+which de-identified series often lack."""
+
+
+def _with_type_2(header: Any) -> Any:
+    """``header``, or a copy with the type 2 attributes it lacks present and empty (the
+    source's own header is left as read)."""
+    missing = [name for name in TYPE_2 if name not in header]
+    if not missing:
+        return header
+    header = copy.deepcopy(header)
+    for name in missing:
+        setattr(header, name, "")
+    return header
 
 
 def _segmentation(

@@ -22,6 +22,7 @@ from lungseg.imaging.intensity import MEDIASTINAL_WINDOW
 from lungseg.imaging.types import Intensity
 from lungseg.inference import Prediction, Predictor
 from lungseg.inference.encode import (
+    SegUnbuildable,
     annotated_overlay,
     infection_png,
     lung_png,
@@ -154,8 +155,14 @@ def volume_answer(
     if format == "seg":
         if not prediction.image.geometry.dicom_headers:
             raise UploadError(400, f"{name}: a DICOM Segmentation needs a DICOM series")
+        try:
+            seg = volume_mask_dicom_seg(prediction)
+        except SegUnbuildable as error:  # what the CLI says in a note, with the mask
+            raise UploadError(
+                422, f"{name}: no DICOM Segmentation can be built over this series: {error}"
+            ) from error
         return Response(
-            volume_mask_dicom_seg(prediction),
+            seg,
             media_type="application/dicom",
             headers={"Content-Disposition": "attachment; filename=seg.dcm"},
         )
