@@ -194,3 +194,28 @@ def test_the_size_limits_hold_for_a_cohort_scan(tmp_path: Path) -> None:
     settings = BatchSettings(out=tmp_path / "out", model=str(model), limits=limits)
     row = segment_one(str(scan), "a", settings)
     assert row["status"] == "failed" and "4" in row["error"] and "slices" in row["error"]
+
+
+def test_a_scan_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
+    """Issue 32: one scan that killed its worker aborted the cohort with a KilledWorker
+    traceback, and every re-run the same way. It now gets a failed row with the reason;
+    the other scans are done."""
+    import sys
+
+    from lungseg.inference.batch import BatchSettings
+    from lungseg.inference.cohort import run_cohort
+
+    sys.path.insert(0, str(Path(__file__).parent))  # the workers import the task from here
+    from killer import kill_on_poison
+
+    model = dark_is_lung_onnx(tmp_path / "model.onnx")
+    volume, _ = ct_volume(slices=4, size=32, lung_free=1)
+    scans = [
+        write_nifti(tmp_path / name, volume) for name in ("a.nii.gz", "poison.nii.gz", "b.nii.gz")
+    ]
+    settings = BatchSettings(out=tmp_path / "out", model=str(model), infection=False)
+    run_cohort(scans, settings, workers=1, work=kill_on_poison)
+    rows = _rows(tmp_path / "out")
+    assert rows["a.nii.gz"]["status"] == rows["b.nii.gz"]["status"] == "ok", rows
+    assert rows["poison.nii.gz"]["status"] == "failed"
+    assert "its worker process died" in rows["poison.nii.gz"]["error"]

@@ -208,15 +208,19 @@ def run_cohort(
     scheduler: str | None = None,
     workers: int = 2,
     on_row: Callable[[dict[str, str], int, int], None] | None = None,
+    work: Callable[[str, str, BatchSettings], dict[str, str]] = segment_one,
 ) -> Path:
     """Segment ``scans`` on a Dask cluster (``scheduler``'s, or a local one of
     ``workers`` processes) and write ``cohort.csv`` in ``settings.out``: the rows of
     earlier runs that are done, then each new row as its scan finishes.
-    ``on_row(row, done, total)`` follows the progress. Returns the summary's path."""
+    ``on_row(row, done, total)`` follows the progress; ``work`` is what a worker does
+    with one scan (``segment_one``; an importable function). A scan whose task fails,
+    or kills its worker each time it is tried, gets a failed row. Returns the summary's
+    path."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     with _only_run(out):
-        return _run_locked(scans, settings, out, scheduler, workers, on_row)
+        return _run_locked(scans, settings, out, scheduler, workers, on_row, work)
 
 
 LOCK = ".cohort.lock"
@@ -259,6 +263,7 @@ def _run_locked(
     scheduler: str | None,
     workers: int,
     on_row: Callable[[dict[str, str], int, int], None] | None,
+    work: Callable[[str, str, BatchSettings], dict[str, str]] = segment_one,
 ) -> Path:
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -276,13 +281,25 @@ def _run_locked(
     if not todo:
         return summary
     with _client(Client, LocalCluster, scheduler, workers) as client:
-        futures = [
-            client.submit(segment_one, path, stem, settings, pure=False) for path, stem in todo
-        ]
+        futures = {
+            client.submit(work, path, stem, settings, pure=False): (path, stem)
+            for path, stem in todo
+        }
+        retried: set[str] = set()
         with summary.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            for future in as_completed(futures):
-                row = future.result()
+            finishing = as_completed(futures)
+            for future in finishing:
+                path, stem = futures[future]
+                if _killed(future) and path not in retried:
+                    # a worker that died took the scans it held: each is tried once more
+                    # (the scan that killed it dies again, alone, and fails then)
+                    retried.add(path)
+                    again = client.submit(work, path, stem, settings, pure=False)
+                    futures[again] = (path, stem)
+                    finishing.add(again)
+                    continue
+                row = _row_of(future, path, stem)
                 writer.writerow(row)
                 handle.flush()
                 count += 1
@@ -291,13 +308,42 @@ def _run_locked(
     return summary
 
 
+def _killed(future: Any) -> bool:
+    """Whether Dask gave up on the task because workers died running it."""
+    error = future.exception() if future.status == "error" else None
+    return type(error).__name__ == "KilledWorker"
+
+
+def _row_of(future: Any, path: str, stem: str) -> dict[str, str]:
+    """A scan's row; a failed one, with the reason, where its task died with its worker
+    (Dask gives up after the scan killed a worker several times: ``KilledWorker``) or
+    raised, so that one scan never aborts the cohort (nor every run after it)."""
+    try:
+        row: dict[str, str] = future.result()
+    except Exception as error:  # the task's own failure, reported on its row
+        killed = type(error).__name__ == "KilledWorker"
+        reason = (
+            "its worker process died while segmenting it, each time it was tried (out of memory?)"
+            if killed
+            else f"unexpected error {type(error).__name__}: {error}"
+        )
+        return cohort_row(Failure(file=path, error=f"{path}: {reason}"), stem)
+    return row
+
+
 def _client(client: Any, cluster: Any, scheduler: str | None, workers: int) -> Any:
     if scheduler:
         return client(scheduler)
     import dask
 
     scratch = make_folder("dask")  # the cluster's own, removed after (swept if killed)
-    setting = dask.config.set({"temporary-directory": str(scratch)})  # locks too: no /tmp/dask-*
+    setting = dask.config.set(
+        {
+            "temporary-directory": str(scratch),  # locks too: no /tmp/dask-*
+            # one scan per worker thread at a time: a worker that dies takes no other scan
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
+    )
     local = cluster(
         n_workers=workers,
         threads_per_worker=1,
