@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="open connections per worker; more are closed at once (default 256)",
     )
+    serve.add_argument(
+        "--max-per-client",
+        type=int,
+        default=32,
+        help="open connections per client address and worker; more are closed at once "
+        "(default 32; 0 for none: behind a reverse proxy every client is the proxy)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="stage 2: score a model on a split, with a report"
@@ -461,6 +468,7 @@ def _serve(args: argparse.Namespace) -> int:
         LUNGSEG_HEADER_TIMEOUT_S=str(args.header_timeout),
         LUNGSEG_MIN_BODY_RATE=str(args.min_body_rate),
         LUNGSEG_MAX_CONNECTIONS=str(args.max_connections),
+        LUNGSEG_MAX_PER_CLIENT=str(args.max_per_client),
     )
     _check_address_free(args.host, args.port)
     print(

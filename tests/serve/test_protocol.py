@@ -125,3 +125,30 @@ def test_connections_beyond_the_limit_are_closed_at_once(server: int) -> None:
             sock.close()
     time.sleep(0.2)
     assert b"200 OK" in _get(server)  # room again once they are gone
+
+
+def test_one_client_cannot_take_every_connection(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 32: 256 slow uploads from one client locked everyone out. A client holds at
+    most its share (here 2 of 4; LUNGSEG_MAX_PER_CLIENT); another address still gets in."""
+    # the fixture's server reads its settings per connection: 2 per client from now on
+    monkeypatch.setenv("LUNGSEG_MAX_PER_CLIENT", "2")
+    held = [_connect(server) for _ in range(2)]
+    time.sleep(0.1)
+    try:
+        with _connect(server) as third:  # the same client (127.0.0.1): over its share
+            assert _closed_within(third, 2) < 0.5
+        other = socket.socket()
+        other.bind(("127.0.0.2", 0))  # another client on the loopback network
+        other.settimeout(5)
+        other.connect(("127.0.0.1", server))
+        with other:
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := other.recv(4096):
+                answer += chunk
+        assert b"200 OK" in answer
+    finally:
+        for sock in held:
+            sock.close()

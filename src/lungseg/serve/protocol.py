@@ -10,11 +10,15 @@ make the server unreachable. ``GuardedH11Protocol`` closes a connection that
   or from the end of its previous response);
 * sends its body slower than ``min_body_rate`` bytes a second, measured over
   windows of ``RATE_WINDOW_S``;
-* arrives while ``max_connections`` are open already.
+* arrives while ``max_connections`` are open already, or while its client (its
+  address) holds ``max_per_client`` of them: one client's slow uploads, each just
+  above the body rate, cannot take every connection (0: no such limit).
 
-Settings come from ``LUNGSEG_HEADER_TIMEOUT_S``, ``LUNGSEG_MIN_BODY_RATE`` and
-``LUNGSEG_MAX_CONNECTIONS`` (``lungseg serve`` sets them for its workers). Behind a
-reverse proxy (docs/serving.md), the proxy does this for the public side too.
+Settings come from ``LUNGSEG_HEADER_TIMEOUT_S``, ``LUNGSEG_MIN_BODY_RATE``,
+``LUNGSEG_MAX_CONNECTIONS`` and ``LUNGSEG_MAX_PER_CLIENT`` (``lungseg serve`` sets
+them for its workers). Behind a reverse proxy (docs/serving.md) every connection
+comes from the proxy: set the per-client limit to 0 there and let the proxy limit its
+clients.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HEADER_TIMEOUT_S = 10.0
 MIN_BODY_RATE = 1024.0
 MAX_CONNECTIONS = 256
+MAX_PER_CLIENT = 32
 RATE_WINDOW_S = 5.0
 
 
@@ -45,15 +50,29 @@ class GuardedH11Protocol(H11Protocol):
         self.header_timeout_s = _setting("LUNGSEG_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S)
         self.min_body_rate = _setting("LUNGSEG_MIN_BODY_RATE", MIN_BODY_RATE)
         self.max_connections = int(_setting("LUNGSEG_MAX_CONNECTIONS", MAX_CONNECTIONS))
+        self.max_per_client = int(_setting("LUNGSEG_MAX_PER_CLIENT", MAX_PER_CLIENT))
         self._guard: asyncio.TimerHandle | None = None
         self._body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections or self._client_full():
             transport.close()  # refuse at once: no file descriptor held for it
             return
         self._expect_head()
+
+    def _client_full(self) -> bool:
+        """Whether this connection's client holds more than ``max_per_client`` (this one
+        included)."""
+        if self.max_per_client <= 0 or not self.client:
+            return False
+        host = self.client[0]
+        held = 0
+        for other in self.connections:
+            address: Any = getattr(other, "client", None)
+            if address and address[0] == host:
+                held += 1
+        return held > self.max_per_client
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_guard()
