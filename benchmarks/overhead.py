@@ -264,49 +264,42 @@ def rounds(
     return min(works), min(networks), statistics.median(ratios), max(ratios)
 
 
-def compare_chunks(
-    predictor: Predictor, squares: np.ndarray, out: Path, chunks: list[int], repeats: int
-) -> None:
-    """The series with each of ``chunks`` slices a chunk (``inference.model.CHUNK``),
-    taken in turn within each round, each against the network timed just before."""
-    ratios: dict[int, list[float]] = {chunk: [] for chunk in chunks}
-    for _ in range(repeats):
-        for chunk in chunks:
-            model_module.CHUNK = chunk
-            network = best_ms(lambda: predictor.model.run(squares), 1)
-            work = best_ms(lambda: series_through_predict(predictor, out), 1)
-            ratios[chunk].append(work / network)
-    for chunk in chunks:
-        print(
-            f"{f'the series, {chunk} slices a chunk':34s}{'':20s}"
-            f"{statistics.median(ratios[chunk]):7.2f}   "
-            f"({min(ratios[chunk]):.2f}-{max(ratios[chunk]):.2f})"
-        )
-
-
-def compare_lanes(
-    predictor: Predictor,
-    paths: list[Path],
-    squares: np.ndarray,
-    out: Path,
-    lanes: list[int],
+def compare_in_turn(
+    label: str,
+    values: list[int],
+    setting: Callable[[int], int],
+    work: Callable[[], object],
+    network: Callable[[], object],
     repeats: int,
 ) -> None:
-    """The list with each of ``lanes`` slices at a time (``inference.batch.LANES``),
-    taken in turn within each round, each against the network timed just before."""
-    ratios: dict[int, list[float]] = {count: [] for count in lanes}
+    """``work`` with each of ``values`` set (``setting``), taken in turn within each
+    round, each against the network timed just before; ``label`` names a row with
+    ``{value}``."""
+    ratios: dict[int, list[float]] = {value: [] for value in values}
+    before = setting(values[0])
     for _ in range(repeats):
-        for count in lanes:
-            batch_module.LANES = count
-            network = best_ms(lambda: network_one_at_a_time(predictor.model, squares), 1)
-            work = best_ms(lambda: list_through_predict(predictor, paths, out), 1)
-            ratios[count].append(work / network)
-    for count in lanes:
+        for value in values:
+            setting(value)
+            ratios[value].append(best_ms(work, 1) / best_ms(network, 1))
+    setting(before)  # the product's own setting again for what runs after
+    for value in values:
         print(
-            f"{f'a list, {count} slice(s) at a time':34s}{'':20s}"
-            f"{statistics.median(ratios[count]):7.2f}   "
-            f"({min(ratios[count]):.2f}-{max(ratios[count]):.2f})"
+            f"{label.format(value=value):34s}{'':20s}"
+            f"{statistics.median(ratios[value]):7.2f}   "
+            f"({min(ratios[value]):.2f}-{max(ratios[value]):.2f})"
         )
+
+
+def set_chunk(value: int) -> int:
+    """Slices a chunk through the network; returns the setting it replaced."""
+    before, model_module.CHUNK = model_module.CHUNK, value
+    return before
+
+
+def set_lanes(value: int) -> int:
+    """Slices of a list at a time; returns the setting it replaced."""
+    before, batch_module.LANES = batch_module.LANES, value
+    return before
 
 
 def main() -> None:
@@ -345,7 +338,14 @@ def main() -> None:
         )
         print(f"{'':34s}{'ms a slice':>11s}{'network':>9s}{'ratio':>7s}   (rounds' range)")
         if "list" in chosen and args.lanes:
-            compare_lanes(predictor, paths, squares, work / "out", args.lanes, args.repeats)
+            compare_in_turn(
+                "a list, {value} slice(s) at a time",
+                args.lanes,
+                set_lanes,
+                lambda: list_through_predict(predictor, paths, work / "out"),
+                lambda: network_one_at_a_time(model, squares),
+                args.repeats,
+            )
         elif "list" in chosen:
             rounds(
                 "lungseg predict, a list",
@@ -355,7 +355,14 @@ def main() -> None:
                 args.repeats,
             )
         if "series" in chosen and args.chunks:
-            compare_chunks(predictor, series_squares, work / "out", args.chunks, args.repeats)
+            compare_in_turn(
+                "the series, {value} slices a chunk",
+                args.chunks,
+                set_chunk,
+                lambda: series_through_predict(predictor, work / "out"),
+                lambda: model.run(series_squares),
+                args.repeats,
+            )
         elif "series" in chosen:
             rounds(
                 f"the {series_squares.shape[0]}-slice DICOM series",
