@@ -337,3 +337,34 @@ def test_a_zip_may_unpack_to_what_a_scan_can_be(tmp_path: Path) -> None:
     archive.write_bytes(bytes(data))
     with pytest.raises(TooLargeError, match=r"1\.5 GB"):
         read_image(archive)
+
+
+def test_reading_a_zip_or_a_series_stops_when_asked(tmp_path: Path) -> None:
+    """Issue 32: a hung-up client's zip was unpacked and read to the end. ``stop`` is
+    asked between files: reading ends there, and what was unpacked is removed."""
+    import os
+    import tempfile
+    import zipfile
+
+    from lungseg.imaging.readers import ReadStopped
+
+    volume, _ = ct_volume(slices=6, size=32, lung_free=1)
+    series = write_dicom_series(tmp_path / "series", volume)
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in series:
+            bundle.write(file, file.name)
+    asked = []
+
+    def after_three() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    mine = f"lungseg-zip-{os.getpid()}-"
+    with pytest.raises(ReadStopped):
+        read_image(archive, stop=after_three)
+    assert len(asked) == 4  # stopped at once, not after the 6 files
+    assert not list(Path(tempfile.gettempdir()).glob(f"{mine}*"))
+    with pytest.raises(ReadStopped):
+        read_image(tmp_path / "series", stop=lambda: True)
+    assert read_image(archive, stop=lambda: False).array.shape[0] == 6

@@ -222,3 +222,32 @@ def test_serve_refuses_an_address_in_use_before_claiming_to_serve(
     captured = capsys.readouterr()
     assert f"127.0.0.1:{port} is already in use" in captured.err
     assert "serving on" not in captured.out
+
+
+def test_a_client_gone_before_its_zip_is_read_stops_the_reading(tmp_path: Path) -> None:
+    """Issue 32: hanging up did not stop a zip's unpacking and reading; the job's
+    cancellation now reaches the reader between two files."""
+    import threading
+    import zipfile
+
+    from synthetic import ct_volume, write_dicom_series
+
+    from lungseg.serve.answers import Service, volume_answer
+
+    volume, _ = ct_volume(slices=4, size=32, lung_free=1)
+    series = write_dicom_series(tmp_path / "series", volume)
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in series:
+            bundle.write(file, file.name)
+    predictor = Predictor(dark_is_lung_onnx(tmp_path / "m.onnx"))
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a hung-up client's scan was segmented")
+
+    predictor.segment = never  # type: ignore[method-assign]
+    service = Service.start(ServeSettings(), predictor)
+    gone = threading.Event()
+    gone.set()
+    with pytest.raises(ClientGone):
+        volume_answer(service, archive, "series.zip", "json", 0.0, gone)

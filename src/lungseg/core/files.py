@@ -34,6 +34,10 @@ def strip_suffixes(name: str) -> str:
     return name
 
 
+class UnzipStopped(Exception):
+    """``unzip_flat``'s ``stop`` said to stop."""
+
+
 class ZipTooLarge(Exception):
     """A zip over one of ``unzip_flat``'s limits; ``limit`` names which."""
 
@@ -50,11 +54,13 @@ def unzip_flat(
     max_files: int,
     max_bytes: float,
     wanted: Callable[[bytes], bool] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[Path]:
     """Unpack a zip's files into ``folder``, flat: member paths are never used as paths;
     ``name_of(index, member)`` names each file (``None`` skips it); ``wanted(head)``,
     given a member's first ``HEAD_BYTES``, skips the members it refuses before anything
-    of them is written. Each member is read up to its declared size only. Returns the
+    of them is written; ``stop()``, asked before each member, ends the unpacking
+    (``UnzipStopped``). Each member is read up to its declared size only. Returns the
     files written.
 
     Raises:
@@ -73,8 +79,10 @@ def unzip_flat(
             raise ZipTooLarge(
                 f"the zip unpacks to more than {max_bytes / 1024**3:g} GB", "max_unzipped_gb"
             )
-        written = []
+        written: list[Path] = []
         for index, member in enumerate(members):
+            if stop is not None and stop():  # asked between members: the caller left
+                raise UnzipStopped(f"unpacking stopped after {len(written)} files")
             name = name_of(index, member)
             if name is None:
                 continue

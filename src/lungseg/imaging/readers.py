@@ -13,8 +13,9 @@ import struct
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from PIL import Image, ImageOps
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from lungseg.core.files import ZipTooLarge, unzip_flat
+from lungseg.core.files import UnzipStopped, ZipTooLarge, unzip_flat
 from lungseg.core.scratch import scratch_folder
 from lungseg.errors import ImageReadError, TooLargeError
 from lungseg.imaging.intensity import classify_values, display_from_values, hu_from_float
@@ -142,6 +143,7 @@ def read_image(
     *,
     intensity: Intensity | None = None,
     limits: ReadLimits = DEFAULT_LIMITS,
+    stop: Callable[[], bool] | None = None,
 ) -> CTImage:
     """Read a CT slice or volume.
 
@@ -151,6 +153,9 @@ def read_image(
         intensity: force what the values mean instead of deciding from the file
             (``Intensity.HU`` or ``Intensity.DISPLAY``).
         limits: the largest input accepted (``ReadLimits``).
+        stop: asked between the files of a series or a zip; once it says yes, reading
+            stops (``ReadStopped``) and what was unpacked is removed (the server passes
+            "has the client hung up?").
 
     Returns:
         ``CTImage`` with an int16 HU or uint8 display array, ``(rows, cols)`` for a
@@ -162,8 +167,30 @@ def read_image(
         TooLargeError: the file declares more than ``limits`` allow.
     """
     path = Path(path)
-    with _errors_named(path):
-        return _finish(_load(path, limits=limits), path, intensity)
+    asked = _STOP.set(stop)
+    try:
+        with _errors_named(path):
+            return _finish(_load(path, limits=limits), path, intensity)
+    finally:
+        _STOP.reset(asked)
+
+
+class ReadStopped(Exception):
+    """Reading stopped because ``read_image``'s ``stop`` said so."""
+
+
+_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("lungseg_read_stop", default=None)
+"""The ``stop`` of the ``read_image`` call under way (in this thread)."""
+
+
+def _stopping() -> bool:
+    stop = _STOP.get()
+    return stop is not None and stop()
+
+
+def _check_stop() -> None:
+    if _stopping():
+        raise ReadStopped("reading stopped: the caller no longer wants the answer")
 
 
 def image_from_array(
@@ -683,6 +710,7 @@ def _series_headers(folder: Path, limits: ReadLimits) -> list[tuple[Path, pydico
                 )
     headers = []
     for file in sorted(files):
+        _check_stop()
         try:
             ds = _read_dicom(file, limits, pixels=False)
         except _TooLarge:
@@ -740,6 +768,7 @@ def _load_dicom_series(folder: Path, limits: ReadLimits) -> _Raw:
     # HU slices go straight to int16: the scan never exists as float32 as a whole
     volume = np.empty((len(chosen), rows, cols), np.int16 if kind is Intensity.HU else np.float32)
     for index, (file, _) in enumerate(chosen):
+        _check_stop()
         ds = _read_dicom(file, limits)
         values, _ = _dicom_values(ds)
         if values.shape != (rows, cols):
@@ -812,9 +841,12 @@ def _load_zip(archive: Path, limits: ReadLimits) -> _Raw:
                 max_files=limits.max_files,
                 max_bytes=limits.max_unzipped_gb * 1024**3,
                 wanted=_looks_like_dicom,
+                stop=_stopping,
             )
         except ZipTooLarge as error:
             raise _TooLarge(str(error), error.limit) from error
+        except UnzipStopped as error:
+            raise ReadStopped(str(error)) from None
         except (
             zipfile.BadZipFile,
             zlib.error,

@@ -19,6 +19,7 @@ from lungseg.core.memory import keep_freed_memory
 from lungseg.errors import ImageReadError, TooLargeError
 from lungseg.imaging import CTImage, read_image, to_display
 from lungseg.imaging.intensity import MEDIASTINAL_WINDOW
+from lungseg.imaging.readers import ReadStopped
 from lungseg.imaging.types import Intensity
 from lungseg.inference import Prediction, Predictor
 from lungseg.inference.encode import (
@@ -59,11 +60,16 @@ class Service:
         return cls(settings, predictor, gate, predictor.model_info())
 
 
-def read_upload(service: Service, path: Path, name: str, volume: bool) -> CTImage:
+def read_upload(
+    service: Service, path: Path, name: str, volume: bool, cancelled: threading.Event
+) -> CTImage:
     """Read an upload written to ``path`` (in its private folder), refusing the wrong
-    endpoint's kind of input before any segmentation."""
+    endpoint's kind of input before any segmentation; a client that hangs up stops the
+    reading between two files of a series or a zip (``ClientGone``)."""
     try:
-        image = read_image(path, limits=service.settings.limits)
+        image = read_image(path, limits=service.settings.limits, stop=cancelled.is_set)
+    except ReadStopped as error:
+        raise ClientGone("the client disconnected; its job was stopped") from error
     except TooLargeError as error:
         raise UploadError(413, f"{name}: {error.problem}") from error
     except ImageReadError as error:  # name the user's file, not the private folder
@@ -102,7 +108,7 @@ def slice_answer(
     cancelled: threading.Event,
 ) -> Response:
     """A slice's answer: JSON, or the overlay or mask PNG alone."""
-    image = read_upload(service, path, name, False)
+    image = read_upload(service, path, name, False, cancelled)
     if format != "json":
         prediction = segment_upload(service, image, name, cancelled)
         if format == "mask":
@@ -145,7 +151,8 @@ def volume_answer(
     cancelled: threading.Event,
 ) -> Response:
     """A scan's answer, a slice at a time: JSON, the mask NIfTI or a DICOM Segmentation."""
-    prediction = segment_upload(service, read_upload(service, path, name, True), name, cancelled)
+    image = read_upload(service, path, name, True, cancelled)
+    prediction = segment_upload(service, image, name, cancelled)
     if prediction.image.geometry.affine is None:
         raise UploadError(
             400,
