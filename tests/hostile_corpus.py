@@ -186,6 +186,22 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
     zip_bomb.write_bytes(bytes(data))
     add("zip declaring 8 GB unpacked", "size", zip_bomb, "refused")
 
+    zeros = out / "zeros.zip"  # issue 32: every member was unpacked and forced through pydicom
+    with zipfile.ZipFile(zeros, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for index in range(4):
+            bundle.writestr(f"{index:04d}.dcm", bytes(16 * 1024 * 1024))
+    add("zip of 64 MB of zeros named .dcm", "size", zeros, "refused")
+
+    small, _ = ct_volume(slices=4, size=48, lung_free=1)
+    beside = write_dicom_series(out / "beside_series", small)
+    junk = out / "series_and_junk.zip"
+    with zipfile.ZipFile(junk, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for file in beside:
+            bundle.write(file, f"series/{file.name}")
+        bundle.writestr("zeros.bin", bytes(8 * 1024 * 1024))
+        bundle.writestr("README.txt", "exported by a PACS")
+    add("zipped series with zeros and a README beside it", "valid-odd", junk, "ok")
+
     if large:
         deflated = write_dicom_slice(out / "deflate_bomb.dcm", np.zeros((8, 8), np.int16))
         ds = pydicom.dcmread(deflated)
