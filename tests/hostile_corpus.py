@@ -36,6 +36,7 @@ from synthetic import (
     write_dicom_slice,
     write_nifti,
     write_png,
+    zip_files,
 )
 
 
@@ -194,12 +195,8 @@ def build(out: Path, *, large: bool = False) -> list[Case]:
 
     small, _ = ct_volume(slices=4, size=48, lung_free=1)
     beside = write_dicom_series(out / "beside_series", small)
-    junk = out / "series_and_junk.zip"
-    with zipfile.ZipFile(junk, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for file in beside:
-            bundle.write(file, f"series/{file.name}")
-        bundle.writestr("zeros.bin", bytes(8 * 1024 * 1024))
-        bundle.writestr("README.txt", "exported by a PACS")
+    extra = {"zeros.bin": bytes(8 * 1024 * 1024), "README.txt": b"exported by a PACS"}
+    junk = zip_files(out / "series_and_junk.zip", beside, folder="series", extra=extra)
     add("zipped series with zeros and a README beside it", "valid-odd", junk, "ok")
 
     if large:

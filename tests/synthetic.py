@@ -7,6 +7,7 @@ image's left is the patient's right lung (radiological view).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -248,3 +249,20 @@ def build_tiny_dataset(root: Path, finding: int = 10, medseg: int = 6) -> Path:
     ]
     build_dataset(BuildConfig(sources=sources, fractions=(0.6, 0.2, 0.2)), root / "dataset")
     return root / "dataset"
+
+
+def zip_files(
+    target: Path,
+    files: list[Path],
+    *,
+    folder: str = "",
+    extra: dict[str, bytes] | None = None,
+) -> Path:
+    """A deflated zip of ``files`` (under ``folder/`` inside it), and ``extra`` members
+    (name: bytes), as a PACS export or a user's archive would hold them."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for file in files:
+            bundle.write(file, f"{folder}/{file.name}" if folder else file.name)
+        for name, data in (extra or {}).items():
+            bundle.writestr(name, data)
+    return target

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import ct_volume, write_dicom_series
+from synthetic import ct_volume, write_dicom_series, zip_files
 
 from lungseg.core.scratch import KINDS, PREFIX, make_folder, scratch_folder, sweep
 
@@ -51,10 +50,7 @@ def test_sigterm_during_a_zipped_series_leaves_no_patient_data(tmp_path: Path) -
     series = tmp_path / "series"
     volume, _ = ct_volume(slices=8, size=128, lung_free=1)
     write_dicom_series(series, np.tile(volume, (40, 1, 1)).astype(np.int16))  # 320 files
-    archive = tmp_path / "series.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for file in sorted(series.iterdir()):
-            bundle.write(file, file.name)
+    archive = zip_files(tmp_path / "series.zip", sorted(series.iterdir()))
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     left = scratch / f"{PREFIX}zip-999999999-old"  # what a killed run left

@@ -20,6 +20,7 @@ from synthetic import (
     write_nifti,
     write_png,
     write_tiff_hu,
+    zip_files,
 )
 
 from lungseg.errors import ImageReadError, TooLargeError
@@ -297,19 +298,14 @@ def test_a_zip_unpacks_only_what_starts_as_dicom(tmp_path: Path) -> None:
     """Issue 32: every member of a zip was unpacked and forced through pydicom: a 4 MB
     zip of zeros wrote gigabytes to disk. Members that do not start as DICOM files are
     now skipped before anything of them is written, and the series beside them reads."""
-    import zipfile
 
     from lungseg.core.files import unzip_flat
     from lungseg.imaging.readers import _looks_like_dicom
 
     volume, _ = ct_volume(slices=4, size=32, lung_free=1)
     series = write_dicom_series(tmp_path / "series", volume)
-    archive = tmp_path / "series.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for file in series:
-            bundle.write(file, f"dicom/{file.name}")
-        bundle.writestr("zeros.dcm", bytes(64 * 1024 * 1024))  # 64 MB of zeros, 64 kB zipped
-        bundle.writestr("README.txt", "exported by a PACS")
+    junk = {"zeros.dcm": bytes(64 * 1024 * 1024), "README.txt": b"exported by a PACS"}
+    archive = zip_files(tmp_path / "series.zip", series, folder="dicom", extra=junk)
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     written = unzip_flat(
@@ -344,16 +340,12 @@ def test_reading_a_zip_or_a_series_stops_when_asked(tmp_path: Path) -> None:
     asked between files: reading ends there, and what was unpacked is removed."""
     import os
     import tempfile
-    import zipfile
 
     from lungseg.imaging.readers import ReadStopped
 
     volume, _ = ct_volume(slices=6, size=32, lung_free=1)
     series = write_dicom_series(tmp_path / "series", volume)
-    archive = tmp_path / "series.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for file in series:
-            bundle.write(file, file.name)
+    archive = zip_files(tmp_path / "series.zip", series)
     asked = []
 
     def after_three() -> bool:

@@ -8,7 +8,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from synthetic import ct_volume, write_dicom_series
+from synthetic import ct_volume, write_dicom_series, zip_files
 
 from lungseg.inference import Predictor, save_prediction
 from lungseg.inference.encode import volume_mask_dicom_seg
@@ -153,12 +153,7 @@ def test_a_series_no_seg_can_be_built_on_says_why_on_both_paths(
         spoil(answer.image.geometry.dicom_headers)
         return answer
 
-    import zipfile
-
-    archive = tmp_path / "series.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for file in sorted((tmp_path / "series").iterdir()):
-            bundle.write(file, file.name)
+    archive = zip_files(tmp_path / "series.zip", sorted((tmp_path / "series").iterdir()))
     predictor.segment = spoiled  # type: ignore[method-assign]
     try:
         response = client.post(

@@ -30,6 +30,18 @@ def _content(path: Path) -> object:
     return path.read_bytes()
 
 
+def _same_outcomes(first: list[batch.Outcome], second: list[batch.Outcome]) -> None:
+    """The two runs gave each input the same answer and the same files."""
+    for one, two in zip(first, second, strict=True):
+        assert (one.error is None) == (two.error is None), (one.error, two.error)
+        if one.prediction is not None:
+            assert two.prediction is not None
+            assert two.prediction.measures == one.prediction.measures
+        assert [p.name for p in one.written] == [p.name for p in two.written]
+        for a, b in zip(one.written, two.written, strict=True):
+            assert _content(a) == _content(b), a.name
+
+
 def test_worker_processes_match_one_process_input_by_input(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -42,16 +54,9 @@ def test_worker_processes_match_one_process_input_by_input(tmp_path: Path) -> No
     workers = list(run_batch(BatchSettings(out=tmp_path / "workers"), paths, processes=2))
 
     assert [o.path for o in workers] == paths  # input order, whichever worker ends first
-    for one, many in zip(alone, workers, strict=True):
-        assert (one.error is None) == (many.error is None), (one.error, many.error)
-        if one.prediction is None:
-            assert many.error is not None and "s2b.png" in many.error
-            continue
-        assert many.prediction is not None
-        assert many.prediction.measures == one.prediction.measures
-        assert [p.name for p in many.written] == [p.name for p in one.written]
-        for a, b in zip(one.written, many.written, strict=True):
-            assert _content(a) == _content(b), a.name
+    _same_outcomes(alone, workers)
+    broken_outcome = workers[paths.index(broken)]
+    assert broken_outcome.error is not None and "s2b.png" in broken_outcome.error
 
 
 def test_only_a_long_list_of_pictures_on_several_cores_gets_workers(
@@ -121,11 +126,7 @@ def test_two_slices_segmented_at_once_give_what_one_at_a_time_gives(
     assert batch.picture_lanes(paths) == 1
     alone = list(run_batch(BatchSettings(out=tmp_path / "alone"), paths))
     assert [o.path for o in together] == paths
-    for one, two in zip(alone, together, strict=True):
-        assert (one.error is None) == (two.error is None)
-        assert [p.name for p in one.written] == [p.name for p in two.written]
-        for a, b in zip(one.written, two.written, strict=True):
-            assert _content(a) == _content(b), a.name
+    _same_outcomes(alone, together)
 
 
 def test_only_lists_of_single_files_run_two_at_a_time(

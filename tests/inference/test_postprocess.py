@@ -115,7 +115,7 @@ def test_a_soft_tissue_picture_keeps_lungs_as_black_as_the_air() -> None:
     than the background keeps them, and that estimate is the one used."""
     from synthetic import ellipse
 
-    from lungseg.imaging.body import body_regions
+    from lungseg.imaging.body import body_estimates
     from lungseg.inference.model import body_for
 
     shape = (96, 96)
@@ -127,7 +127,7 @@ def test_a_soft_tissue_picture_keeps_lungs_as_black_as_the_air() -> None:
     grey[lungs] = 0
     grey[44:52, 14:24] = 0  # the right lung reaches the gap
     labels = lungs.astype(np.uint8)
-    otsu_body = body_regions(grey, Intensity.DISPLAY)[0]
+    otsu_body = next(body_estimates(grey, Intensity.DISPLAY))
     assert otsu_body is not None and not otsu_body[lungs].all()
     body = body_for(labels, grey, Intensity.DISPLAY)
     assert body is not None and body[lungs].all() and not body[0, 0]

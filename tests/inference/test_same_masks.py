@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from lungseg.core import masks
 from lungseg.core.morphology import component_sizes, label
 from lungseg.imaging import Intensity, readers
-from lungseg.imaging.body import body_regions
+from lungseg.imaging.body import body_estimates, usable
 from lungseg.inference import Predictor, model, preprocess
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def body_for_plainly(
 ) -> np.ndarray | None:
     """``model.body_for`` making every body estimate, always."""
     lung = labels != 0
-    candidates = body_regions(image, intensity)
+    candidates = usable(body_estimates(image, intensity))
     kept = [int(lung.sum()) if b is None else int((lung & b).sum()) for b in candidates]
     best = max(kept, default=0)
     chosen = (b for b, k in zip(candidates, kept, strict=True) if k >= model.BODY_KEEPS * best)

@@ -228,18 +228,14 @@ def test_a_client_gone_before_its_zip_is_read_stops_the_reading(tmp_path: Path) 
     """Issue 32: hanging up did not stop a zip's unpacking and reading; the job's
     cancellation now reaches the reader between two files."""
     import threading
-    import zipfile
 
-    from synthetic import ct_volume, write_dicom_series
+    from synthetic import ct_volume, write_dicom_series, zip_files
 
     from lungseg.serve.answers import Service, volume_answer
 
     volume, _ = ct_volume(slices=4, size=32, lung_free=1)
     series = write_dicom_series(tmp_path / "series", volume)
-    archive = tmp_path / "series.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for file in series:
-            bundle.write(file, file.name)
+    archive = zip_files(tmp_path / "series.zip", series)
     predictor = Predictor(dark_is_lung_onnx(tmp_path / "m.onnx"))
 
     def never(*args: object, **kwargs: object) -> None:

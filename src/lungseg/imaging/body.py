@@ -91,9 +91,3 @@ def usable(estimates: Iterable[np.ndarray]) -> list[np.ndarray | None]:
     if len(in_view) < len(estimates):
         in_view.append(None)
     return in_view
-
-
-def body_regions(image: np.ndarray, intensity: Intensity) -> list[np.ndarray | None]:
-    """Every estimate of the body's cross-section (``body_estimates``) that can be used
-    (``usable``). The caller keeps the estimate that agrees with the lungs found."""
-    return usable(body_estimates(image, intensity))

@@ -10,9 +10,10 @@ each input (``segment_and_write``: read, segment, write aside-then-rename), givi
         print(outcome.summary(model).model_dump_json())
 
 In this process, two slices are read and segmented at once (``picture_lanes``) and
-writing (PNG and NIfTI compression, which leave the GIL) runs on a thread of its own; a long list of 2D pictures
-goes to worker processes instead (``processes``), each with its own Predictor; a
-cohort of scans goes to a Dask cluster (``inference.cohort``).
+writing (PNG and NIfTI compression, which leave the GIL) runs on a thread of its own;
+a long list of 2D pictures may go to worker processes instead (``processes``), each
+with its own Predictor; a cohort of scans goes to a Dask cluster
+(``inference.cohort``).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def cohort_row(summary: Summary | Failure, stem: str) -> dict[str, str]:
         why = (
             "a slice has areas, not volumes"
             if summary.kind == "slice"
-            else ("the file gives no voxel size")
+            else "the file gives no voxel size"
         )
         notes.append(
             f"no volumes in mL: {why} (lungs {lung.total:.1f} {lung.unit}, right "
@@ -263,7 +263,7 @@ def _run_locked(
     scheduler: str | None,
     workers: int,
     on_row: Callable[[dict[str, str], int, int], None] | None,
-    work: Callable[[str, str, BatchSettings], dict[str, str]] = segment_one,
+    work: Callable[[str, str, BatchSettings], dict[str, str]],
 ) -> Path:
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -321,10 +321,9 @@ def _row_of(future: Any, path: str, stem: str) -> dict[str, str]:
     try:
         row: dict[str, str] = future.result()
     except Exception as error:  # the task's own failure, reported on its row
-        killed = type(error).__name__ == "KilledWorker"
         reason = (
             "its worker process died while segmenting it, each time it was tried (out of memory?)"
-            if killed
+            if _killed(future)
             else f"unexpected error {type(error).__name__}: {error}"
         )
         return cohort_row(Failure(file=path, error=f"{path}: {reason}"), stem)
